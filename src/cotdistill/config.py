@@ -1,0 +1,144 @@
+"""The YAML config of a whole run, as pydantic models: one section per stage.
+
+Errors name the file and the field (`demo.yaml: student.lora_r: Input should be a valid integer`).
+`--set section.field=value` overrides let users change a shipped config without copying it.
+Secrets never live here: HTTP teachers name the environment variable that holds the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from cotdistill.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Section):
+    """Either generated offline (`generate: coin_flip`) or loaded from files / hub names."""
+
+    generate: str | None = None  # gsm_symbolic | coin_flip | last_letters
+    generate_options: dict[str, Any] = {}
+    split: Literal["template", "same-template"] = "template"  # for gsm_symbolic
+    train: str | None = None
+    test: str | None = None
+    format: str | None = None
+    mapping: dict[str, str] | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def one_source(self) -> "DataConfig":
+        if (self.generate is None) == (self.train is None):
+            raise ValueError("give exactly one of data.generate (offline generator) or data.train (a file)")
+        if self.generate and (self.n_train is None or self.n_test is None):
+            raise ValueError("data.generate needs data.n_train and data.n_test")
+        if self.train and not self.test and self.n_test is None:
+            raise ValueError("data.train without data.test needs data.n_test (held out from the train file)")
+        return self
+
+
+class TeacherConfig(Section):
+    model: str = "embedded:qwen2.5-0.5b"
+    hint: bool = True
+    zero_shot: bool = False
+    n_exemplars: int = 8
+    exemplars: str | None = None
+    samples: int = 1
+    temperature: float = 0.0
+    max_tokens: int = 256
+    batch_size: int = 8
+    no_gold: bool = False
+    api_key_env: str | None = None  # name of the environment variable, never the key itself
+    options: dict[str, Any] = {}
+
+
+class StudentConfig(Section):
+    model: str = "embedded:gemma-3-270m"
+    modes: list[Literal["cot", "answer-only", "multitask"]] = ["cot", "answer-only"]
+    lora: bool = True
+    lora_r: int = 16
+    epochs: float = 3.0
+    max_steps: int | None = None
+    lr: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_len: int = 384
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup: float = 0.05
+    bf16: bool | Literal["auto"] = "auto"
+    save_steps: int = 50
+    eval_fraction: float = 0.05
+
+
+class EvaluateConfig(Section):
+    batch_size: int = 16
+    max_new_tokens: int = 192
+    limit: int | None = None
+    samples: int = 1
+    temperature: float = 0.0
+    few_shot_student: bool = True  # baseline: the student before fine-tuning, few-shot CoT prompted
+    teacher: bool = True  # baseline: the teacher's own few-shot accuracy (no hint)
+    few_shot: int = 8
+
+
+class RunConfig(Section):
+    name: str
+    run_dir: str | None = None  # default: runs/<name>
+    seed: int = 0
+    quiet: bool = False
+    data: DataConfig
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    @property
+    def run_path(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}")
+
+
+def _apply_override(raw: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise UserError(f"--set {assignment!r}: expected section.field=value, e.g. --set student.epochs=2")
+    key, value = assignment.split("=", 1)
+    *parents, leaf = key.strip().split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise UserError(f"--set {assignment!r}: {p} is not a section")
+    node[leaf] = yaml.safe_load(value)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of sections (name, data, teacher, student, evaluate)")
+    for assignment in overrides or []:
+        _apply_override(raw, assignment)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+        raise UserError(f"{path}: {where}: {err['msg']}{more}") from None
+
+
+def dump_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved config (it holds no secrets by construction)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,17 @@
+"""The one exception type for mistakes a user can make (bad file, bad config, missing extra).
+
+The CLI turns a `UserError` into a single line on stderr and exit code 2, with no traceback;
+anything else is a bug in cotdistill and keeps its traceback.
+"""
+
+
+class UserError(Exception):
+    """An error the user can fix: the message names the input and what was expected."""
+
+
+def missing_extra(package: str, extra: str) -> UserError:
+    """The error raised when an optional dependency is not installed."""
+    return UserError(
+        f"the Python package '{package}' is not installed; install it with: "
+        f"pip install 'cotdistill[{extra}]'"
+    )

@@ -1,0 +1,1 @@
+"""Teacher backends behind one small protocol (see base.py); `load_teacher` picks one by name."""

@@ -1,0 +1,62 @@
+"""The protocol every teacher backend implements, and the records it exchanges.
+
+A prompt is either plain text (completion models) or a list of chat messages
+[{"role": ..., "content": ...}] (instruct models). `generate` takes a batch so that backends can
+do better than one sequence at a time (multi-sequence llama.cpp batches, concurrent HTTP requests,
+vLLM continuous batching); it returns one `Completion` per request, in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol, Union
+
+Message = dict[str, str]
+Prompt = Union[str, list[Message]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: Prompt
+    params: SamplingParams = field(default_factory=SamplingParams)
+    # Which of several samples for the same prompt this is; with temperature > 0 the backend
+    # derives its random seed from (params.seed, sample) so a rerun reproduces the same sample.
+    sample: int = 0
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str  # "stop" (ended by itself or a stop string) | "length" (hit max_tokens)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+
+    @property
+    def truncated(self) -> bool:
+        return self.finish_reason == "length"
+
+
+class Teacher(Protocol):
+    #: Stable identity of the model for cache keys, e.g. "llamacpp:qwen2.5-0.5b@<sha256[:12]>".
+    name: str
+    #: True when prompts should be chat messages (instruct model with a chat template).
+    chat: bool
+
+    def generate(self, requests: list[Request]) -> list[Completion]: ...
+
+    def close(self) -> None: ...
