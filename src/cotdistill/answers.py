@@ -25,10 +25,10 @@ NUMBER_RE = re.compile(
     r"(?:\s*/\s*(?P<den>\d+(?:\.\d+)?)(?![\d]))?"
     r"(?!\w*\d)"
 )
-# "The answer is", "The final answer is:", "Answer:", "answer = "
+# "The answer is", "answer is", "The final answer is:", "Answer:", "answer = "
 ANSWER_PHRASE_RE = re.compile(
-    r"(?:\bthe\s+(?:final\s+|correct\s+)?answer\s+(?:is|would\s+be|will\s+be)\b|\bfinal\s+answer\s*[:=]|\banswer\s*[:=]"
-    r"|\bso\s+the\s+answer\s*[:=]?)\s*[:=]?\s*",
+    r"(?:\b(?:(?:the|my|our)\s+)?(?:final\s+|correct\s+)?answer\s+(?:is|would\s+be|will\s+be)\b|\bfinal\s+answer\s*[:=]|\banswer\s*[:=]"
+    r"|\bso\s+the\s+answer\s*[:=])\s*[:=]?\s*",
     re.IGNORECASE,
 )
 GSM_MARKER_RE = re.compile(r"####\s*")
@@ -92,24 +92,37 @@ def find_numbers(text: str) -> list[float]:
     return out
 
 
-def _math_verify_number(text: str) -> float | None:
-    """LaTeX-ish expressions (\\frac{3}{4}, 2^{10}) via math-verify; None when it cannot tell."""
+LATEX_RE = re.compile(r"\\d?frac|\\sqrt|\^|\\cdot|\\times")
+
+
+def _math_verify_values(text: str) -> list[float]:
+    """The values of a LaTeX-ish expression (\\frac{3}{4}, 2^{10}, \\sqrt{16}) via math-verify.
+
+    A set ("\\frac{1}{2}, \\frac{3}{4}") gives several values, an equation "x = 3/4" its right side;
+    an empty list means math-verify could not read a number.
+    """
     try:
         from math_verify import parse
+        from sympy import Eq, FiniteSet
     except ImportError:  # pragma: no cover - math-verify is a core dependency
-        return None
+        return []
     try:
-        parsed = parse(text if "$" in text or "\\" in text else f"${text}$")
+        parsed = parse(text if "$" in text else f"${text}$")
     except Exception:
-        return None
-    for item in parsed:
+        return []
+    if not parsed:
+        return []
+    item = parsed[0]
+    items = list(item.args) if isinstance(item, FiniteSet) else [item.rhs if isinstance(item, Eq) else item]
+    values = []
+    for it in items:
         try:
-            value = float(item)
+            value = float(it)
         except (TypeError, ValueError):
-            continue
+            return []
         if math.isfinite(value):
-            return value
-    return None
+            values.append(value)
+    return values
 
 
 def parse_number(text: str) -> float | None:
@@ -117,6 +130,9 @@ def parse_number(text: str) -> float | None:
     text = text.strip().strip("*").strip()
     if "=" in text:
         text = text.rsplit("=", 1)[1]
+    if LATEX_RE.search(text):  # \frac{3}{4} is one number, not the numbers 3 and 4
+        values = _math_verify_values(text)
+        return values[0] if len({format_number(v) for v in values}) == 1 else None
     nums = find_numbers(text)
     distinct = {format_number(n) for n in nums}
     if len(distinct) == 1:
@@ -125,8 +141,6 @@ def parse_number(text: str) -> float | None:
         word = re.fullmatch(r"\s*(-?)\s*([a-z]+)\W*", text.lower())
         if word and word.group(2) in NUMBER_WORDS:
             return -NUMBER_WORDS[word.group(2)] if word.group(1) else NUMBER_WORDS[word.group(2)]
-        if re.search(r"\\frac|\\sqrt|\^|\\dfrac", text):
-            return _math_verify_number(text)
     return None
 
 
@@ -193,29 +207,47 @@ def normalise(value: str, answer_type: str, choices: list[str] | None = None) ->
         found = {("yes" if w in YES else "no") for w in words if w in YES | NO}
         return found.pop() if len(found) == 1 else None
     if answer_type == "choice":
-        letters = set(re.findall(r"(?<![A-Za-z])\(?([A-Ea-e])\)?(?![A-Za-z])", value))
-        letters = {x.upper() for x in letters}
-        if len(letters) == 1:
-            return letters.pop()
-        if choices:  # the option's text instead of its letter
-            hits = [chr(65 + i) for i, c in enumerate(choices) if c.strip().lower() == value.strip(" .").lower()]
-            if len(hits) == 1:
-                return hits[0]
-        return None
+        letters = _choice_letters(value, choices)
+        return letters.pop() if len(letters) == 1 else None
     if answer_type == "text":
         cleaned = value.strip().strip("\"'“”‘’`*").strip().rstrip(".").strip("\"'“”‘’`*").strip()
         return cleaned.lower() or None
     raise ValueError(f"unknown answer type {answer_type!r}")
 
 
-def _ambiguity(span: str, answer_type: str) -> bool:
+# A letter marked as an option: "(B)", "B)", or a bare capital letter.
+CHOICE_MARK_RE = re.compile(r"\(([A-Ea-e])\)|(?<![\w(])([A-Ea-e])\)|(?<![\w'])([A-E])(?![\w'])")
+
+
+def _choice_letters(value: str, choices: list[str] | None) -> set[str]:
+    """Every option letter a short answer names, by letter or by the option's text."""
+    s = value.strip().strip("*\"'`").rstrip(".").strip()
+    alone = re.fullmatch(r"\(?([A-Ea-e])\)?", s)
+    if alone:  # "b", "(b)", "B)"
+        return {alone.group(1).upper()}
+    options = [c.strip().lower() for c in choices or []]
+    with_article = re.fullmatch(r"(?:a|an|the)\s+(.+)", s, flags=re.IGNORECASE)
+    if with_article and with_article.group(1).lower() in options:  # "A library": an article, not option A
+        return {chr(65 + options.index(with_article.group(1).lower()))}
+    letters = {next(g for g in m.groups() if g).upper() for m in CHOICE_MARK_RE.finditer(s)}
+    text = re.sub(r"^\(?[A-Ea-e]\)\s*", "", s).lower()  # "(B) library" names B twice
+    if text in options:
+        letters.add(chr(65 + options.index(text)))
+    return letters
+
+
+def _ambiguity(span: str, answer_type: str, choices: list[str] | None = None) -> bool:
     """True when the final-answer sentence names more than one distinct value."""
     if answer_type == "number":
         tail = span.rsplit("=", 1)[1] if "=" in span else span
+        if LATEX_RE.search(tail):
+            return len({format_number(v) for v in _math_verify_values(tail)}) > 1
         return len({format_number(n) for n in find_numbers(tail)}) > 1
     if answer_type == "yes_no":
         words = set(re.findall(r"[a-z]+", span.lower()))
         return bool(words & YES) and bool(words & NO)
+    if answer_type == "choice":
+        return len(_choice_letters(span, choices)) > 1
     return False
 
 
@@ -236,7 +268,7 @@ def extract_answer(
     span, end = found
     if not span.strip():
         return Extraction(None, NO_ANSWER, end)
-    if _ambiguity(span, answer_type):
+    if _ambiguity(span, answer_type, choices):
         return Extraction(None, SEVERAL, end)
     value = normalise(span, answer_type, choices)
     if value is None:

@@ -1,7 +1,7 @@
 """The normalised example record every stage exchanges, and JSON Lines input/output.
 
 One record per question: {id, question, answer, answer_type, choices?, source}. `answer` is the gold
-answer already normalised for its type (see answers.normalise_gold), so later stages compare strings.
+answer already normalised for its type (see answers.normalise), so later stages compare strings.
 """
 
 from __future__ import annotations
