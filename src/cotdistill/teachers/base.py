@@ -8,6 +8,7 @@ vLLM continuous batching); it returns one `Completion` per request, in order.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Protocol, Union
 
@@ -60,3 +61,11 @@ class Teacher(Protocol):
     def generate(self, requests: list[Request]) -> list[Completion]: ...
 
     def close(self) -> None: ...
+
+
+def sample_seed(params: SamplingParams, sample: int) -> int:
+    """The random seed of one sample: a stable function of (params.seed, sample), so a rerun
+    reproduces the same sample and different samples of one prompt differ. Fits in 31 bits
+    (what HTTP servers accept as `seed`)."""
+    digest = hashlib.sha256(f"{params.seed}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF

@@ -1,0 +1,96 @@
+"""A persistent cache of teacher completions, so that nothing already answered is paid for twice.
+
+SQLite in WAL mode: each batch of answers is one committed transaction, so a process killed at any
+moment (Ctrl-C, kill -9, out of memory) loses at most the batch in flight, and a rerun finds every
+committed answer. Keyed by (teacher name, prompt hash, sampling parameters, sample index): a
+different model, prompt, temperature or sample is a different request.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from cotdistill.errors import UserError
+from cotdistill.teachers.base import Completion, SamplingParams
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS completions (
+    teacher TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    params TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    text TEXT NOT NULL,
+    finish_reason TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    cost_usd REAL NOT NULL,
+    created TEXT NOT NULL DEFAULT (datetime('now')),
+    PRIMARY KEY (teacher, prompt_hash, params, sample)
+)
+"""
+
+Key = tuple[str, str, SamplingParams, int]  # (teacher, prompt_hash, params, sample)
+
+
+def params_key(params: SamplingParams) -> str:
+    return json.dumps(params.to_dict(), sort_keys=True)
+
+
+class CompletionCache:
+    """get_many / put_many over one SQLite file; use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL is durable against a killed process in WAL mode (only a power cut can lose
+            # the last commits), and much faster than FULL.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+            self._db.commit()
+        except sqlite3.DatabaseError as e:
+            raise UserError(f"{self.path}: cannot open the teacher cache ({e}); move it away to start afresh") from None
+
+    def get_many(self, keys: Iterable[Key]) -> dict[Key, Completion]:
+        """The cached completion of each key that has one."""
+        found = {}
+        for key in keys:
+            teacher, phash, params, sample = key
+            row = self._db.execute(
+                "SELECT text, finish_reason, prompt_tokens, completion_tokens, cost_usd FROM completions"
+                " WHERE teacher=? AND prompt_hash=? AND params=? AND sample=?",
+                (teacher, phash, params_key(params), sample),
+            ).fetchone()
+            if row:
+                found[key] = Completion(*row)
+        return found
+
+    def put_many(self, items: Iterable[tuple[Key, Completion]]) -> None:
+        """Store answers in one committed transaction (an answer is never replaced)."""
+        rows = [
+            (t, h, params_key(p), s, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, c.cost_usd)
+            for (t, h, p, s), c in items
+        ]
+        with self._db:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO completions (teacher, prompt_hash, params, sample, text, finish_reason,"
+                " prompt_tokens, completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> CompletionCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

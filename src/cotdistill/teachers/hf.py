@@ -1,0 +1,146 @@
+"""A teacher on a local (or hub) transformers causal LM: any model `from_pretrained` can load.
+
+Requests are generated in batches with LEFT padding (so every row's next token sits at the same
+position) and the tokenizer's chat template for chat prompts. Slower than llama.cpp on a CPU
+(FACTS.md: 6–7×) but it runs any Hugging Face checkpoint, including a student trained here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from cotdistill.errors import UserError
+from cotdistill.teachers.base import Completion, Prompt, Request, sample_seed
+
+_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+
+
+class HFTeacher:
+    def __init__(
+        self,
+        model: str,
+        *,
+        chat: bool | None = None,
+        batch_size: int = 8,
+        dtype: str = "float32",
+        device: str | None = None,
+        local_files_only: bool = False,
+        trust_remote_code: bool = False,
+    ):
+        import torch
+        import transformers
+        from packaging.version import Version
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if dtype not in _DTYPES:
+            raise UserError(f"hf teacher: dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
+        self.batch_size = max(1, batch_size)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=local_files_only, trust_remote_code=trust_remote_code)
+            # `torch_dtype` was renamed `dtype` in transformers 4.56.
+            dtype_arg = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+            self.model = AutoModelForCausalLM.from_pretrained(
+                model,
+                **{dtype_arg: getattr(torch, _DTYPES[dtype])},
+                local_files_only=local_files_only,
+                trust_remote_code=trust_remote_code,
+            ).to(self.device)
+        except OSError as e:
+            raise UserError(f"hf teacher: cannot load '{model}' ({str(e).splitlines()[0]})") from None
+        self.model.eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        has_template = bool(getattr(self.tokenizer, "chat_template", None))
+        self.chat = has_template if chat is None else chat
+        if self.chat and not has_template:
+            raise UserError(f"hf teacher: '{model}' has no chat template; use it as a completion model (chat=False)")
+        self.name = f"hf:{model}@{_identity(model, self.model)}"
+
+    def __repr__(self) -> str:
+        return f"HFTeacher({self.name!r}, device={self.device!r}, batch_size={self.batch_size})"
+
+    def render(self, prompt: Prompt) -> str:
+        if isinstance(prompt, str):
+            return prompt
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, requests: list[Request]) -> list[Completion]:
+        """Batches of requests that share sampling settings (seeds aside), in request order."""
+        results: list[Completion | None] = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            p = r.params
+            groups.setdefault((p.temperature, p.top_p, p.max_tokens, p.stop), []).append(i)
+        for idx in groups.values():
+            for start in range(0, len(idx), self.batch_size):
+                chunk = idx[start : start + self.batch_size]
+                for i, c in zip(chunk, self._generate_batch([requests[i] for i in chunk])):
+                    results[i] = c
+        return results  # type: ignore[return-value]
+
+    def _generate_batch(self, requests: list[Request]) -> list[Completion]:
+        import torch
+
+        p = requests[0].params
+        texts = [self.render(r.prompt) for r in requests]
+        # A chat template usually writes the BOS itself; do not add a second one.
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not self.chat).to(self.device)
+        kwargs: dict = {"max_new_tokens": p.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
+        if p.temperature > 0:
+            # One generator for the batch: each sample is reproducible given the same batch.
+            seed = hashlib.sha256(",".join(str(sample_seed(r.params, r.sample)) for r in requests).encode()).digest()
+            torch.manual_seed(int.from_bytes(seed[:8], "little"))
+            kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=0)
+        else:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        if p.stop:
+            kwargs.update(stop_strings=list(p.stop), tokenizer=self.tokenizer)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1] :]
+        # A row that finished early is filled with pad tokens while the others go on.
+        eos = set(_as_list(self.model.generation_config.eos_token_id) or [self.tokenizer.eos_token_id])
+        eos.add(self.tokenizer.pad_token_id)
+        return [self._completion(row.tolist(), int(mask.sum()), p, eos) for row, mask in zip(new, enc["attention_mask"])]
+
+    def _completion(self, tokens: list[int], n_prompt: int, p, eos: set[int]) -> Completion:
+        ended = next((k for k, t in enumerate(tokens) if t in eos), None)
+        if ended is not None:
+            tokens = tokens[:ended]
+        text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+        stopped = ended is not None or cut >= 0
+        return Completion(
+            text=text,
+            finish_reason="stop" if stopped or len(tokens) < p.max_tokens else "length",
+            prompt_tokens=n_prompt,
+            completion_tokens=len(tokens),
+        )
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _as_list(x) -> list[int]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _identity(model: str, loaded) -> str:
+    """A short identity of the weights for cache keys: the hub commit, or the local weight files' hashes."""
+    commit = getattr(loaded.config, "_commit_hash", None)
+    if commit:
+        return commit[:12]
+    path = Path(model)
+    files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) if path.is_dir() else []
+    if not files:
+        return "local"
+    from cotdistill.embedded import file_sha256
+
+    return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()[:12]

