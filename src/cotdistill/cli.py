@@ -6,6 +6,8 @@ Errors a user can cause are `UserError`s: printed as one line, exit code 2, no t
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -19,6 +21,410 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Inspect and prepare datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+
+
+# ------------------------------------------------------------------ data
+
+from cotdistill.datasets import format_names  # noqa: E402  (light: no heavy imports)
+
+FORMAT_OPTION = typer.Option(None, "--format", "-f", help=f"Dataset format (default: detected). One of: {format_names()}.")
+MAP_OPTION = typer.Option(
+    [], "--map", help="Field mapping for generic jsonl/csv/parquet/hub data, KEY=FIELD (repeatable): "
+    "question=, answer=, answer_type=number|yes_no|choice|text, and optional id=, choices=, source=, config=.",
+)
+SPLIT_OPTION = typer.Option(None, "--split", help="Hub split, or the file in a dataset folder whose name contains it.")
+
+
+def _data_mapping(items: list[str]) -> dict[str, str] | None:
+    """--map KEY=FIELD strings to a mapping dict (values kept as text: they are field names)."""
+    mapping = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"--map {item!r}: expected KEY=FIELD, e.g. --map question=problem")
+        mapping[key.strip()] = value.strip()
+    return mapping or None
+
+
+@data_app.command("stats")
+def data_stats(
+    path: str = typer.Argument(..., help="Dataset file, folder, or Hugging Face hub name."),
+    format: Optional[str] = FORMAT_OPTION,
+    limit: Optional[int] = typer.Option(None, "--limit", help="Read only the first N examples."),
+    split: Optional[str] = SPLIT_OPTION,
+    map_items: list[str] = MAP_OPTION,
+) -> None:
+    """Format, record count, answer types, and every skipped record with its reason."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from cotdistill.datasets import load_dataset
+
+    result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=limit)
+    table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False)
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")
+    table.add_row("dataset", path)
+    table.add_row("format", result.format)
+    table.add_row("examples", str(len(result.examples)))
+    for answer_type, count in sorted(result.answer_types().items()):
+        table.add_row(f"answer type {answer_type}", str(count))
+    table.add_row("skipped", str(len(result.skipped)))
+    Console().print(table)
+    # Plain lines, not a table: reasons and file paths must never be truncated.
+    for reason, count, first in result.skip_summary():
+        print(f"  skipped {count} × {reason}  (first at {first})")
+
+
+@data_app.command("show")
+def data_show(
+    path: str = typer.Argument(..., help="Dataset file, folder, or Hugging Face hub name."),
+    n: int = typer.Option(3, "-n", "--n", help="How many records to print."),
+    format: Optional[str] = FORMAT_OPTION,
+    split: Optional[str] = SPLIT_OPTION,
+    map_items: list[str] = MAP_OPTION,
+) -> None:
+    """Print the first N normalised records as JSON."""
+    import json
+
+    from cotdistill.datasets import load_dataset
+
+    result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=n)
+    for example in result.examples:
+        print(json.dumps(example.to_dict(), indent=2, ensure_ascii=False))
+
+
+@data_app.command("generate")
+def data_generate(
+    task: str = typer.Argument(..., help="gsm_symbolic | last_letters | coin_flip"),
+    n_train: int = typer.Option(..., "--n-train", help="Training problems."),
+    n_test: int = typer.Option(..., "--n-test", help="Test problems."),
+    seed: int = typer.Option(0, "--seed"),
+    split: str = typer.Option(
+        "template", "--split", help="template: test problems come from templates (or names) never seen "
+        "in training; same-template: a random split.",
+    ),
+    out: Path = typer.Option(..., "--out", help="Folder: writes train.jsonl and test.jsonl."),
+    test_fraction: Optional[float] = typer.Option(None, "--test-fraction", help="Share of templates/names held out (default 0.2)."),
+    n_words: Optional[int] = typer.Option(None, "--n-words", help="last_letters: words per question (default 4)."),
+    n_flips: Optional[int] = typer.Option(None, "--n-flips", help="coin_flip: people per question (default 4)."),
+) -> None:
+    """Generate a seeded train/test pair offline and write DIR/train.jsonl and DIR/test.jsonl."""
+    from cotdistill.examples import write_examples
+    from cotdistill.generators import generate_split
+
+    opts = {k: v for k, v in (("test_fraction", test_fraction), ("n_words", n_words), ("n_flips", n_flips)) if v is not None}
+    train, test = generate_split(task, n_train, n_test, seed, split=split, **opts)
+    write_examples(out / "train.jsonl", train)
+    write_examples(out / "test.jsonl", test)
+    print(f"wrote {len(train)} train and {len(test)} test {task} problems ({split} split, seed {seed}) to {out}")
+
+
+@data_app.command("prepare")
+def data_prepare(
+    path: str = typer.Argument(..., help="Dataset file, folder, or Hugging Face hub name."),
+    out: Path = typer.Option(..., "--out", help="Normalised jsonl to write."),
+    format: Optional[str] = FORMAT_OPTION,
+    limit: Optional[int] = typer.Option(None, "--limit", help="Keep only the first N examples."),
+    split: Optional[str] = SPLIT_OPTION,
+    map_items: list[str] = MAP_OPTION,
+    exclude: list[Path] = typer.Option([], "--exclude", help="Drop questions that also occur in this dataset (e.g. the test set); repeatable."),
+) -> None:
+    """Write a dataset as normalised jsonl {id, question, answer, answer_type, choices?, source}."""
+    from cotdistill.datasets import load_dataset
+    from cotdistill.examples import write_examples
+    from cotdistill.overlap import remove_overlap
+
+    result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=limit)
+    examples, removed = result.examples, 0
+    for other in exclude:
+        examples, n = remove_overlap(examples, load_dataset(other).examples)
+        removed += n
+    write_examples(out, examples)
+    print(f"wrote {len(examples)} examples to {out} (format {result.format})")
+    if result.skipped:
+        reasons = "; ".join(f"{n} × {r}" for r, n, _ in result.skip_summary())
+        print(f"skipped {len(result.skipped)} records: {reasons}  (details: cotdistill data stats {path})")
+    if exclude:
+        print(f"removed {removed} examples whose question also occurs in {', '.join(map(str, exclude))}")
+
+
+# ------------------------------------------------------------------ annotate
+
+
+def _parse_assignments(items: list[str], option: str) -> dict:
+    """KEY=VALUE strings to a dict; values read as YAML scalars (4 -> int, true -> bool)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"{option} {item!r}: expected KEY=VALUE, e.g. {option} n_ctx=8192")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@app.command()
+def annotate(
+    out: Path = typer.Option(..., "--out", help="Run directory: writes annotations.jsonl, distill.jsonl, cache.sqlite."),
+    teacher: str = typer.Option(..., "--teacher", help="embedded:NAME | gguf:/path | openai:MODEL@URL | hf:PATH"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Dataset file (default: RUN_DIR/data/train.jsonl)."),
+    data_format: Optional[str] = typer.Option(None, "--format", help="Dataset format (default: detected from the file)."),
+    hint: bool = typer.Option(True, "--hint/--no-hint", help="Give the gold answer before the CoT (the paper's rationalisation)."),
+    zero_shot: bool = typer.Option(False, "--zero-shot", help="No exemplars; 'Let's think step by step.'"),
+    exemplars: int = typer.Option(8, "--exemplars", help="Number of few-shot exemplars."),
+    exemplar_file: Optional[Path] = typer.Option(None, "--exemplar-file", help="JSON list of {question, rationale, answer}, or a text prompt."),
+    samples: int = typer.Option(1, "--samples", help="CoTs per question."),
+    temperature: float = typer.Option(0.0, "--temperature"),
+    top_p: float = typer.Option(1.0, "--top-p"),
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Teacher output limit; longer CoTs are 'truncated'."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(8, "--batch-size", help="Requests per teacher call and per cache commit."),
+    no_gold: bool = typer.Option(False, "--no-gold", help="Unlabelled data: the majority answer across samples is the label."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Annotate only the first N questions."),
+    max_chars: Optional[int] = typer.Option(None, "--max-cot-chars", help="Drop CoTs longer than this ('too_long')."),
+    leak_filter: bool = typer.Option(True, "--leak-filter/--no-leak-filter"),
+    underived_filter: bool = typer.Option(True, "--underived-filter/--no-underived-filter"),
+    dedupe: bool = typer.Option(True, "--dedupe/--no-dedupe"),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Teacher cache (default: RUN_DIR/cache.sqlite); share it between runs."),
+    teacher_option: list[str] = typer.Option([], "--teacher-option", help="Backend option KEY=VALUE (repeatable), e.g. n_ctx=8192."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
+) -> None:
+    """Annotate a dataset with teacher CoTs and filter them (resumable: rerun to continue)."""
+    from cotdistill.annotate import AnnotateOptions, run_annotate
+    from cotdistill.filters import FilterOptions
+    from cotdistill.prompts import PromptOptions
+
+    options = AnnotateOptions(
+        prompt=PromptOptions(hint=hint, zero_shot=zero_shot, n_exemplars=exemplars, exemplars_path=exemplar_file),
+        filters=FilterOptions(leak=leak_filter, underived=underived_filter, dedupe=dedupe, max_chars=max_chars),
+        samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+        batch_size=batch_size, no_gold=no_gold, limit=limit, quiet=quiet,
+    )
+    run_annotate(data, teacher, out, options, cache_path=cache, data_format=data_format,
+                 teacher_options=_parse_assignments(teacher_option, "--teacher-option"))
+
+
+# ------------------------------------------------------------------ train
+
+
+def _bf16_option(value: str) -> bool | str:
+    if value.lower() in ("auto", "true", "false"):
+        return {"auto": "auto", "true": True, "false": False}[value.lower()]
+    raise UserError(f"--bf16 {value!r}: expected auto, true or false")
+
+
+@app.command()
+def train(
+    run: Optional[Path] = typer.Option(None, "--run", help="Run directory: reads RUN/distill.jsonl, writes RUN/students/MODE."),
+    student: str = typer.Option("embedded:gemma-3-270m", "--student", help="Model directory, hub name, or embedded:NAME."),
+    mode: str = typer.Option("cot", "--mode", help="cot | answer-only | multitask (rationale and answer as two tasks)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="distill.jsonl to train on (default: RUN/distill.jsonl)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN/students/MODE)."),
+    lora: bool = typer.Option(True, "--lora/--full", help="LoRA adapters (default) or full fine-tuning."),
+    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
+    merge: bool = typer.Option(True, "--merge/--no-merge", help="Save LoRA merged into the model (default) or the adapter alone."),
+    epochs: float = typer.Option(3.0, "--epochs"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps (overrides --epochs)."),
+    lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (2e-4 suits LoRA; try 2e-5 for --full)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Examples per micro-batch and process."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
+    max_len: int = typer.Option(384, "--max-len", help="Longer examples are dropped (counted), not cut."),
+    schedule: str = typer.Option("cosine", "--schedule", help="cosine | linear | constant, after a linear warm-up."),
+    warmup: float = typer.Option(0.05, "--warmup", help="Warm-up: a fraction of the steps (< 1) or a number of steps."),
+    bf16: str = typer.Option("auto", "--bf16", help="auto (bf16 autocast where it is faster here) | true | false."),
+    seed: int = typer.Option(0, "--seed"),
+    save_steps: int = typer.Option(50, "--save-steps", help="Checkpoint (and eval) every N steps; rerun the command to resume."),
+    eval_fraction: float = typer.Option(0.05, "--eval-fraction", help="Questions held out for the eval loss."),
+    restart: bool = typer.Option(False, "--restart", help="Discard checkpoints or a model of another configuration in --out."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Fine-tune a student on distilled CoTs (resumable: rerun the same command after a crash).
+
+    Data parallel: accelerate launch --multi_gpu --num_processes N -m cotdistill.cli train ...
+    or torchrun --nproc_per_node N -m cotdistill.cli train ... (GPUs, or CPUs over gloo).
+    """
+    from cotdistill.collate import normalise_mode
+
+    mode = normalise_mode(mode)
+    if run is None and (data is None or out is None):
+        raise UserError("give --run RUN_DIR, or both --data and --out")
+    from cotdistill.train import TrainConfig, train_student
+
+    config = TrainConfig(
+        student=student, mode=mode, data=data or run / "distill.jsonl", out=out or run / "students" / mode,
+        lora=lora, lora_r=lora_r, merge_lora=merge, epochs=epochs, max_steps=max_steps, lr=lr,
+        batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, schedule=schedule, warmup=warmup,
+        bf16=_bf16_option(bf16), seed=seed, save_steps=save_steps, eval_fraction=eval_fraction,
+        restart=restart, quiet=quiet,
+    )
+    result = train_student(config)
+    m = result.metrics
+    if run is not None and result.main_process and not result.already_trained:
+        from cotdistill.rundir import RunDir
+
+        keys = ("student", "steps", "train_s", "tokens_per_s", "final_train_loss", "final_eval_loss")
+        RunDir(run).record_stage(f"train:{mode}", status="done", out=str(result.out_dir),
+                                 train_fingerprint=m.get("fingerprint"), **{k: m.get(k) for k in keys})
+    if result.already_trained:
+        print(f"already trained with this configuration: {result.out_dir} (pass --restart to train again)")
+        return
+    if result.main_process:
+        tps = m.get("tokens_per_s") or 0.0
+        print(
+            f"trained {m['steps']} steps in {m['train_s']:.0f} s ({tps:.0f} tokens/s, padding "
+            f"{m['padding_fraction']:.1%}); train loss {m['first_train_loss']:.3f} → {m['final_train_loss']:.3f}"
+            + (f", eval loss {m['final_eval_loss']:.3f}" if m.get("final_eval_loss") is not None else "")
+            + f"\nstudent: {result.out_dir}"
+        )
+
+
+# ------------------------------------------------------------------ models
+
+models_app = typer.Typer(help="The embedded teacher/student models shipped as PyPI packages.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the embedded models: kind, size, whether installed (packages) and cached (assembled)."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    from cotdistill import embedded
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("name", no_wrap=True, min_width=21)
+    for column in ("kind", "size", "installed", "cached", "extra"):
+        table.add_column(column, no_wrap=True)
+    for m in embedded.list_models():
+        table.add_row(
+            m.spec, m.kind, f"{m.size / 1e6:.0f} MB",
+            "yes" if embedded.is_installed(m) else "no",
+            "yes" if embedded.is_cached(m) else "no",
+            m.extra,
+        )
+    Console().print(table)
+    print("install: pip install 'cotdistill[EXTRA]'  or  cotdistill models install NAME")
+    print(f"cache: {embedded.cache_dir()}")
+
+
+@models_app.command("install")
+def models_install(
+    name: str = typer.Argument(..., help="e.g. embedded:qwen2.5-0.5b"),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """pip-install a model's packages if missing, then assemble and verify its GGUF; prints the path."""
+    from cotdistill import embedded
+
+    model = embedded.get_model(name)
+    if not quiet:
+        print(f"{model.spec}: {model.description}\nlicence/provenance: {model.provenance}")
+    print(embedded.install(name, quiet=quiet))
+
+
+@models_app.command("path")
+def models_path(name: str = typer.Argument(..., help="e.g. embedded:gemma-3-270m")) -> None:
+    """Print the path of the assembled, verified GGUF (assembling it on first use)."""
+    from cotdistill import embedded
+
+    print(embedded.model_path(name))
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+@app.command()
+def evaluate(
+    run: Path = typer.Option(..., "--run", help="Run directory: reads RUN/data/test.jsonl, writes RUN/predictions/NAME.*"),
+    model: str = typer.Option(..., "--model", help="A student directory (RUN/students/cot), hf:PATH_OR_HUB_NAME, or a "
+                              "teacher spec (embedded:NAME, gguf:/path, openai:MODEL@URL)."),
+    name: str = typer.Option(..., "--name", help="Name of this evaluation in the report, e.g. cot, answer-only, teacher."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Questions to answer (default: RUN/data/test.jsonl)."),
+    few_shot: Optional[int] = typer.Option(None, "--few-shot", help="Exemplars in the prompt (no hint). Default: 0 for "
+                                           "students fine-tuned here (bare question), 8 for other models."),
+    exemplars: Optional[Path] = typer.Option(None, "--exemplar-file", help="Exemplars for --few-shot (default: the project's)."),
+    samples: int = typer.Option(1, "--samples", help="Self-consistency: majority vote over K samples (needs --temperature)."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0: greedy."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Sequences generated together."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
+    dtype: str = typer.Option("float32", "--dtype", help="transformers models: float32 | bfloat16 (half the memory; "
+                              "on CPUs often slower: bf16 matmuls with a few rows lack a fast path)."),
+    seed: int = typer.Option(0, "--seed"),
+    strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help="Only a 'The answer is X.' sentence counts "
+                                          "(default for fine-tuned students), or also the last number (default for prompted models)."),
+    method: Optional[str] = typer.Option(None, "--method", help="Method label for the report (default: derived)."),
+    teacher_option: list[str] = typer.Option([], "--teacher-option", help="Teacher backend option KEY=VALUE (repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Accuracy (95 % Wilson CI) of a model on held-out questions; resumable: rerun to continue."""
+    from cotdistill.evaluate import EvalOptions, evaluate_model
+    from cotdistill.rundir import RunDir
+
+    options = EvalOptions(
+        data=data, few_shot=few_shot, exemplars=exemplars, samples=samples, temperature=temperature,
+        batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, dtype=dtype, seed=seed, strict=strict,
+        method=method, teacher_options=_parse_assignments(teacher_option, "--teacher-option"), quiet=quiet,
+    )
+    s = evaluate_model(RunDir(run), model, name, options)
+    speed = f", {s.tokens_per_s:.1f} tokens/s" if s.tokens_per_s else ""
+    print(
+        f"{name}: accuracy {100 * s.accuracy:.1f} % (95 % CI {100 * s.ci_low:.1f}–{100 * s.ci_high:.1f}), "
+        f"{s.correct}/{s.n} correct, {s.unparsed} without an answer; {s.method}; {s.seconds:.0f} s{speed}\n"
+        f"predictions: {RunDir(run).predictions(name)}"
+    )
+
+
+# ------------------------------------------------------------------ report
+
+
+@app.command()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run directories; several: a comparison across runs."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for report.md / report.html (default: the run "
+                                       "directory; with several runs, RUNS_PARENT/comparison)."),
+) -> None:
+    """Write report.md and a self-contained report.html (opens offline) for one or several runs."""
+    from cotdistill.report import write_report
+    from cotdistill.rundir import RunDir
+
+    md, html = write_report([RunDir(r) for r in runs], out)
+    print(f"report: {html}\n        {md}")
+
+
+# ------------------------------------------------------------------ run / demo
+
+
+@app.command()
+def run(
+    config: Path = typer.Argument(..., help="The run's YAML config (see configs/)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config field: section.field=value (repeatable)."),
+) -> None:
+    """All stages in order (data, annotate, train, evaluate, report); each skipped when up to date."""
+    from cotdistill.config import load_config
+    from cotdistill.pipeline import run_pipeline
+
+    run_pipeline(load_config(config, set_))
+
+
+@app.command()
+def demo(
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/demo)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field of the demo config: section.field=value."),
+) -> None:
+    """The whole method on the embedded default models, on this CPU, in about 15 minutes."""
+    from importlib import resources
+
+    from cotdistill.config import load_config
+    from cotdistill.pipeline import run_pipeline
+
+    overrides = list(set_) + ([f"run_dir={out}"] if out else [])
+    with resources.as_file(resources.files("cotdistill") / "configs" / "demo.yaml") as path:
+        run_pipeline(load_config(path, overrides))
 
 
 def main() -> None:

@@ -30,6 +30,8 @@ class DataConfig(Section):
     test: str | None = None
     format: str | None = None
     mapping: dict[str, str] | None = None
+    train_split: str | None = None  # hub datasets / folders: which split (e.g. train, test)
+    test_split: str | None = None
     n_train: int | None = None
     n_test: int | None = None
     seed: int = 0
@@ -124,7 +126,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise UserError(f"{path}: not valid YAML ({e})") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections (name, data, teacher, student, evaluate)")
     for assignment in overrides or []:

@@ -1,0 +1,125 @@
+"""Benchmark: evaluation throughput of a transformers student, one sequence at a time vs ours.
+
+  naive       plain transformers: one `generate` per question, greedy, until EOS or max_new_tokens
+  one+stop    one sequence at a time, with our stop at the first complete final-answer sentence
+  ours        generation.generate_batched: sorted by length, left-padded batches, KV cache, same stop
+
+All three decode greedily the same questions with the same prompts in one process, so ratios are
+side by side (ours is timed before and after the others, and counts with the mean). Outputs are compared after `finish_text` (cut at the stop string and after the first
+final answer, as evaluation reads them): the script fails if ours differs from naive.
+
+The student is the embedded gemma-3-270m (converted to transformers once) on GSM8K questions
+(../shared/datasets when present, else generated GSM-style ones), given the bare student input
+"Q: ...\nA:" (as a fine-tuned student is) or, with --few-shot K, the few-shot CoT prompt of the
+"student before fine-tuning" baseline (long shared prompts: prefill-bound, batching gains less).
+
+    python bench/eval_throughput.py --n 32 --batch-size 32 --threads 1
+    python bench/eval_throughput.py --n 16 --batch-size 16 --max-new-tokens 64 --few-shot 2 --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from cotdistill.generation import Generation, finish_text, generate_batched
+from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, default_exemplars
+from cotdistill.students import load_student
+
+GSM8K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gsm8k" / "train.jsonl"
+
+
+def questions(n: int) -> list[str]:
+    if GSM8K.is_file():
+        return [json.loads(line)["question"] for line in GSM8K.read_text().splitlines()[200 : 200 + n]]
+    from cotdistill.generators import generate
+
+    return [e.question for e in generate("gsm_symbolic", n, seed=0)]
+
+
+def naive(model, tok, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...]) -> list[Generation]:
+    """What one writes without thinking about speed: one prompt per `generate` call."""
+    eos = model.generation_config.eos_token_id
+    out = []
+    for p in prompts:
+        ids = tok(p, return_tensors="pt")
+        with torch.inference_mode():
+            gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+        new = gen[0, ids["input_ids"].shape[1] :].tolist()
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        n = next((k + 1 for k, t in enumerate(new) if t in eos_ids), len(new))
+        text = finish_text(tok.decode(new[:n], skip_special_tokens=True), stop)
+        out.append(Generation(text, n, "stop" if n < max_new_tokens else "length"))
+    return out
+
+
+def timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="embedded:gemma-3-270m", help="student spec: embedded:NAME, a directory, a hub name")
+    ap.add_argument("--n", type=int, default=16, help="questions")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--few-shot", type=int, default=0, help="exemplars in the prompt (0: the bare student input)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--skip-middle", action="store_true", help="skip the one+stop row (saves time)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model, tok, _ = load_student(args.model, dtype=getattr(torch, args.dtype))
+    model.eval()
+    shots = default_exemplars("number")[: args.few_shot]
+    prompts = [build_teacher_prompt(q, "number", shots, chat=False) if shots else f"Q: {q}\nA:" for q in questions(args.n)]
+    # A base model runs on into the next "Q:" with or without exemplars; a fine-tuned student would stop.
+    stop = COMPLETION_STOP
+    kw = {"max_new_tokens": args.max_new_tokens, "stop": stop}
+    generate_batched(model, tok, prompts[:1], max_new_tokens=2)  # warm-up (allocations, lazy init)
+
+    def ours():
+        return timed(lambda: generate_batched(model, tok, prompts, batch_size=args.batch_size, **kw))
+
+    # Ours runs before and after the slow rows and counts with its mean time: on a shared machine
+    # the load drifts during the minutes naive takes, and this cancels a linear drift.
+    before = ours()
+    rows = [("naive", *timed(lambda: naive(model, tok, prompts, args.max_new_tokens, stop)))]
+    if not args.skip_middle:
+        rows.append(("one+stop", *timed(lambda: generate_batched(model, tok, prompts, batch_size=1, **kw))))
+    after = ours()
+    rows.append((f"ours (batch {args.batch_size})", (before[0] + after[0]) / 2, after[1]))
+    print(f"ours: {before[0]:.1f} s before the other rows, {after[0]:.1f} s after; same outputs both times: "
+          f"{[g.text for g in before[1]] == [g.text for g in after[1]]}")
+
+    reference = [g.text for g in rows[0][2]]
+    same = {name: [g.text for g in gens] == reference for name, _, gens in rows}
+    for name, _, gens in rows[1:]:
+        for i, (g, r) in enumerate(zip(gens, reference)):
+            if g.text != r:
+                print(f"{name} differs from naive on question {i}:\n  naive: {r!r}\n  {name}: {g.text!r}")
+
+    base_s, base_gens = rows[0][1], rows[0][2]
+    base_tps = sum(g.tokens for g in base_gens) / base_s
+    print(f"\nmodel {args.model} ({args.dtype}, {args.threads} threads), {args.n} questions, {args.few_shot}-shot prompt "
+          f"(~{sum(len(tok(p)['input_ids']) for p in prompts) // len(prompts)} tokens), max_new_tokens {args.max_new_tokens}")
+    print(f"{'method':<18}{'seconds':>9}{'gen tokens':>12}{'tokens/s':>10}{'questions/s':>13}{'× tokens/s':>12}{'× questions/s':>15}{'same as naive':>15}")
+    for name, secs, gens in rows:
+        tokens = sum(g.tokens for g in gens)
+        print(f"{name:<18}{secs:>9.1f}{tokens:>12}{tokens / secs:>10.1f}{len(gens) / secs:>13.3f}"
+              f"{tokens / secs / base_tps:>12.2f}{base_s / secs:>15.2f}{same[name]!s:>15}")
+    print("gen tokens: tokens each method generated (naive keeps going past the answer until EOS or the limit);"
+          "\nthe outputs being equal, × questions/s is also the ratio of output tokens per second.")
+    if not all(same.values()):
+        raise SystemExit("FAIL: batched greedy output differs from one-sequence generate")
+
+
+if __name__ == "__main__":
+    main()

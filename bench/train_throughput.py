@@ -1,0 +1,210 @@
+"""Student training throughput: cotdistill's trainer vs a plain transformers Trainer, side by side.
+
+Same student, same LoRA adapters, same examples, same micro-batch size; each configuration runs
+`--warmup` untimed steps then `--steps` timed steps (per-step wall time from a callback).
+
+    baseline  transformers Trainer with its defaults: random batches padded to the longest,
+              fp32 (Trainer never turns on mixed precision by itself), the model's own loss
+              (logits for every position).
+    ours      cotdistill.trainer: length-grouped batches, output head on target positions only,
+              bf16 autocast when faster on this device ("auto").
+
+Figures: real (non-padding) tokens per second, padding share of the batch positions, and MFU =
+useful model FLOPs per second / the matmul ceiling measured here (median 2048^3 matmul in the
+configuration's dtype, same thread count, measured just before and just after it: the higher one). Useful FLOPs per step, with N_body = parameters of every linear layer
+except the output head, N_head = the head's (vocab x hidden), N_lora = LoRA parameters,
+T = real tokens, T_tgt = target tokens:
+    full fine-tuning:  6 * N_body * T  +  6 * N_head * T_tgt
+    LoRA:              4 * N_body * T  +  4 * N_head * T_tgt  +  6 * N_lora * T
+(forward 2N; backward 2N for activation gradients, plus 2N for weight gradients only where
+weights train; the head is needed only where a target token is predicted). Attention-score
+FLOPs (~4 * layers * T * seq * d_attn) and elementwise work are left out, as in the usual 6ND
+convention, so MFU is slightly understated for both. A "conventional" column counts the head at
+every real token (6N*T / 4N*T), which flatters the baseline's wasted prompt logits.
+
+    python bench/train_throughput.py --data RUN/distill.jsonl --steps 3 --batch-size 4
+
+Run it on an idle machine for absolute numbers; on a shared one, compare the two rows only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    DataCollatorForSeq2Seq,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    set_seed,
+)
+
+from cotdistill.collate import IGNORE, encode_all, read_pairs
+from cotdistill.students import add_lora, load_student
+from cotdistill.train import TrainConfig, _choose_bf16
+from cotdistill.trainer import build_trainer
+
+
+def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
+    """Median FLOP/s of an n^3 matmul: the peak that MFU is measured against.
+
+    A dtype without a fast path here (bf16 on CPUs lacking AVX512-BF16/AMX) takes a minute per
+    call: when the warm-up call alone exceeds 5 s, it is the measurement.
+    """
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    t = time.perf_counter()
+    a @ b
+    first = time.perf_counter() - t
+    if first > 5:
+        return 2 * n**3 / first
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / statistics.median(times)
+
+
+class CountingCollator:
+    """Wraps a collator to record real tokens, target tokens and batch positions of each batch."""
+
+    def __init__(self, inner: Any, is_seq2seq: bool):
+        self.inner, self.is_seq2seq, self.batches = inner, is_seq2seq, []
+
+    def __call__(self, features: list[dict]) -> dict:
+        batch = self.inner(features)
+        labels = batch["labels"]
+        targets = int((labels != IGNORE).sum())
+        real = int(batch["attention_mask"].sum()) + (targets if self.is_seq2seq else 0)
+        positions = batch["input_ids"].numel() + (labels.numel() if self.is_seq2seq else 0)
+        self.batches.append((real, targets, positions))
+        return batch
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self._t = time.perf_counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.times.append(time.perf_counter() - self._t)
+
+
+def param_counts(model: Any) -> tuple[int, int, int]:
+    """(N_body, N_head, N_lora): linear-layer weights outside the head, the head, LoRA adapters."""
+    head = model.get_output_embeddings()
+    n_head = head.weight.numel()
+    n_lora = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+    n_body = sum(
+        m.weight.numel() for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and m is not head and "lora_" not in name
+    )
+    return n_body, n_head, n_lora
+
+
+def baseline_trainer(model: Any, tok: Any, data: list, is_seq2seq: bool, args: Any) -> tuple[Trainer, CountingCollator]:
+    """A stock Trainer, as a newcomer would write it: defaults everywhere."""
+    collator = CountingCollator(DataCollatorForSeq2Seq(tok, padding=True), is_seq2seq)
+    targs = TrainingArguments(
+        output_dir="/tmp/bench-baseline", per_device_train_batch_size=args.batch_size,
+        max_steps=args.warmup + args.steps, learning_rate=2e-4, report_to="none", save_strategy="no",
+        disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+    )
+    return Trainer(model=model, args=targs, train_dataset=data, data_collator=collator), collator
+
+
+def our_trainer(model: Any, tok: Any, data: list, is_seq2seq: bool, args: Any, bf16: bool) -> tuple[Trainer, CountingCollator]:
+    cfg = TrainConfig(student=args.student, mode=args.mode, lora=not args.full, max_steps=args.warmup + args.steps,
+                      batch_size=args.batch_size, save_steps=10**6, quiet=True)
+    trainer = build_trainer(model, data, [], Path("/tmp/bench-ours"), cfg, is_seq2seq, bf16,
+                            pad_id=tok.pad_token_id, decoder_start_id=None)
+    collator = CountingCollator(trainer.data_collator, is_seq2seq)
+    trainer.data_collator = collator
+    return trainer, collator
+
+
+def measure(trainer: Trainer, collator: CountingCollator, warmup: int) -> dict:
+    """Train, then sum time and tokens over the steps after the warm-up ones."""
+    timer = StepTimer()
+    trainer.add_callback(timer)
+    trainer.train()
+    real, targets, positions = (sum(x) for x in zip(*collator.batches[warmup:]))
+    return {"seconds": sum(timer.times[warmup:]), "tokens": real, "target_tokens": targets,
+            "positions": positions, "step_s": timer.times[warmup:]}
+
+
+def useful_flops(r: dict, counts: tuple[int, int, int], lora: bool) -> tuple[float, float]:
+    """(useful, conventional) FLOPs of the timed steps; the formulas are in the module docstring."""
+    n_body, n_head, n_lora = counts
+    k = 4 if lora else 6
+    adapters = 6 * n_lora * r["tokens"] if lora else 0
+    useful = k * n_body * r["tokens"] + k * n_head * r["target_tokens"] + adapters
+    conventional = k * (n_body + n_head) * r["tokens"] + adapters
+    return useful, conventional
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True, help="distill.jsonl")
+    parser.add_argument("--student", default="embedded:gemma-3-270m")
+    parser.add_argument("--mode", default="cot")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per configuration")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps first")
+    parser.add_argument("--lora-r", type=int, default=16)
+    parser.add_argument("--full", action="store_true", help="full fine-tuning instead of LoRA")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    lora = not args.full
+
+    ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    ours_bf16, why = _choose_bf16("auto")
+    print(f"threads {torch.get_num_threads()}; matmul 2048^3: fp32 {ceilings['fp32'] / 1e9:.1f} GFLOP/s, "
+          f"bf16 {ceilings['bf16'] / 1e9:.1f} GFLOP/s; ours uses bf16={ours_bf16} ({why})")
+
+    pairs = read_pairs(args.data, args.mode)
+    results = []
+    for label in ("baseline", "ours"):
+        set_seed(0)
+        model, tok, is_seq2seq = load_student(args.student)
+        if lora:
+            model = add_lora(model, is_seq2seq, args.lora_r)
+        data, _ = encode_all(pairs, tok, is_seq2seq, max_len=1024)
+        counts = param_counts(model)
+        bf16 = ours_bf16 if label == "ours" else False
+        if label == "ours":
+            trainer, collator = our_trainer(model, tok, data, is_seq2seq, args, bf16)
+        else:
+            trainer, collator = baseline_trainer(model, tok, data, is_seq2seq, args)
+        before = matmul_ceiling(torch.bfloat16 if bf16 else torch.float32)
+        r = {"label": label, "bf16": bf16, **measure(trainer, collator, args.warmup)}
+        # On a shared machine the attainable peak drifts: take the higher of the ceilings measured just
+        # before and just after this configuration (the conservative choice: it lowers MFU).
+        peak = max(before, matmul_ceiling(torch.bfloat16 if bf16 else torch.float32))
+        useful, conventional = useful_flops(r, counts, lora)
+        r.update(peak_flops=peak, tokens_per_s=r["tokens"] / r["seconds"], padding=1 - r["tokens"] / r["positions"],
+                 mfu=useful / r["seconds"] / peak, mfu_conventional=conventional / r["seconds"] / peak,
+                 mfu_vs_bf16_peak=useful / r["seconds"] / ceilings["bf16"])
+        results.append(r)
+        del model, trainer
+
+    print(f"{'':9} {'tokens/s':>9} {'padding':>8} {'s/step':>7} {'peak GFLOP/s':>12} {'MFU':>6} {'MFU conv.':>9} "
+          f"{'MFU/bf16 peak':>13}")
+    for r in results:
+        print(f"{r['label']:9} {r['tokens_per_s']:9.1f} {r['padding']:8.1%} {statistics.mean(r['step_s']):7.1f} "
+              f"{r['peak_flops'] / 1e9:12.1f} {r['mfu']:6.1%} {r['mfu_conventional']:9.1%} {r['mfu_vs_bf16_peak']:13.1%}")
+    print(f"ours / baseline tokens/s: {results[1]['tokens_per_s'] / results[0]['tokens_per_s']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps({"ceilings": ceilings, "results": results, "args": vars(args)}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

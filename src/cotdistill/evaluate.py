@@ -1,0 +1,366 @@
+"""The evaluate stage: a model answers held-out questions; accuracy with a 95 % confidence interval.
+
+Any model can be evaluated, so that the paper's baselines sit in the same table:
+- a student fine-tuned here (a directory with train_config.json) reads the bare student input
+  (prompts.student_input) and must write the answer format itself: strict extraction;
+- any other model (the student before fine-tuning, the teacher) gets the teacher's few-shot CoT
+  prompt WITHOUT the answer hint; a prompted model that ignores the format is read leniently
+  (its last number / yes-no word), which favours the baselines, never the distilled student.
+
+Transformers models ("hf:SPEC", a local directory, a hub name) run on our batched generation
+(generation.py); other specs ("embedded:NAME", "gguf:PATH", "openai:MODEL@URL", ...) run on a
+teacher backend (teachers.load_teacher). Self-consistency: K samples at temperature T, majority
+vote of the extracted answers.
+
+Outputs: predictions/NAME.jsonl (one row per question), predictions/NAME.summary.json and the
+manifest stage "evaluate:NAME". Finished generations are appended to predictions/NAME.partial.jsonl
+as they come, so a crash or Ctrl-C loses only the batch in flight: rerun the same command.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cotdistill.answers import answers_match, extract_answer
+from cotdistill.errors import UserError
+from cotdistill.examples import Example, read_examples, read_jsonl_tolerant, write_jsonl
+from cotdistill.generation import Generation, finish_text
+from cotdistill.prompts import (
+    COMPLETION_STOP,
+    PromptOptions,
+    build_teacher_prompt,
+    multitask_input,
+    select_exemplars,
+    student_input,
+)
+from cotdistill.rundir import RunDir
+from cotdistill.teachers.base import Prompt
+
+Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+FINE_TUNED_METHODS = {
+    "cot": "fine-tuned on teacher CoT",
+    "answer-only": "fine-tuned on answers only",
+    "multitask": "fine-tuned multitask (rationale + answer)",
+}
+
+
+@dataclass
+class EvalOptions:
+    data: Path | None = None  # default: RUN_DIR/data/test.jsonl
+    few_shot: int | None = None  # None: 0 for students fine-tuned here, else 8
+    exemplars: Path | None = None  # default: the project's exemplars for the answer type
+    samples: int = 1  # > 1: self-consistency vote over this many samples
+    temperature: float = 0.0
+    batch_size: int = 16
+    max_new_tokens: int = 256
+    limit: int | None = None
+    # transformers models: float32 | bfloat16. fp32 by default: on this CPU a bf16 LM-head matmul with
+    # 16 rows took 3× longer than fp32 (fp16 has no fast path at all).
+    dtype: str = "float32"
+    seed: int = 0
+    strict: bool | None = None  # None: strict for fine-tuned students, lenient for prompted models
+    method: str | None = None  # label in the report; default derived from the model and prompt
+    teacher_options: dict[str, Any] = field(default_factory=dict)  # passed to load_teacher
+    quiet: bool = False
+
+
+@dataclass
+class EvalSummary:
+    name: str
+    model: str  # what the report calls the model (a fine-tuned student: its base model)
+    spec: str  # what was loaded
+    method: str
+    n: int
+    correct: int
+    accuracy: float
+    ci_low: float
+    ci_high: float
+    unparsed: int  # questions without a readable final answer
+    truncated: int  # generations that hit max_new_tokens
+    tokens_generated: int
+    tokens_per_s: float | None  # generated tokens per second of generation in this invocation
+    seconds: float
+    few_shot: int
+    samples: int
+    temperature: float
+    extraction: str  # strict | lenient
+    data: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a proportion: sound at 0 % and 100 % and for small n, unlike the
+    normal approximation (which gives [0, 0] for 0 of 10)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # The exact bounds at 0 and n (rounding would leave e.g. 0.9999999999 for 10 of 10).
+    return (0.0 if correct == 0 else centre - half), (1.0 if correct == n else centre + half)
+
+
+# ---------------------------------------------------------------- models
+
+
+@dataclass
+class Job:
+    index: int  # which example
+    sample: int
+    prompt: Prompt
+
+
+class HFModel:
+    """A transformers model on our batched generation."""
+
+    def __init__(self, spec: str, options: EvalOptions):
+        import torch
+
+        from cotdistill.students import load_student, resolve
+
+        if options.dtype not in ("float32", "bfloat16"):
+            raise UserError(f"--dtype {options.dtype}: use float32 or bfloat16")
+        source = resolve(spec, quiet=options.quiet)
+        self.model, self.tokenizer, _ = load_student(spec, dtype=getattr(torch, options.dtype), quiet=options.quiet)
+        if torch.cuda.is_available():
+            self.model.to("cuda")
+        self.model.eval()
+        self.chat = False  # base and fine-tuned students complete text; they are not chat models
+        self.train_config = _read_json(Path(source) / "train_config.json")
+        self.name = f"{spec}@{_weights_identity(Path(source))}"
+        self.options = options
+
+    def generate(self, jobs: list[Job], stop: tuple[str, ...], on_batch: Callable[[list[Job], list[Generation]], None]) -> None:
+        from cotdistill.generation import generate_batched
+
+        generate_batched(
+            self.model, self.tokenizer, [j.prompt for j in jobs], max_new_tokens=self.options.max_new_tokens,
+            batch_size=self.options.batch_size, stop=stop, temperature=self.options.temperature, seed=self.options.seed,
+            on_batch=lambda idx, gens: on_batch([jobs[i] for i in idx], gens),
+        )
+
+    def close(self) -> None:
+        self.model = None
+
+
+class TeacherModel:
+    """Any teacher backend (llama.cpp, HTTP, vLLM), asked `batch_size` requests at a time."""
+
+    def __init__(self, spec: str, options: EvalOptions):
+        from cotdistill.teachers import load_teacher
+
+        self.teacher = load_teacher(spec, **options.teacher_options)
+        self.chat = self.teacher.chat
+        self.train_config = None
+        self.name = self.teacher.name
+        self.options = options
+
+    def generate(self, jobs: list[Job], stop: tuple[str, ...], on_batch: Callable[[list[Job], list[Generation]], None]) -> None:
+        from cotdistill.teachers.base import Request, SamplingParams
+
+        o = self.options
+        params = SamplingParams(temperature=o.temperature, max_tokens=o.max_new_tokens, stop=stop, seed=o.seed)
+        for first in range(0, len(jobs), o.batch_size):
+            chunk = jobs[first : first + o.batch_size]
+            done = self.teacher.generate([Request(j.prompt, params, sample=j.sample) for j in chunk])
+            on_batch(chunk, [Generation(finish_text(c.text, stop), c.completion_tokens, c.finish_reason) for c in done])
+
+    def close(self) -> None:
+        self.teacher.close()
+
+
+def open_model(spec: str, options: EvalOptions) -> HFModel | TeacherModel:
+    """"hf:X", an existing path or a hub name ("org/model") → transformers; other "kind:..." → teacher."""
+    if spec.startswith("hf:"):
+        return HFModel(spec[3:], options)
+    if Path(spec).expanduser().exists() or ":" not in spec:
+        return HFModel(spec, options)
+    return TeacherModel(spec, options)
+
+
+def _weights_identity(path: Path) -> str:
+    """Names, sizes and mtimes of the weight files: retraining into the same directory changes it."""
+    if not path.is_dir():
+        return str(path)  # a hub name
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir())
+             if f.suffix in (".safetensors", ".bin", ".gguf")]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:12]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+# ---------------------------------------------------------------- prompts and answers
+
+
+class Prompter:
+    """Builds each question's prompt: the bare student input, or the few-shot teacher prompt (no hint)."""
+
+    def __init__(self, few_shot: int, chat: bool, exemplars: Path | None, multitask: bool):
+        self.few_shot, self.chat, self.exemplars, self.multitask = few_shot, chat, exemplars, multitask
+        self._shots: dict[str, list] = {}
+
+    def __call__(self, e: Example) -> Prompt:
+        if self.few_shot == 0:
+            return multitask_input("answer", e.question, e.choices) if self.multitask else student_input(e.question, e.choices)
+        if e.answer_type not in self._shots:
+            self._shots[e.answer_type] = select_exemplars(
+                e.answer_type, PromptOptions(hint=False, n_exemplars=self.few_shot, exemplars_path=self.exemplars)
+            )
+        return build_teacher_prompt(e.question, e.answer_type, self._shots[e.answer_type], chat=self.chat, choices=e.choices)
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        # A base model prompted with exemplars goes on to write the next "Q:"; the student stops by itself.
+        return COMPLETION_STOP if self.few_shot and not self.chat else ()
+
+
+def judge(e: Example, outputs: list[dict[str, Any]], strict: bool) -> dict[str, Any]:
+    """The prediction row of one question; with several samples, the majority answer wins
+    (ties: the answer seen first) and the row shows a sample that gave it."""
+    extractions = [extract_answer(o["output"], e.answer_type, e.choices, fallback_last=not strict) for o in outputs]
+    votes = Counter(x.value for x in extractions if x.value is not None)
+    predicted = votes.most_common(1)[0][0] if votes else None
+    shown = next((i for i, x in enumerate(extractions) if x.value == predicted), 0)
+    row: dict[str, Any] = {
+        "example_id": e.id, "output": outputs[shown]["output"], "predicted": predicted, "gold": e.answer,
+        "correct": answers_match(predicted, e.answer, e.answer_type),
+        "tokens": sum(o["tokens"] for o in outputs), "finish_reason": outputs[shown]["finish_reason"],
+    }
+    if predicted is None:
+        row["reason"] = Counter(x.reason for x in extractions).most_common(1)[0][0]
+    if len(outputs) > 1:
+        row["votes"] = dict(votes)
+        row["samples"] = [o["output"] for o in outputs]
+    return row
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions | None = None) -> EvalSummary:
+    """Evaluate `model_spec` on the run's test questions; writes predictions, summary and manifest."""
+    from cotdistill.annotate import progress_bar
+
+    options = options or EvalOptions()
+    examples, data = _examples(run, name, options)
+    t0 = time.perf_counter()
+    model = open_model(model_spec, options)
+    try:
+        tc = model.train_config or {}
+        few_shot = options.few_shot if options.few_shot is not None else (0 if tc else 8)
+        strict = options.strict if options.strict is not None else few_shot == 0
+        prompter = Prompter(few_shot, model.chat, options.exemplars, multitask=tc.get("mode") == "multitask")
+        fp = _fingerprint(model.name, few_shot, options, data)
+        partial = run.predictions(name).with_suffix(".partial.jsonl")
+        logged = read_jsonl_tolerant(partial)
+        done = {(r["example_id"], r["sample"]): r for r in logged if r.get("fp") == fp}
+        if len(done) < len(logged):  # generations of another model or setting: drop them
+            write_jsonl(partial, done.values())
+        jobs = [Job(i, s, prompter(e)) for i, e in enumerate(examples) for s in range(options.samples)
+                if (e.id, s) not in done]
+        new_tokens, gen_seconds = 0, 0.0
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        with progress_bar(options.quiet) as bar, partial.open("a", encoding="utf-8") as log:
+            task = bar.add_task(f"evaluate {name}", total=len(examples) * options.samples, completed=len(done))
+            t_gen = time.perf_counter()
+
+            def on_batch(batch: list[Job], gens: list[Generation]) -> None:
+                nonlocal new_tokens
+                for j, g in zip(batch, gens):
+                    row = {"fp": fp, "example_id": examples[j.index].id, "sample": j.sample, "output": g.text,
+                           "tokens": g.tokens, "finish_reason": g.finish_reason}
+                    done[(row["example_id"], j.sample)] = row
+                    log.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    new_tokens += g.tokens
+                log.flush()
+                bar.advance(task, len(batch))
+
+            if jobs:
+                model.generate(jobs, prompter.stop, on_batch)
+            gen_seconds = time.perf_counter() - t_gen
+    finally:
+        model.close()
+    rows = [judge(e, [done[(e.id, s)] for s in range(options.samples)], strict) for e in examples]
+    summary = _summarise(name, model_spec, tc, few_shot, strict, options, data, rows,
+                         new_tokens, gen_seconds, time.perf_counter() - t0)
+    write_jsonl(run.predictions(name), rows)
+    _write_json(run.predictions(name).with_suffix(".summary.json"), summary.to_dict())
+    run.record_stage(f"evaluate:{name}", status="done", **summary.to_dict())
+    partial.unlink(missing_ok=True)
+    return summary
+
+
+def _examples(run: RunDir, name: str, options: EvalOptions) -> tuple[list[Example], Path]:
+    if not NAME_RE.fullmatch(name):
+        raise UserError(f"--name {name!r}: use letters, digits, '.', '_' or '-' (it names predictions/{name}.jsonl)")
+    if options.samples < 1 or options.batch_size < 1 or options.max_new_tokens < 1:
+        raise UserError("--samples, --batch-size and --max-new-tokens must be at least 1")
+    if options.samples > 1 and options.temperature <= 0:
+        raise UserError(f"--samples {options.samples}: self-consistency needs --temperature > 0 (e.g. 0.7); greedy samples are identical")
+    data = Path(options.data) if options.data else run.test_data
+    if not data.exists():
+        hint = "pass --data PATH" if options.data else "prepare the run's data first (`cotdistill run CONFIG`) or pass --data PATH"
+        raise UserError(f"{data}: test questions not found; {hint}")
+    examples = read_examples(data)[: options.limit]
+    if not examples:
+        raise UserError(f"{data}: no questions to evaluate")
+    ids = Counter(e.id for e in examples)
+    dup = next((i for i, n in ids.items() if n > 1), None)
+    if dup is not None:
+        raise UserError(f"{data}: example id {dup!r} occurs {ids[dup]} times; ids must be unique")
+    return examples, data
+
+
+def _fingerprint(model_name: str, few_shot: int, o: EvalOptions, data: Path) -> str:
+    """What decides a generation: finished ones are reused only when all of it is unchanged."""
+    parts = [model_name, few_shot, str(o.exemplars), o.temperature, o.max_new_tokens, o.seed, o.dtype,
+             str(data.resolve()), data.stat().st_size, data.stat().st_mtime_ns]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: bool, o: EvalOptions, data: Path,
+               rows: list[dict[str, Any]], new_tokens: int, gen_seconds: float, seconds: float) -> EvalSummary:
+    n, correct = len(rows), sum(r["correct"] for r in rows)
+    low, high = wilson_interval(correct, n)
+    if o.method:
+        method = o.method
+    elif train_config:
+        method = FINE_TUNED_METHODS.get(train_config.get("mode", ""), f"fine-tuned ({train_config.get('mode')})")
+    else:
+        method = f"{few_shot}-shot CoT prompting" if few_shot else "zero-shot"
+    if o.samples > 1:
+        method += f", self-consistency ({o.samples} samples, T={o.temperature:g})"
+    return EvalSummary(
+        name=name, model=str(train_config.get("student", spec)) if train_config else spec, spec=spec, method=method,
+        n=n, correct=correct, accuracy=correct / n, ci_low=low, ci_high=high,
+        unparsed=sum(r["predicted"] is None for r in rows),
+        truncated=sum(r["finish_reason"] == "length" for r in rows),
+        tokens_generated=sum(r["tokens"] for r in rows),
+        tokens_per_s=round(new_tokens / gen_seconds, 2) if new_tokens and gen_seconds > 0 else None,
+        seconds=round(seconds, 1), few_shot=few_shot, samples=o.samples, temperature=o.temperature,
+        extraction="strict" if strict else "lenient", data=str(data),
+    )
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)

