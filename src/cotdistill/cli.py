@@ -229,8 +229,9 @@ def train(
     epochs: float = typer.Option(3.0, "--epochs"),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps (overrides --epochs)."),
     lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (2e-4 suits LoRA; try 2e-5 for --full)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per micro-batch and process."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Examples per micro-batch and process (memory grows with it)."),
+    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step: --batch-size 4 --grad-accum 2 "
+                                   "trains like --batch-size 8 in about half the memory."),
     max_len: int = typer.Option(384, "--max-len", help="Longer examples are dropped (counted), not cut."),
     schedule: str = typer.Option("cosine", "--schedule", help="cosine | linear | constant, after a linear warm-up."),
     warmup: float = typer.Option(0.05, "--warmup", help="Warm-up: a fraction of the steps (< 1) or a number of steps."),

@@ -188,8 +188,13 @@ def run_pipeline(config: RunConfig) -> RunDir:
               [run.annotations, run.distill], do_annotate)
 
     for mode in config.student.modes:
-        tc = train_config(config, run, mode)
-        run_stage(run, f"train:{mode}", fingerprint(tc.__dict__, run.distill), [run.student(mode) / "config.json"],
+        tc, stage = train_config(config, run, mode), f"train:{mode}"
+        fp = fingerprint(tc.__dict__, run.distill)
+        # Same fingerprint as a crashed attempt: resume its checkpoints. A changed config or
+        # distill set: the old checkpoints belong to another model, start afresh.
+        previous = run.read_manifest().get("stages", {}).get(stage, {}).get("fingerprint")
+        tc.restart = previous is not None and previous != fp
+        run_stage(run, stage, fp, [run.student(mode) / "config.json"],
                   lambda tc=tc: {"metrics": train_student(tc).metrics})
 
     for name, spec, overrides in evaluations(config, run):

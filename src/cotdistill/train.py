@@ -127,9 +127,8 @@ def train_student(config: TrainConfig) -> TrainResult:
     resume = latest_checkpoint(ckpts, delete_torn=state.is_main_process)
     state.wait_for_everyone()
     with _quiet_hf_bars():  # checkpoint writes would draw their own bars over ours
+        # Trainer also evaluates and checkpoints after the last step, so the curve ends with an eval loss.
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-        if eval_set and trainer.state.global_step % config.save_steps:  # else the last step was just evaluated
-            trainer.evaluate()
 
     metrics = _metrics(config, trainer, state.num_processes, fingerprint, resume, len(eval_set), dropped + dropped_eval)
     metrics["bf16_reason"] = bf16_reason
