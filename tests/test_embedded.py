@@ -69,7 +69,7 @@ def test_a_verified_model_is_not_rehashed_on_later_calls(cache, fake_model, monk
     def no_hashing(path):
         raise AssertionError("re-hashed a file whose verification is recorded")
 
-    monkeypatch.setattr(embedded, "_sha256_file", no_hashing)
+    monkeypatch.setattr(embedded, "stream_sha256", no_hashing)
     assert embedded.model_path("tiny") == first
 
 
@@ -126,7 +126,7 @@ def test_file_sha256_is_remembered_until_the_file_changes(cache, tmp_path):
 def test_the_real_gemma_assembles_to_its_pinned_hash(cache):
     path = embedded.model_path("embedded:gemma-3-270m")
     assert path.stat().st_size == GEMMA.size
-    assert embedded._sha256_file(path) == GEMMA.sha256
+    assert embedded.stream_sha256(path) == GEMMA.sha256
     assert path.read_bytes()[:4] == b"GGUF"
 
 

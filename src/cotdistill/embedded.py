@@ -178,7 +178,8 @@ def _write_sidecar(path: Path, sha256: str) -> None:
     _sidecar(path).write_text(json.dumps({**_stamp(path), "sha256": sha256}))
 
 
-def _sha256_file(path: Path) -> str:
+def stream_sha256(path: Path) -> str:
+    """The sha256 of a file of any size, read in blocks (models, data files)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         while block := f.read(_BLOCK):
@@ -199,7 +200,7 @@ def file_sha256(path: str | Path) -> str:
             return recorded["sha256"]
     except (OSError, ValueError, KeyError):
         pass
-    sha = _sha256_file(path)
+    sha = stream_sha256(path)
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
         record.write_text(json.dumps({**stamp, "sha256": sha}))
@@ -214,7 +215,7 @@ def model_path(name: str) -> Path:
     target = cached_path(model)
     if _sidecar_ok(target, model.sha256):
         return target
-    if target.is_file() and _sha256_file(target) == model.sha256:
+    if target.is_file() and stream_sha256(target) == model.sha256:
         # Assembled by an earlier run that stopped before writing the sidecar: keep it.
         _write_sidecar(target, model.sha256)
         return target

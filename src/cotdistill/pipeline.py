@@ -17,6 +17,7 @@ from typing import Any, Callable
 from rich.console import Console
 
 from cotdistill.config import DataConfig, RunConfig, dump_config
+from cotdistill.embedded import stream_sha256
 from cotdistill.examples import Example, write_examples
 from cotdistill.rundir import RunDir
 
@@ -35,13 +36,7 @@ def fingerprint(*parts: Any) -> str:
 
 
 def file_digest(path: Path) -> str:
-    if not path.exists():
-        return "missing"
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return stream_sha256(path) if path.exists() else "missing"
 
 
 def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None]) -> None:
