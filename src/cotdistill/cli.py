@@ -187,6 +187,8 @@ def annotate(
     max_chars: Optional[int] = typer.Option(None, "--max-cot-chars", help="Drop CoTs longer than this ('too_long')."),
     leak_filter: bool = typer.Option(True, "--leak-filter/--no-leak-filter"),
     underived_filter: bool = typer.Option(True, "--underived-filter/--no-underived-filter"),
+    step_filter: bool = typer.Option(True, "--step-filter/--no-step-filter",
+                                     help="Drop CoTs with a false step (arithmetic, coin state, last letter)."),
     dedupe: bool = typer.Option(True, "--dedupe/--no-dedupe"),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Teacher cache (default: RUN_DIR/cache.sqlite); share it between runs."),
     teacher_option: list[str] = typer.Option([], "--teacher-option", help="Backend option KEY=VALUE (repeatable), e.g. n_ctx=8192."),
@@ -199,7 +201,8 @@ def annotate(
 
     options = AnnotateOptions(
         prompt=PromptOptions(hint=hint, zero_shot=zero_shot, n_exemplars=exemplars, exemplars_path=exemplar_file),
-        filters=FilterOptions(leak=leak_filter, underived=underived_filter, dedupe=dedupe, max_chars=max_chars),
+        filters=FilterOptions(leak=leak_filter, underived=underived_filter, steps=step_filter, dedupe=dedupe,
+                              max_chars=max_chars),
         samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
         batch_size=batch_size, no_gold=no_gold, limit=limit, quiet=quiet,
     )

@@ -47,6 +47,16 @@ class DataConfig(Section):
         return self
 
 
+class FiltersConfig(Section):
+    """Which filters drop teacher CoTs (filters.py); wrong and unparsed answers are always dropped."""
+
+    leak: bool = True
+    underived: bool = True
+    steps: bool = True
+    dedupe: bool = True
+    max_chars: int | None = None
+
+
 class TeacherConfig(Section):
     model: str = "embedded:qwen2.5-0.5b"
     hint: bool = True
@@ -58,6 +68,7 @@ class TeacherConfig(Section):
     max_tokens: int = 256
     batch_size: int = 8
     no_gold: bool = False
+    filters: FiltersConfig = FiltersConfig()
     api_key_env: str | None = None  # name of the environment variable, never the key itself
     options: dict[str, Any] = {}
 

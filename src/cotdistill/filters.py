@@ -8,6 +8,8 @@ Every sample gets exactly one verdict, checked in this order (the first that app
     too_long    the CoT is longer than the user's character limit
     leak        the CoT talks about the hint ("as given", "the hint", "we are told the answer")
     underived   number answers only: the CoT's own last stated result is not the answer it states
+    false_step  a step the CoT states is false: "10 + 28 + 7 = 35", a coin state after a flip, a
+                last letter (stepcheck.py)
     duplicate   same normalised text as an already-kept sample of the same question
     kept        everything else
 
@@ -31,14 +33,16 @@ from cotdistill.answers import (
     format_number,
     parse_number,
 )
+from cotdistill.stepcheck import false_step
 
-VERDICTS = ("kept", "wrong", "unparsed", "truncated", "leak", "underived", "duplicate", "too_long")
+VERDICTS = ("kept", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "too_long")
 
 
 @dataclass(frozen=True)
 class FilterOptions:
     leak: bool = True
     underived: bool = True
+    steps: bool = True  # drop CoTs with a false step (stepcheck.py)
     dedupe: bool = True
     max_chars: int | None = None  # None: no length limit beyond the teacher's max_tokens
 
@@ -199,6 +203,10 @@ def judge(
         why = underived_reason(rationale, predicted)
         if why:
             return Judgement("underived", predicted, rationale, cut, why)
+    if options.steps:
+        why = false_step(rationale, question)
+        if why:
+            return Judgement("false_step", predicted, rationale, cut, why)
     if options.dedupe and kept_texts is not None:
         key = normalise_text(cut)
         if key in kept_texts:

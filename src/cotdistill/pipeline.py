@@ -97,12 +97,14 @@ def _load_train_test(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
 
 def annotate_options(config: RunConfig) -> "AnnotateOptions":
     from cotdistill.annotate import AnnotateOptions
+    from cotdistill.filters import FilterOptions
     from cotdistill.prompts import PromptOptions
 
     t = config.teacher
     return AnnotateOptions(
         prompt=PromptOptions(hint=t.hint, zero_shot=t.zero_shot, n_exemplars=t.n_exemplars,
                              exemplars_path=Path(t.exemplars) if t.exemplars else None),
+        filters=FilterOptions(**t.filters.model_dump()),
         samples=t.samples, temperature=t.temperature, max_tokens=t.max_tokens, seed=config.seed,
         batch_size=t.batch_size, no_gold=t.no_gold, quiet=config.quiet,
     )
