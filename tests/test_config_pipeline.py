@@ -12,7 +12,7 @@ from cotdistill.config import load_config
 from cotdistill.errors import UserError
 from cotdistill.examples import read_examples
 from cotdistill.overlap import normalise_question
-from cotdistill.pipeline import fingerprint, prepare_data, run_stage
+from cotdistill.pipeline import fingerprint, peak_rss_gib, prepare_data, reset_peak_rss, run_stage
 from cotdistill.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +104,22 @@ def test_a_stage_that_crashed_is_run_again(tmp_path: Path) -> None:
     ran = []
     run_stage(run, "s", "fp", [out], lambda: ran.append(1) or {})
     assert ran == [1]
+
+
+def test_each_stage_records_its_own_peak_memory(tmp_path: Path) -> None:
+    if not reset_peak_rss():
+        pytest.skip("this OS cannot reset the peak-memory counter (/proc/self/clear_refs)")
+    run = RunDir(tmp_path)
+
+    def big() -> dict:
+        block = b"x" * (300 * 2**20)  # 300 MiB, touched
+        return {"size": len(block)}
+
+    run_stage(run, "big", "fp", [], big)
+    run_stage(run, "small", "fp", [], lambda: {})
+    stages = run.read_manifest()["stages"]
+    assert stages["big"]["peak_rss_gib"] >= stages["small"]["peak_rss_gib"] + 0.25
+    assert peak_rss_gib() is not None
 
 
 def test_fingerprint_follows_file_content(tmp_path: Path) -> None:

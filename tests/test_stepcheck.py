@@ -15,6 +15,7 @@ TRUE_ARITHMETIC = [
     "She pays 3 x $4.50 = $13.50 in total.",
     "10 / 3 = 3.33 cups each.",
     "100% - 80% = 20% were children.",
+    "75 / 100 x 100 = 75% are not roses.",
     "168/20% = 840 students.",
     "(3 + 5) × 2 = 16.",
     "1,200 - 200 = 1,000 left.",

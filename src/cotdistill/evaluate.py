@@ -32,7 +32,7 @@ from typing import Any
 
 from cotdistill.answers import answers_match, extract_answer
 from cotdistill.errors import UserError
-from cotdistill.examples import Example, read_examples, read_jsonl_tolerant, write_jsonl
+from cotdistill.examples import Example, read_examples, read_json_object, read_jsonl_tolerant, write_jsonl
 from cotdistill.generation import Generation, finish_text
 from cotdistill.prompts import (
     COMPLETION_STOP,
@@ -139,7 +139,7 @@ class HFModel:
             self.model.to("cuda")
         self.model.eval()
         self.chat = False  # base and fine-tuned students complete text; they are not chat models
-        self.train_config = _read_json(Path(source) / "train_config.json")
+        self.train_config = read_json_object(Path(source) / "train_config.json")
         self.name = f"{spec}@{_weights_identity(Path(source))}"
         self.options = options
 
@@ -164,7 +164,7 @@ class TeacherModel:
 
         self.teacher = load_teacher(spec, **options.teacher_options)
         self.chat = self.teacher.chat
-        self.train_config = None
+        self.train_config: dict[str, Any] = {}
         self.name = self.teacher.name
         self.options = options
 
@@ -198,13 +198,6 @@ def _weights_identity(path: Path) -> str:
     stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir())
              if f.suffix in (".safetensors", ".bin", ".gguf")]
     return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:12]
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
 
 
 # ---------------------------------------------------------------- prompts and answers
@@ -264,7 +257,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
     t0 = time.perf_counter()
     model = open_model(model_spec, options)
     try:
-        tc = model.train_config or {}
+        tc = model.train_config
         few_shot = options.few_shot if options.few_shot is not None else (0 if tc else 8)
         strict = options.strict if options.strict is not None else few_shot == 0
         prompter = Prompter(few_shot, model.chat, options.exemplars, multitask=tc.get("mode") == "multitask")

@@ -82,6 +82,16 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """A JSON object written by an earlier stage (metrics, configs), or {} when it is missing or torn:
+    callers show what is there and treat the rest as not yet produced."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
     """Read an append-only log written by us; a torn last line (process killed mid-write) is dropped."""
     path = Path(path)

@@ -47,10 +47,32 @@ def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable
         return
     console.rule(f"[bold]{name}")
     run.record_stage(name, status="running", fingerprint=fp)
+    peak_is_per_stage = reset_peak_rss()
     start = time.perf_counter()
     info = fn() or {}
-    run.record_stage(name, **{**info, "status": "done", "fingerprint": fp,
-                                "seconds": round(time.perf_counter() - start, 1)})
+    info = {**info, "status": "done", "fingerprint": fp, "seconds": round(time.perf_counter() - start, 1)}
+    if peak_is_per_stage and (peak := peak_rss_gib()) is not None:
+        info["peak_rss_gib"] = peak
+    run.record_stage(name, **info)
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak-memory measurement for this process (Linux: clear_refs 5 resets VmHWM)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_gib() -> float | None:
+    """Peak resident memory of this process since the last reset_peak_rss, in GiB (None off Linux)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
+    return None if kib is None else round(kib / 2**20, 2)
 
 
 # ------------------------------------------------------------------ stage: data
@@ -162,7 +184,7 @@ def run_pipeline(config: RunConfig) -> RunDir:
     """Run every stage of `config` in order; each is skipped when its outputs are up to date."""
     from cotdistill.annotate import annotate, load_examples
     from cotdistill.evaluate import evaluate_model
-    from cotdistill.report import write_report
+    from cotdistill.report import summary_markdown, write_report
     from cotdistill.teachers import load_teacher
     from cotdistill.train import train_student
 
@@ -202,5 +224,6 @@ def run_pipeline(config: RunConfig) -> RunDir:
 
     md, html = write_report([run])
     run.record_stage("run", seconds=round(time.perf_counter() - t0, 1))
+    console.print(summary_markdown(run), markup=False, highlight=False)
     console.print(f"[bold green]report:[/bold green] {html.resolve()}\n        {md.resolve()}")
     return run

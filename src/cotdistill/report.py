@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import UserError
-from cotdistill.examples import Example, read_examples, read_jsonl_tolerant
+from cotdistill.examples import Example, read_examples, read_json_object, read_jsonl_tolerant
 from cotdistill.plots import accuracy_plot, funnel_plot, loss_plot
 from cotdistill.report_blocks import (
     Code,
@@ -64,6 +64,12 @@ def write_report(runs: list[RunDir], out: Path | None = None) -> tuple[Path, Pat
     md.write_text(to_markdown(blocks), encoding="utf-8")
     html.write_text(to_html(title, blocks), encoding="utf-8")
     return md, html
+
+
+def summary_markdown(run: RunDir) -> str:
+    """The results and timings tables of one run as Markdown: what `run` and `demo` print at the end."""
+    d = RunData.load(run)
+    return to_markdown([b for b in results(d, "", 2) + timings(d, 2) if not isinstance(b, Image)])
 
 
 # ---------------------------------------------------------------- reading a run
@@ -229,7 +235,7 @@ def training(d: RunData, prefix: str, level: int) -> list:
         return blocks + [Para("train: not run.")]
     rows = []
     for s in students:
-        m = _read_json(s / "train_metrics.json")
+        m = read_json_object(s / "train_metrics.json")
         rows.append([s.name, str(m.get("steps", "–")), _num(m.get("first_train_loss")), _num(m.get("final_train_loss")),
                      _num(m.get("final_eval_loss")), _num(m.get("tokens_per_s"), 0), _num(m.get("wall_s"), 0)])
     if rows:
@@ -239,14 +245,6 @@ def training(d: RunData, prefix: str, level: int) -> list:
     else:
         blocks.append(Para("No loss_curve.json in students/*/."))
     return blocks
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return data if isinstance(data, dict) else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def _num(x: Any, digits: int = 3) -> str:
@@ -295,7 +293,8 @@ def timings(d: RunData, level: int) -> list:
     rows = []
     for stage, info in sorted(d.stages.items(), key=lambda kv: _stage_rank(kv[0])):
         secs = next((info[k] for k in ("seconds", "wall_s", "train_s") if isinstance(info.get(k), (int, float))), None)
-        rows.append([stage, str(info.get("status", "")), _num(secs, 1), str(info.get("updated", ""))])
+        rows.append([stage, str(info.get("status", "")), _num(secs, 1), _num(info.get("peak_rss_gib"), 2),
+                     str(info.get("updated", ""))])
     if not rows:
         return blocks + [Para("No manifest.json: no stage has run.")]
-    return blocks + [Table(["stage", "status", "seconds", "updated"], rows)]
+    return blocks + [Table(["stage", "status", "seconds", "peak memory (GiB)", "updated"], rows)]

@@ -80,11 +80,13 @@ def _evaluate(expression: str) -> float | None:
 
 
 def _holds(value: float, stated: str) -> bool:
-    """`value` written to the precision of `stated` is `stated` ("3.33" holds for 10/3)."""
+    """`value` written to the precision of `stated` is `stated` ("3.33" holds for 10/3). A percentage
+    holds as a fraction or as the number of percent: "3/4 = 75%" and "75 / 100 x 100 = 75%"."""
     decimals = len(stated.rstrip(" %").partition(".")[2])
-    tolerance = 1e-6 if "/" in stated else 0.5 * 10**-decimals * (0.01 if stated.endswith("%") else 1.0)
-    target = _number(stated)
-    return abs(value - target) < tolerance + 1e-9 * max(1.0, abs(target))
+    tolerance = 1e-6 if "/" in stated else 0.5 * 10**-decimals
+    readings = [(_number(stated), tolerance / 100)] if stated.endswith("%") else []
+    readings.append((_number(stated.rstrip(" %")), tolerance))
+    return any(abs(value - target) < tol + 1e-9 * max(1.0, abs(target)) for target, tol in readings)
 
 
 def false_arithmetic(text: str) -> str | None:
