@@ -99,6 +99,7 @@ class EvaluateConfig(Section):
     temperature: float = 0.0
     few_shot_student: bool = True  # baseline: the student before fine-tuning, few-shot CoT prompted
     teacher: bool = True  # baseline: the teacher's own few-shot accuracy (no hint)
+    teacher_limit: int | None = None  # the teacher is the slowest model to score: the first N test questions
     few_shot: int = 8
 
 

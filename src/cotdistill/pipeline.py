@@ -12,14 +12,20 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
 from cotdistill.config import DataConfig, RunConfig, dump_config
 from cotdistill.embedded import stream_sha256
 from cotdistill.examples import Example, write_examples
+from cotdistill.memory import PeakMemory
 from cotdistill.rundir import RunDir
+
+if TYPE_CHECKING:
+    from cotdistill.annotate import AnnotateOptions
+    from cotdistill.evaluate import EvalOptions
+    from cotdistill.train import TrainConfig
 
 console = Console(stderr=True)
 
@@ -47,32 +53,11 @@ def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable
         return
     console.rule(f"[bold]{name}")
     run.record_stage(name, status="running", fingerprint=fp)
-    peak_is_per_stage = reset_peak_rss()
     start = time.perf_counter()
-    info = fn() or {}
-    info = {**info, "status": "done", "fingerprint": fp, "seconds": round(time.perf_counter() - start, 1)}
-    if peak_is_per_stage and (peak := peak_rss_gib()) is not None:
-        info["peak_rss_gib"] = peak
-    run.record_stage(name, **info)
-
-
-def reset_peak_rss() -> bool:
-    """Start a new peak-memory measurement for this process (Linux: clear_refs 5 resets VmHWM)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_gib() -> float | None:
-    """Peak resident memory of this process since the last reset_peak_rss, in GiB (None off Linux)."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return None
-    kib = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), None)
-    return None if kib is None else round(kib / 2**20, 2)
+    with PeakMemory() as memory:
+        info = fn() or {}
+    run.record_stage(name, **{**info, "status": "done", "fingerprint": fp,
+                                "seconds": round(time.perf_counter() - start, 1), "peak_rss_gib": memory.gib})
 
 
 # ------------------------------------------------------------------ stage: data
@@ -164,8 +149,10 @@ def evaluations(config: RunConfig, run: RunDir) -> list[tuple[str, str, dict[str
     if e.few_shot_student:
         models.append(("student-few-shot", config.student.model, {"few_shot": e.few_shot}))
     if e.teacher:
+        limits = [x for x in (e.limit, e.teacher_limit) if x is not None]
         models.append(("teacher-few-shot", config.teacher.model,
-                       {"few_shot": e.few_shot, "teacher_options": teacher_options(config)}))
+                       {"few_shot": e.few_shot, "teacher_options": teacher_options(config),
+                        "limit": min(limits) if limits else None}))
     return models
 
 
@@ -173,8 +160,9 @@ def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptio
     from cotdistill.evaluate import EvalOptions
 
     e = config.evaluate
-    return EvalOptions(batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, limit=e.limit, samples=e.samples,
-                       temperature=e.temperature, seed=config.seed, quiet=config.quiet, **overrides)
+    options = dict(batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, limit=e.limit, samples=e.samples,
+                   temperature=e.temperature, seed=config.seed, quiet=config.quiet)
+    return EvalOptions(**{**options, **overrides})
 
 
 # ------------------------------------------------------------------ the whole run

@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import resource
 import shutil
 import time
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from cotdistill.collate import (
     split_eval,
 )
 from cotdistill.errors import UserError
+from cotdistill.memory import PeakMemory
 
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 # Fields that do not change the trained model: they may differ between a run and its resumption.
@@ -126,12 +126,12 @@ def train_student(config: TrainConfig) -> TrainResult:
     )
     resume = latest_checkpoint(ckpts, delete_torn=state.is_main_process)
     state.wait_for_everyone()
-    with _quiet_hf_bars():  # checkpoint writes would draw their own bars over ours
+    with _quiet_hf_bars(), PeakMemory() as memory:  # checkpoint writes would draw their own bars over ours
         # Trainer also evaluates and checkpoints after the last step, so the curve ends with an eval loss.
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     metrics = _metrics(config, trainer, state.num_processes, fingerprint, resume, len(eval_set), dropped + dropped_eval)
-    metrics["bf16_reason"] = bf16_reason
+    metrics.update(bf16_reason=bf16_reason, peak_rss_gib=memory.gib)  # this process, training loop only
     if state.is_main_process:
         with _quiet_hf_bars():
             _save_final(trainer.model, tokenizer, out, config, metrics, trainer.state.log_history, t_start)
@@ -169,7 +169,6 @@ def _metrics(config: TrainConfig, trainer: Any, world_size: int, fingerprint: st
         "target_tokens": int(targets),
         "tokens_per_s": tokens / seconds if seconds else None,
         "padding_fraction": padding / (tokens + padding) if tokens + padding else 0.0,
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "fingerprint": fingerprint,
         **_losses(trainer.state.log_history),
     }
