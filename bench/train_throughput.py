@@ -6,12 +6,19 @@ Same student, same LoRA adapters, same examples, same micro-batch size; each con
     baseline  transformers Trainer with its defaults: random batches padded to the longest,
               fp32 (Trainer never turns on mixed precision by itself), the model's own loss
               (logits for every position).
-    ours      cotdistill.trainer: length-grouped batches, output head on target positions only,
-              bf16 autocast when faster on this device ("auto").
+    ours      cotdistill.trainer: length-grouped batches, output head on target positions only
+              and fused with the loss a chunk at a time (head_loss.py), bf16 autocast when
+              faster on this device ("auto").
+    unfused   ours with the head run on all target positions at once and a separate loss: the
+              before/after of the fused head loss (peak memory above all).
 
-Figures: real (non-padding) tokens per second, padding share of the batch positions, and MFU =
-useful model FLOPs per second / the matmul ceiling measured here (median 2048^3 matmul in the
-configuration's dtype, same thread count, measured just before and just after it: the higher one). Useful FLOPs per step, with N_body = parameters of every linear layer
+Figures: real (non-padding) tokens per second, padding share of the batch positions, the process's
+peak resident memory during the configuration (sampled, memory.py), and MFU =
+useful model FLOPs per second / the matmul ceiling measured here: the fastest 2048^3 matmul in the
+configuration's dtype, same thread count, seen anywhere in the run (at the start and just before and
+after each configuration). One ceiling for both rows, and the best the hardware showed: a ceiling
+taken at a slow moment would flatter MFU (on a shared machine it drifts by 30 %).
+Useful FLOPs per step, with N_body = parameters of every linear layer
 except the output head, N_head = the head's (vocab x hidden), N_lora = LoRA parameters,
 T = real tokens, T_tgt = target tokens:
     full fine-tuning:  6 * N_body * T  +  6 * N_head * T_tgt
@@ -46,13 +53,14 @@ from transformers import (
 )
 
 from cotdistill.collate import IGNORE, encode_all, read_pairs
+from cotdistill.memory import PeakMemory
 from cotdistill.students import add_lora, load_student
 from cotdistill.train import TrainConfig, _choose_bf16
 from cotdistill.trainer import build_trainer
 
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
-    """Median FLOP/s of an n^3 matmul: the peak that MFU is measured against.
+    """Best FLOP/s of `repeats` n^3 matmuls: the peak that MFU is measured against.
 
     A dtype without a fast path here (bf16 on CPUs lacking AVX512-BF16/AMX) takes a minute per
     call: when the warm-up call alone exceeds 5 s, it is the measurement.
@@ -68,7 +76,7 @@ def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float
         t = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - t)
-    return 2 * n**3 / statistics.median(times)
+    return 2 * n**3 / min(times)
 
 
 class CountingCollator:
@@ -165,45 +173,60 @@ def main() -> None:
     args = parser.parse_args()
     lora = not args.full
 
-    ceilings = {"fp32": matmul_ceiling(torch.float32), "bf16": matmul_ceiling(torch.bfloat16)}
+    seen = {"fp32": [matmul_ceiling(torch.float32)], "bf16": [matmul_ceiling(torch.bfloat16)]}
     ours_bf16, why = _choose_bf16("auto")
-    print(f"threads {torch.get_num_threads()}; matmul 2048^3: fp32 {ceilings['fp32'] / 1e9:.1f} GFLOP/s, "
-          f"bf16 {ceilings['bf16'] / 1e9:.1f} GFLOP/s; ours uses bf16={ours_bf16} ({why})")
+    print(f"threads {torch.get_num_threads()}; matmul 2048^3: fp32 {seen['fp32'][0] / 1e9:.1f} GFLOP/s, "
+          f"bf16 {seen['bf16'][0] / 1e9:.1f} GFLOP/s; ours uses bf16={ours_bf16} ({why})")
 
     pairs = read_pairs(args.data, args.mode)
     results = []
-    for label in ("baseline", "ours"):
+    for label in ("baseline", "unfused", "ours"):
         set_seed(0)
         model, tok, is_seq2seq = load_student(args.student)
         if lora:
             model = add_lora(model, is_seq2seq, args.lora_r)
         data, _ = encode_all(pairs, tok, is_seq2seq, max_len=1024)
         counts = param_counts(model)
-        bf16 = ours_bf16 if label == "ours" else False
-        if label == "ours":
+        bf16 = ours_bf16 if label != "baseline" else False
+        if label != "baseline":
             trainer, collator = our_trainer(model, tok, data, is_seq2seq, args, bf16)
+            if label == "unfused" and trainer.loss_path == "chunked":
+                trainer.loss_path = "targets"
         else:
             trainer, collator = baseline_trainer(model, tok, data, is_seq2seq, args)
-        before = matmul_ceiling(torch.bfloat16 if bf16 else torch.float32)
-        r = {"label": label, "bf16": bf16, **measure(trainer, collator, args.warmup)}
-        # On a shared machine the attainable peak drifts: take the higher of the ceilings measured just
-        # before and just after this configuration (the conservative choice: it lowers MFU).
-        peak = max(before, matmul_ceiling(torch.bfloat16 if bf16 else torch.float32))
-        useful, conventional = useful_flops(r, counts, lora)
-        r.update(peak_flops=peak, tokens_per_s=r["tokens"] / r["seconds"], padding=1 - r["tokens"] / r["positions"],
-                 mfu=useful / r["seconds"] / peak, mfu_conventional=conventional / r["seconds"] / peak,
-                 mfu_vs_bf16_peak=useful / r["seconds"] / ceilings["bf16"])
+        dtype = "bf16" if bf16 else "fp32"
+        seen[dtype].append(matmul_ceiling(torch.bfloat16 if bf16 else torch.float32))
+        with PeakMemory() as memory:
+            r = {"label": label, "bf16": bf16, **measure(trainer, collator, args.warmup)}
+        r["peak_gib"] = memory.gib
+        seen[dtype].append(matmul_ceiling(torch.bfloat16 if bf16 else torch.float32))
+        r.update(useful_conventional=useful_flops(r, counts, lora), tokens_per_s=r["tokens"] / r["seconds"],
+                 padding=1 - r["tokens"] / r["positions"])
         results.append(r)
         del model, trainer
 
-    print(f"{'':9} {'tokens/s':>9} {'padding':>8} {'s/step':>7} {'peak GFLOP/s':>12} {'MFU':>6} {'MFU conv.':>9} "
-          f"{'MFU/bf16 peak':>13}")
+    peaks = {dtype: max(values) for dtype, values in seen.items()}
+    for r in results:
+        (useful, conventional), peak = r.pop("useful_conventional"), peaks["bf16" if r["bf16"] else "fp32"]
+        r.update(peak_flops=peak, mfu=useful / r["seconds"] / peak, mfu_conventional=conventional / r["seconds"] / peak,
+                 mfu_vs_bf16_peak=useful / r["seconds"] / peaks["bf16"])
+    print("fp32 matmul GFLOP/s seen in the run: " + ", ".join(f"{v / 1e9:.1f}" for v in seen["fp32"]))
+
+    # Against the bf16 ceiling: what an fp32 row leaves on the table where bf16 is fast. Where it is
+    # slow (no AVX512-BF16/AMX) the column means nothing and is left out.
+    bf16_column = peaks["bf16"] > peaks["fp32"]
+    print(f"{'':9} {'tokens/s':>9} {'padding':>8} {'s/step':>7} {'peak GiB':>8} {'peak GFLOP/s':>12} {'MFU':>6} {'MFU conv.':>9}"
+          + (f" {'MFU/bf16 peak':>13}" if bf16_column else ""))
     for r in results:
         print(f"{r['label']:9} {r['tokens_per_s']:9.1f} {r['padding']:8.1%} {statistics.mean(r['step_s']):7.1f} "
-              f"{r['peak_flops'] / 1e9:12.1f} {r['mfu']:6.1%} {r['mfu_conventional']:9.1%} {r['mfu_vs_bf16_peak']:13.1%}")
-    print(f"ours / baseline tokens/s: {results[1]['tokens_per_s'] / results[0]['tokens_per_s']:.2f}x")
+              f"{r['peak_gib']:8.2f} {r['peak_flops'] / 1e9:12.1f} {r['mfu']:6.1%} {r['mfu_conventional']:9.1%}"
+              + (f" {r['mfu_vs_bf16_peak']:13.1%}" if bf16_column else ""))
+    baseline, unfused, ours = results
+    print(f"ours / baseline tokens/s: {ours['tokens_per_s'] / baseline['tokens_per_s']:.2f}x; "
+          f"fused head loss / unfused: {ours['tokens_per_s'] / unfused['tokens_per_s']:.2f}x tokens/s, "
+          f"peak memory {ours['peak_gib']:.2f} vs {unfused['peak_gib']:.2f} GiB")
     if args.json:
-        args.json.write_text(json.dumps({"ceilings": ceilings, "results": results, "args": vars(args)}, indent=2, default=str))
+        args.json.write_text(json.dumps({"ceilings": peaks, "results": results, "args": vars(args)}, indent=2, default=str))
 
 
 if __name__ == "__main__":

@@ -169,15 +169,61 @@ def test_grouped_sampler_is_a_seeded_permutation_with_little_padding():
     assert grouped < 0.05 and plain > 0.2
 
 
-def test_target_only_logits_give_the_same_loss_as_the_full_model(causal_dir, distill):
+def _loss_and_grads(model, batch, path, head=None):
+    model.zero_grad()
+    loss, n = token_loss(model, batch, is_seq2seq=False, path=path, head=head)
+    loss.backward()
+    return loss.detach(), n, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full-fine-tune", "lora"])
+def test_every_loss_path_gives_the_models_own_loss_and_gradients(causal_dir, distill, monkeypatch, lora):
+    """Head on target positions only, and head + loss fused a chunk at a time (5 rows per chunk here,
+    so a batch spans many chunks): same loss and same gradients as logits at every position."""
+    from cotdistill import head_loss
+    from cotdistill.students import add_lora
+
     model, tok, _ = load_student(str(causal_dir))
+    if lora:
+        model = add_lora(model, is_seq2seq=False, r=4)
+    model.eval()  # no dropout: the paths must see the same network
+    monkeypatch.setattr(head_loss, "CHUNK_BYTES", 4 * model.config.vocab_size * 5)
     feats = [encode(p, tok, False) for p in read_pairs(distill, "cot")[:6]]
     batch = Collator(tok.pad_token_id)(feats)
-    fast, n = token_loss(model, batch, is_seq2seq=False, keep_logits=True)
-    slow, n2 = token_loss(model, batch, is_seq2seq=False, keep_logits=False)
-    reference = model(**batch).loss  # transformers' own mean over the shifted labels
-    assert n == n2 == sum(1 for f in feats for x in f["labels"] if x != IGNORE)
-    assert torch.allclose(fast, slow, rtol=1e-5) and torch.allclose(fast / n, reference, rtol=1e-5)
+    full, n, full_grads = _loss_and_grads(model, batch, "full")
+    head = head_loss.chunkable_head(model)
+    assert head is not None and n == sum(1 for f in feats for x in f["labels"] if x != IGNORE) > 5 * 4
+    assert torch.allclose(full / n, model(**batch).loss, rtol=1e-5)  # transformers' own mean
+    for path in ("targets", "chunked"):
+        loss, n2, grads = _loss_and_grads(model, batch, path, head)
+        assert n2 == n and torch.allclose(loss, full, rtol=1e-5), path
+        assert grads.keys() == full_grads.keys() and any("lm_head" in k for k in grads) != lora
+        for name, g in grads.items():
+            assert torch.allclose(g, full_grads[name], rtol=1e-4, atol=1e-6), (path, name)
+
+
+def test_chunked_loss_under_bf16_autocast_matches_the_plain_path(causal_dir, distill):
+    from cotdistill.head_loss import chunkable_head
+
+    model, tok, _ = load_student(str(causal_dir))
+    batch = Collator(tok.pad_token_id)([encode(p, tok, False) for p in read_pairs(distill, "cot")[:4]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain, _, plain_grads = _loss_and_grads(model, batch, "targets")
+        chunked, _, grads = _loss_and_grads(model, batch, "chunked", chunkable_head(model))
+    assert torch.allclose(chunked, plain, rtol=1e-2)
+    for name, g in grads.items():
+        assert g.dtype == torch.float32 and torch.allclose(g, plain_grads[name], rtol=0.1, atol=1e-3), name
+
+
+def test_the_trainer_takes_the_cheapest_loss_path_the_model_allows(causal_dir, seq2seq_dir):
+    from cotdistill.trainer import loss_path
+
+    causal, _, _ = load_student(str(causal_dir))
+    assert loss_path(causal, is_seq2seq=False) == "chunked"
+    causal.config.final_logit_softcapping = 30.0  # applied after the head (gemma-2): the head must run whole
+    assert loss_path(causal, is_seq2seq=False) == "targets"
+    t5, _, _ = load_student(str(seq2seq_dir))
+    assert loss_path(t5, is_seq2seq=True) == "full"
 
 
 # ---------------------------------------------------------------- training

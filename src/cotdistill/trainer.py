@@ -22,14 +22,20 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from cotdistill.collate import IGNORE, Collator, LengthGroupedSampler, example_length
 from cotdistill.errors import UserError
+from cotdistill.head_loss import chunkable_head, head_inputs, linear_cross_entropy
 
 
-def token_loss(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool, keep_logits: bool) -> tuple[torch.Tensor, int]:
+def token_loss(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool, path: str,
+               head: torch.nn.Linear | None = None) -> tuple[torch.Tensor, int]:
     """(sum of cross-entropy over target tokens, number of target tokens) for one batch.
 
     For a causal LM, position t predicts token t+1, so logits are needed only where labels[t+1]
-    is a target token; with `keep_logits` the model applies its output head to those positions
-    alone (a boolean `logits_to_keep` mask, flattened to (n_targets, vocab)).
+    is a target token. `path` says how much of the output head runs (`loss_path` picks it):
+      "chunked"  `head` (the model's, `chunkable_head`) and the loss fused over target
+                 positions, a chunk at a time (head_loss.py)
+      "targets"  the model applies its head to the target positions alone (a boolean
+                 `logits_to_keep` mask, flattened to (n_targets, vocab))
+      "full"     logits at every position, targets picked afterwards (any model)
     """
     labels = batch["labels"]
     if is_seq2seq:
@@ -44,7 +50,9 @@ def token_loss(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool, kee
         keep[:, :-1] = labels[:, 1:] != IGNORE
         targets = labels[:, 1:][keep[:, :-1]]
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        if keep_logits:
+        if path == "chunked":
+            return linear_cross_entropy(head_inputs(model, head, inputs, keep), head.weight, targets), targets.numel()
+        if path == "targets":
             logits = model(**inputs, logits_to_keep=keep).logits
             logits = logits.reshape(-1, logits.shape[-1])
         else:
@@ -62,13 +70,21 @@ def supports_logits_mask(model: Any) -> bool:
         return False
 
 
+def loss_path(model: Any, is_seq2seq: bool) -> str:
+    """The cheapest `token_loss` path this model supports (see there)."""
+    if is_seq2seq or not supports_logits_mask(model):
+        return "full"
+    return "chunked" if chunkable_head(model) is not None else "targets"
+
+
 class StudentTrainer(Trainer):
     """A Trainer whose loss covers target tokens only and whose batches are length-grouped."""
 
     def __init__(self, *args: Any, lengths: list[int], is_seq2seq: bool, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.lengths, self.is_seq2seq = lengths, is_seq2seq
-        self.keep_logits = not is_seq2seq and supports_logits_mask(self.model)
+        self.loss_path = loss_path(self.model, is_seq2seq)
+        self.head = chunkable_head(self.model)  # found here: under DDP, compute_loss gets the wrapper
         # Our compute_loss divides by the target-token count of the whole accumulated step, so
         # Trainer must pass that count (num_items_in_batch) and not rescale for accumulation.
         self.model_accepts_loss_kwargs = True
@@ -87,7 +103,7 @@ class StudentTrainer(Trainer):
 
     def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
-        loss_sum, n_targets = token_loss(model, inputs, self.is_seq2seq, self.keep_logits)
+        loss_sum, n_targets = token_loss(model, inputs, self.is_seq2seq, self.loss_path, self.head)
         if model.training:
             self._count(inputs, n_targets)
         if num_items_in_batch is None:  # evaluation: the mean over this batch
