@@ -144,7 +144,9 @@ def measure(trainer: Trainer, collator: CountingCollator, warmup: int) -> dict:
     timer = StepTimer()
     trainer.add_callback(timer)
     trainer.train()
-    real, targets, positions = (sum(x) for x in zip(*collator.batches[warmup:]))
+    # The dataloader collates one batch ahead (accelerate looks ahead for the end), so the last
+    # collated batch never trained: count exactly the batches of the timed steps.
+    real, targets, positions = (sum(x) for x in zip(*collator.batches[warmup : len(timer.times)]))
     return {"seconds": sum(timer.times[warmup:]), "tokens": real, "target_tokens": targets,
             "positions": positions, "step_s": timer.times[warmup:]}
 

@@ -200,6 +200,9 @@ def test_every_loss_path_gives_the_models_own_loss_and_gradients(causal_dir, dis
         assert grads.keys() == full_grads.keys() and any("lm_head" in k for k in grads) != lora
         for name, g in grads.items():
             assert torch.allclose(g, full_grads[name], rtol=1e-4, atol=1e-6), (path, name)
+    with torch.no_grad():  # the evaluation loss
+        loss, _ = token_loss(model, batch, is_seq2seq=False, path="chunked", head=head)
+    assert not loss.requires_grad and torch.allclose(loss, full, rtol=1e-5)
 
 
 def test_chunked_loss_under_bf16_autocast_matches_the_plain_path(causal_dir, distill):

@@ -61,6 +61,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     hidden (N, d) are the head's inputs at the target positions, weight (V, d) the head's, targets (N,).
     """
     rows = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
+    if not torch.is_grad_enabled():  # evaluation: the Function would still see requires_grad inputs
+        hidden, weight = hidden.detach(), weight.detach()
     return _LinearCrossEntropy.apply(hidden, weight, targets, rows)
 
 
