@@ -58,6 +58,8 @@ from cotdistill.students import add_lora, load_student
 from cotdistill.train import TrainConfig, _choose_bf16
 from cotdistill.trainer import build_trainer
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
 
 def matmul_ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
     """Best FLOP/s of `repeats` n^3 matmuls: the peak that MFU is measured against.
@@ -175,7 +177,7 @@ def main() -> None:
     args = parser.parse_args()
     lora = not args.full
 
-    seen = {"fp32": [matmul_ceiling(torch.float32)], "bf16": [matmul_ceiling(torch.bfloat16)]}
+    seen = {dtype: [matmul_ceiling(torch_dtype)] for dtype, torch_dtype in DTYPES.items()}
     ours_bf16, why = _choose_bf16("auto")
     print(f"threads {torch.get_num_threads()}; matmul 2048^3: fp32 {seen['fp32'][0] / 1e9:.1f} GFLOP/s, "
           f"bf16 {seen['bf16'][0] / 1e9:.1f} GFLOP/s; ours uses bf16={ours_bf16} ({why})")
@@ -197,11 +199,11 @@ def main() -> None:
         else:
             trainer, collator = baseline_trainer(model, tok, data, is_seq2seq, args)
         dtype = "bf16" if bf16 else "fp32"
-        seen[dtype].append(matmul_ceiling(torch.bfloat16 if bf16 else torch.float32))
+        seen[dtype].append(matmul_ceiling(DTYPES[dtype]))
         with PeakMemory() as memory:
             r = {"label": label, "bf16": bf16, **measure(trainer, collator, args.warmup)}
         r["peak_gib"] = memory.gib
-        seen[dtype].append(matmul_ceiling(torch.bfloat16 if bf16 else torch.float32))
+        seen[dtype].append(matmul_ceiling(DTYPES[dtype]))
         r.update(useful_conventional=useful_flops(r, counts, lora), tokens_per_s=r["tokens"] / r["seconds"],
                  padding=1 - r["tokens"] / r["positions"])
         results.append(r)
