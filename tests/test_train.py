@@ -218,6 +218,52 @@ def test_chunked_loss_under_bf16_autocast_matches_the_plain_path(causal_dir, dis
         assert g.dtype == torch.float32 and torch.allclose(g, plain_grads[name], rtol=0.1, atol=1e-3), name
 
 
+def test_bf16_trainer_runs_the_fused_head_in_bf16_like_the_models_own_head(causal_dir, distill, tmp_path):
+    """accelerate wraps only model.forward in autocast; the fused loss runs outside it and must see
+    the same precision: its loss equals the plain path's (head inside the forward), not fp32's."""
+    from cotdistill.trainer import build_trainer
+
+    model, tok, _ = load_student(str(causal_dir))
+    with torch.no_grad():
+        model.lm_head.weight.mul_(30)  # confident logits, so that bf16 rounding shows in the loss
+    feats = [encode(p, tok, False) for p in read_pairs(distill, "cot")[:4]]
+    trainer = build_trainer(model, feats, [], tmp_path, config(causal_dir, distill, tmp_path), False, True,
+                            pad_id=tok.pad_token_id, decoder_start_id=None)
+    trainer.model.eval()
+    batch = Collator(tok.pad_token_id)(feats)
+    with torch.no_grad():
+        assert trainer.loss_path == "chunked"
+        fused = trainer.compute_loss(trainer.model, batch)
+        trainer.loss_path = "targets"
+        plain = trainer.compute_loss(trainer.model, batch)
+        fp32, n = token_loss(model, batch, is_seq2seq=False, path="targets")
+    assert torch.allclose(fused, plain, rtol=1e-5, atol=0) and not torch.allclose(plain, fp32 / n, rtol=1e-4, atol=0)
+
+
+def test_a_frozen_heads_cached_bf16_copy_follows_edits_of_the_head(causal_dir, distill):
+    """LoRA leaves the head frozen, so its bf16 copy is kept between steps, but never stale."""
+    from cotdistill.head_loss import chunkable_head, linear_cross_entropy
+    from cotdistill.students import add_lora
+
+    model = add_lora(load_student(str(causal_dir))[0], is_seq2seq=False, r=4)
+    head = chunkable_head(model)
+    assert not head.weight.requires_grad
+    hidden, targets = torch.randn(7, head.in_features), torch.randint(0, head.out_features, (7,))
+
+    def losses():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fused = linear_cross_entropy(hidden, head.weight, targets)
+            plain = torch.nn.functional.cross_entropy(head(hidden).float(), targets, reduction="sum")
+        return fused, plain
+
+    before, plain = losses()
+    assert torch.equal(before, plain) and torch.equal(losses()[0], before)
+    with torch.no_grad():
+        head.weight.mul_(2.0)  # an in-place edit, as merging adapters or loading a checkpoint does
+    after, plain = losses()
+    assert torch.equal(after, plain) and not torch.equal(after, before)
+
+
 def test_the_trainer_takes_the_cheapest_loss_path_the_model_allows(causal_dir, seq2seq_dir):
     from cotdistill.trainer import loss_path
 
@@ -322,6 +368,8 @@ def test_cli_errors_are_one_line_with_exit_code_2(tmp_path, causal_dir):
     assert no_rationale.returncode == 2 and "bad.jsonl:1" in no_rationale.stderr and "rationale" in no_rationale.stderr
     mode = cli("--data", str(bad), "--out", str(tmp_path / "o"), "--mode", "essay")
     assert mode.returncode == 2 and "essay" in mode.stderr
+    dropout = cli("--data", str(bad), "--out", str(tmp_path / "o"), "--lora-dropout", "1.5")
+    assert dropout.returncode == 2 and "--lora-dropout" in dropout.stderr and "1.5" in dropout.stderr
 
 
 def test_cli_run_dir_trains_into_students_mode_and_records_the_stage(causal_dir, distill, tmp_path):

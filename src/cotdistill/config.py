@@ -78,6 +78,7 @@ class StudentConfig(Section):
     modes: list[Literal["cot", "answer-only", "multitask"]] = ["cot", "answer-only"]
     lora: bool = True
     lora_r: int = 16
+    lora_dropout: float = 0.0
     epochs: float = 3.0
     max_steps: int | None = None
     lr: float = 2e-4

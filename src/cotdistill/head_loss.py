@@ -12,33 +12,99 @@ cross-entropy, in plain PyTorch).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 CHUNK_BYTES = 256 * 2**20  # fp32 logits of one chunk
+
+
+@dataclass
+class _Workspace:
+    """What one head keeps between steps, because making it anew costs more than using it.
+
+    - `cast`: a frozen head (LoRA) in the matmul dtype; casting gemma's 262k x 640 head to bf16 takes
+      a tenth of a second or more, and a frozen head is the same every step (`version` tells).
+    - `logits`, `fp32`: the chunk buffers. A fresh 256 MB tensor costs a page fault per 4 KB, which
+      measured longer than the softmax computed in it (on this project's VM, 0.15 s per chunk).
+    """
+
+    version: int = -1
+    cast: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (rows, vocab) in the matmul dtype; the gradient reuses it
+    fp32: torch.Tensor | None = None  # (rows, vocab) fp32; is `logits` when the matmul dtype is fp32
+
+    def weight_in(self, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        if weight.dtype == dtype:
+            return weight
+        if weight.requires_grad:  # trains: a new value every step
+            return weight.to(dtype)
+        if self.cast is None or self.cast.dtype != dtype or self.version != weight._version:
+            self.cast, self.version = weight.detach().to(dtype), weight._version
+        return self.cast
+
+    def buffers(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.logits is None or self.logits.dtype != dtype or self.logits.shape[0] < rows:
+            self.logits = self.fp32 = None  # free the old pair before making the new one
+            self.logits = torch.empty((rows, vocab), dtype=dtype, device=device)
+            self.fp32 = self.logits if dtype == torch.float32 else torch.empty((rows, vocab), device=device)
+        return self.logits, self.fp32
+
+
+_WORKSPACES: WeakIdKeyDictionary = WeakIdKeyDictionary()  # head weight -> _Workspace, gone with the weight
+
+
+def _matmul_dtype(weight: torch.Tensor) -> torch.dtype:
+    """bf16 (or whatever autocast runs matmuls in) under autocast, else the weight's own dtype."""
+    device = weight.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
+
+
+def _chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int,
+             want_h: bool, want_w: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(summed loss, d loss / d hidden, d loss / d weight), one chunk of rows at a time.
+
+    Matmuls in the autocast dtype (as the model's own head would run), softmax and loss in fp32,
+    every step in place in the workspace's buffers.
+    """
+    dtype = _matmul_dtype(weight)
+    device = weight.device
+    grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=device) if want_h else None
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=device) if want_w else None
+    total = torch.zeros((), dtype=torch.float32, device=device)
+    workspace = _WORKSPACES.setdefault(weight, _Workspace())
+    with torch.autocast(device.type, enabled=False):  # every cast below is explicit
+        w = workspace.weight_in(weight, dtype)
+        logits_buf, fp32_buf = workspace.buffers(min(rows, len(targets)), weight.shape[0], dtype, device)
+        for start in range(0, len(targets), rows):
+            h, t = hidden[start : start + rows].to(dtype), targets[start : start + rows]
+            n = len(t)
+            logits, x = logits_buf[:n], fp32_buf[:n]
+            torch.mm(h, w.T, out=logits)
+            if x.data_ptr() != logits.data_ptr():
+                x.copy_(logits)
+            torch.log_softmax(x, dim=1, out=x)  # in place: the kernel reads each row before writing it
+            total -= x.gather(1, t[:, None]).sum()
+            if want_h or want_w:
+                x.exp_()  # the softmax
+                x[torch.arange(n, device=device), t] -= 1  # minus the one-hot target: d loss / d logits
+                if x.data_ptr() != logits.data_ptr():
+                    logits.copy_(x)
+                if want_h:
+                    grad_h[start : start + n] = logits @ w
+                if want_w:
+                    grad_w += logits.T @ h
+    return total, grad_h, grad_w
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device) if want_h else None
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if want_w else None
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        for start in range(0, hidden.shape[0], rows):
-            h, t = hidden[start : start + rows], targets[start : start + rows]
-            logits = (h @ weight.T).float()  # under autocast the matmul runs in its dtype
-            lse = torch.logsumexp(logits, dim=-1)
-            total += (lse - logits.gather(1, t[:, None]).squeeze(1)).sum()
-            if want_h or want_w:
-                grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place of the logits
-                grad[torch.arange(len(t), device=t.device), t] -= 1
-                if want_h:
-                    grad_h[start : start + rows] = grad @ weight.float()
-                if want_w:
-                    grad_w += grad.T @ h.float()
+        total, grad_h, grad_w = _chunked(hidden, weight, targets, rows, want_h, want_w)
         ctx.save_for_backward(
             grad_h.to(hidden.dtype) if want_h else None, grad_w.to(weight.dtype) if want_w else None
         )
@@ -61,8 +127,8 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: to
     hidden (N, d) are the head's inputs at the target positions, weight (V, d) the head's, targets (N,).
     """
     rows = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
-    if not torch.is_grad_enabled():  # evaluation: the Function would still see requires_grad inputs
-        hidden, weight = hidden.detach(), weight.detach()
+    if not torch.is_grad_enabled():  # evaluation: the loss alone, no gradient work
+        return _chunked(hidden, weight, targets, rows, want_h=False, want_w=False)[0]
     return _LinearCrossEntropy.apply(hidden, weight, targets, rows)
 
 
@@ -83,18 +149,20 @@ def chunkable_head(model: Any) -> nn.Linear | None:
 def head_inputs(model: Any, head: nn.Linear, inputs: dict[str, torch.Tensor], keep: torch.Tensor) -> torch.Tensor:
     """(n_kept, d): what the model feeds its head at the `keep` positions, from the model's own forward.
 
-    The forward runs as usual (so wrappers such as DDP see it), `logits_to_keep=keep` selects the
-    positions, and a pre-hook on the head takes its input and hands the head zero rows instead.
+    The forward runs as usual (so wrappers such as DDP see it) with `logits_to_keep=keep` selecting
+    the positions; the head itself does not run: for this one call its forward only takes its input
+    and returns no logits. (Handing the head zero rows is not enough: under autocast, F.linear would
+    still cast the whole 262k-row weight to bf16, a third of a second per step on gemma.)
     """
     taken: list[torch.Tensor] = []
 
-    def take(module: nn.Module, args: tuple) -> tuple:
-        taken.append(args[0])
-        return (args[0][:0],)
+    def take(hidden: torch.Tensor) -> torch.Tensor:
+        taken.append(hidden)
+        return hidden[..., :0]
 
-    handle = head.register_forward_pre_hook(take)
+    head.forward = take  # an instance attribute shadows nn.Linear.forward until deleted
     try:
         model(**inputs, logits_to_keep=keep)
     finally:
-        handle.remove()
+        del head.forward
     return taken[0].reshape(-1, taken[0].shape[-1])

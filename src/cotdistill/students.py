@@ -154,11 +154,13 @@ def _ensure_pad(tokenizer: Any) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
-def add_lora(model: Any, is_seq2seq: bool, r: int, alpha: int | None = None, dropout: float = 0.05) -> Any:
+def add_lora(model: Any, is_seq2seq: bool, r: int, alpha: int | None = None, dropout: float = 0.0) -> Any:
     """Wrap the model with LoRA adapters on every linear layer except the output head.
 
     "all-linear" (QLoRA's recipe) fits every architecture without a per-model list: attention and
-    MLP projections of Llama/Gemma/Qwen, q/k/v/o/wi/wo of T5.
+    MLP projections of Llama/Gemma/Qwen, q/k/v/o/wi/wo of T5. PEFT's cast of each adapter's input to
+    the adapter's dtype is turned off: the model and adapters are both fp32 here, and under bf16
+    autocast it only made an fp32 copy of every input that autocast then cast back to bf16.
     """
     from peft import LoraConfig, TaskType, get_peft_model
 
@@ -169,7 +171,11 @@ def add_lora(model: Any, is_seq2seq: bool, r: int, alpha: int | None = None, dro
         target_modules="all-linear",
         task_type=TaskType.SEQ_2_SEQ_LM if is_seq2seq else TaskType.CAUSAL_LM,
     )
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
+    return model
 
 
 def save_student(model: Any, tokenizer: Any, out_dir: Path, merge: bool = True) -> None:
