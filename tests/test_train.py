@@ -464,3 +464,21 @@ def test_default_embedded_student_trains_and_saves_a_plain_transformers_model(tm
     pair = read_pairs(data, "cot")[0]
     enc = encode(pair, tok, is_seq2seq=False)
     assert tok(pair.input + " " + pair.target)["input_ids"] + [tok.eos_token_id] == enc["input_ids"]
+
+
+def test_bf16_auto_follows_the_cpus_bf16_flags_and_times_matmuls_only_where_it_cannot_read_them(monkeypatch):
+    """A timing of small matmuls flipped between runs of the same config; the CPU's flags do not."""
+    import platform
+
+    from cotdistill.train import _choose_bf16
+
+    if torch.cuda.is_available():
+        pytest.skip("on CUDA the device's own bf16 support decides")
+    assert _choose_bf16(True) == (True, "requested") and _choose_bf16(False) == (False, "requested")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    for avx512_bf16, amx, fast in [(True, False, True), (False, True, True), (False, False, False)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert {_choose_bf16("auto")[0] for _ in range(5)} == {fast}
+    monkeypatch.setattr(platform, "machine", lambda: "aarch64")
+    assert "matmul" in _choose_bf16("auto")[1]
