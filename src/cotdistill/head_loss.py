@@ -79,19 +79,20 @@ def _chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, 
     with torch.autocast(device.type, enabled=False):  # every cast below is explicit
         w = workspace.weight_in(weight, dtype)
         logits_buf, fp32_buf = workspace.buffers(min(rows, len(targets)), weight.shape[0], dtype, device)
+        separate = fp32_buf is not logits_buf  # a bf16 matmul's logits get an fp32 copy for the softmax
         for start in range(0, len(targets), rows):
             h, t = hidden[start : start + rows].to(dtype), targets[start : start + rows]
             n = len(t)
             logits, x = logits_buf[:n], fp32_buf[:n]
             torch.mm(h, w.T, out=logits)
-            if x.data_ptr() != logits.data_ptr():
+            if separate:
                 x.copy_(logits)
             torch.log_softmax(x, dim=1, out=x)  # in place: the kernel reads each row before writing it
             total -= x.gather(1, t[:, None]).sum()
             if want_h or want_w:
                 x.exp_()  # the softmax
                 x[torch.arange(n, device=device), t] -= 1  # minus the one-hot target: d loss / d logits
-                if x.data_ptr() != logits.data_ptr():
+                if separate:
                     logits.copy_(x)
                 if want_h:
                     grad_h[start : start + n] = logits @ w
