@@ -64,8 +64,9 @@ class EvalOptions:
     batch_size: int = 16
     max_new_tokens: int = 256
     limit: int | None = None
-    # transformers models: float32 | bfloat16. fp32 by default: on this CPU a bf16 LM-head matmul with
-    # 16 rows took 3× longer than fp32 (fp16 has no fast path at all).
+    # transformers models: float32 | bfloat16. fp32 by default, the reference numerics: bf16 greedy
+    # outputs can differ (7 of 32 did, bench/eval_dtype.py). bf16 generated 2.7x faster on a CPU with
+    # AVX512-BF16 and 3x slower on an AVX2-only one (fp16 has no fast CPU path at all).
     dtype: str = "float32"
     seed: int = 0
     strict: bool | None = None  # None: strict for fine-tuned students, lenient for prompted models
