@@ -27,12 +27,13 @@ class _Workspace:
     """What one head keeps between steps, because making it anew costs more than using it.
 
     - `cast`: a frozen head (LoRA) in the matmul dtype; casting gemma's 262k x 640 head to bf16 takes
-      a tenth of a second or more, and a frozen head is the same every step (`version` tells).
+      a tenth of a second or more, and a frozen head is the same every step (`source` tells: its
+      storage and version, since an in-place edit bumps the version and `.data = ...` the storage).
     - `logits`, `fp32`: the chunk buffers. A fresh 256 MB tensor costs a page fault per 4 KB, which
       measured longer than the softmax computed in it (on this project's VM, 0.15 s per chunk).
     """
 
-    version: int = -1
+    source: tuple[int, int] | None = None  # (data_ptr, _version) of the weight `cast` was made from
     cast: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (rows, vocab) in the matmul dtype; the gradient reuses it
     fp32: torch.Tensor | None = None  # (rows, vocab) fp32; is `logits` when the matmul dtype is fp32
@@ -42,8 +43,9 @@ class _Workspace:
             return weight
         if weight.requires_grad:  # trains: a new value every step
             return weight.to(dtype)
-        if self.cast is None or self.cast.dtype != dtype or self.version != weight._version:
-            self.cast, self.version = weight.detach().to(dtype), weight._version
+        source = (weight.data_ptr(), weight._version)
+        if self.cast is None or self.cast.dtype != dtype or self.source != source:
+            self.cast, self.source = weight.detach().to(dtype), source
         return self.cast
 
     def buffers(self, rows: int, vocab: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
