@@ -31,19 +31,19 @@ def main() -> None:
     args = ap.parse_args()
 
     prompts = [f"Q: {q}\nA:" for q in questions(args.n)]
+    models = {d: load_student(args.model, dtype=getattr(torch, d))[:2] for d in DTYPES}
+    for model, tok in models.values():
+        model.eval()
+        generate_batched(model, tok, prompts[:1], max_new_tokens=2)  # warm-up
     seconds = {d: 0.0 for d in DTYPES}
     texts, tokens = {}, {}
     for _ in range(2):
-        for dtype in DTYPES:
-            model, tok, _ = load_student(args.model, dtype=getattr(torch, dtype))
-            model.eval()
-            generate_batched(model, tok, prompts[:1], max_new_tokens=2)  # warm-up
+        for dtype, (model, tok) in models.items():
             start = time.perf_counter()
             out = generate_batched(model, tok, prompts, batch_size=args.n, max_new_tokens=args.max_new_tokens,
                                    stop=COMPLETION_STOP)
             seconds[dtype] += time.perf_counter() - start
             texts[dtype], tokens[dtype] = [g.text for g in out], sum(g.tokens for g in out)
-            del model
 
     same = sum(a == b for a, b in zip(*(texts[d] for d in DTYPES)))
     print(f"model {args.model}, {args.n} questions in one batch, max_new_tokens {args.max_new_tokens}, "

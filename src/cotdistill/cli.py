@@ -359,7 +359,7 @@ def evaluate(
     max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
     dtype: str = typer.Option("float32", "--dtype", help="transformers models: float32 | bfloat16 (half the memory; "
-                              "2.7x faster on CPUs with AVX512-BF16/AMX, slower on others; greedy outputs may differ)."),
+                              "2.6x faster on CPUs with AVX512-BF16/AMX, slower on others; greedy outputs may differ)."),
     seed: int = typer.Option(0, "--seed"),
     strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help="Only a 'The answer is X.' sentence counts "
                                           "(default for fine-tuned students), or also the last number (default for prompted models)."),

@@ -65,7 +65,7 @@ class EvalOptions:
     max_new_tokens: int = 256
     limit: int | None = None
     # transformers models: float32 | bfloat16. fp32 by default, the reference numerics: bf16 greedy
-    # outputs can differ (7 of 32 did, bench/eval_dtype.py). bf16 generated 2.7x faster on a CPU with
+    # outputs can differ (7 of 32 did, bench/eval_dtype.py). bf16 generated 2.6-2.7x faster on a CPU with
     # AVX512-BF16 and 3x slower on an AVX2-only one (fp16 has no fast CPU path at all).
     dtype: str = "float32"
     seed: int = 0

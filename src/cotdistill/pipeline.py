@@ -134,8 +134,7 @@ def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
     return TrainConfig(
         student=s.model, mode=mode, data=run.distill, out=run.student(mode), lora=s.lora, lora_r=s.lora_r,
         lora_dropout=s.lora_dropout, epochs=s.epochs, max_steps=s.max_steps, lr=s.lr, batch_size=s.batch_size,
-        grad_accum=s.grad_accum,
-        max_len=s.max_len, schedule=s.schedule, warmup=s.warmup, bf16=s.bf16, seed=config.seed,
+        grad_accum=s.grad_accum, max_len=s.max_len, schedule=s.schedule, warmup=s.warmup, bf16=s.bf16, seed=config.seed,
         save_steps=s.save_steps, eval_fraction=s.eval_fraction, quiet=config.quiet,
     )
 
