@@ -5,7 +5,8 @@
   ours        generation.generate_batched: sorted by length, left-padded batches, KV cache, same stop
 
 All three decode greedily the same questions with the same prompts in one process, so ratios are
-side by side (ours is timed before and after the others, and counts with the mean). Outputs are compared after `finish_text` (cut at the stop string and after the first
+side by side (ours is timed before and after the others, and counts with the mean). Outputs are
+compared after `finish_text` (cut at the stop string and after the first
 final answer, as evaluation reads them): the script fails if ours differs from naive.
 
 The student is the embedded gemma-3-270m (converted to transformers once) on GSM8K questions
@@ -110,7 +111,8 @@ def main() -> None:
     base_tps = sum(g.tokens for g in base_gens) / base_s
     print(f"\nmodel {args.model} ({args.dtype}, {args.threads} threads), {args.n} questions, {args.few_shot}-shot prompt "
           f"(~{sum(len(tok(p)['input_ids']) for p in prompts) // len(prompts)} tokens), max_new_tokens {args.max_new_tokens}")
-    print(f"{'method':<18}{'seconds':>9}{'gen tokens':>12}{'tokens/s':>10}{'questions/s':>13}{'× tokens/s':>12}{'× questions/s':>15}{'same as naive':>15}")
+    print(f"{'method':<18}{'seconds':>9}{'gen tokens':>12}{'tokens/s':>10}{'questions/s':>13}"
+          f"{'× tokens/s':>12}{'× questions/s':>15}{'same as naive':>15}")
     for name, secs, gens in rows:
         tokens = sum(g.tokens for g in gens)
         print(f"{name:<18}{secs:>9.1f}{tokens:>12}{tokens / secs:>10.1f}{len(gens) / secs:>13.3f}"

@@ -17,7 +17,7 @@ import argparse
 import time
 
 from cotdistill.teachers import Request, SamplingParams, load_teacher
-from cotdistill.teachers.llamacpp import physical_cores
+from cotdistill.cpu import physical_cores
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ def free_port() -> int:
 def server(model: Path, threads: int):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+        [sys.executable, "-m", "cotdistill.teachers.llamacpp_server", "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
          "--n_ctx", "2048", "--n_threads", str(threads)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cotdistill.prompts import build_teacher_prompt, default_exemplars
 from cotdistill.teachers import Request, SamplingParams, load_teacher
-from cotdistill.teachers.llamacpp import physical_cores
+from cotdistill.cpu import physical_cores
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gsm8k" / "train.jsonl"
 

@@ -57,7 +57,7 @@ from transformers import (
 from cotdistill.collate import IGNORE, encode_all, read_pairs
 from cotdistill.memory import PeakMemory
 from cotdistill.students import add_lora, load_student
-from cotdistill.train import TrainConfig, _choose_bf16
+from cotdistill.train import TrainConfig, choose_bf16
 from cotdistill.trainer import build_trainer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -188,7 +188,7 @@ def main() -> None:
     lora = not args.full
 
     seen = {dtype: [matmul_ceiling(torch_dtype)] for dtype, torch_dtype in DTYPES.items()}
-    ours_bf16, why = _choose_bf16("auto")
+    ours_bf16, why = choose_bf16("auto")
     print(f"threads {torch.get_num_threads()}; matmul 2048^3: fp32 {seen['fp32'][0] / 1e9:.1f} GFLOP/s, "
           f"bf16 {seen['bf16'][0] / 1e9:.1f} GFLOP/s; ours uses bf16={ours_bf16} ({why})")
 

@@ -157,18 +157,21 @@ FAST = AnnotateOptions(prompt=PromptOptions(n_exemplars=2), max_tokens=12, batch
 
 
 class DiesAfter:
-    """Fault injection: forwards `batches` generate calls to a real teacher, then raises
-    KeyboardInterrupt, as Ctrl-C would in the middle of a batch."""
+    """Fault injection: forwards requests to a real teacher until it has answered `answers` of
+    them, then raises KeyboardInterrupt, as Ctrl-C would, in the middle of a batch."""
 
-    def __init__(self, teacher, batches: int):
-        self.teacher, self.left = teacher, batches
+    def __init__(self, teacher, answers: int):
+        self.teacher, self.left = teacher, answers
         self.name, self.chat = teacher.name, teacher.chat
 
-    def generate(self, requests):
-        if self.left == 0:
-            raise KeyboardInterrupt
-        self.left -= 1
-        return self.teacher.generate(requests)
+    def generate(self, requests, on_done=None):
+        def reported(i, completion):
+            on_done(i, completion)
+            self.left -= 1
+            if self.left == 0:
+                raise KeyboardInterrupt
+
+        return self.teacher.generate(requests, reported)
 
     def close(self):
         pass
@@ -208,14 +211,14 @@ def test_interrupted_run_resumes_without_asking_twice_and_matches_an_uninterrupt
     annotate(examples(8), tiny_teacher, reference, FAST)
 
     run = RunDir(tmp_path / "run")
-    with pytest.raises(KeyboardInterrupt):
-        annotate(examples(8), DiesAfter(tiny_teacher, batches=2), run, FAST)
+    with pytest.raises(KeyboardInterrupt):  # killed after the 2nd answer of the 2nd batch of 3
+        annotate(examples(8), DiesAfter(tiny_teacher, answers=5), run, FAST)
     assert not run.annotations.exists()  # outputs are written only from a complete cache
-    with sqlite3.connect(run.cache) as db:
-        assert db.execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 6  # two batches of 3
+    with sqlite3.connect(run.cache) as db:  # every answer that existed was kept, mid-batch ones too
+        assert db.execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 5
 
     info = annotate(examples(8), tiny_teacher, run, FAST)
-    assert (info["teacher_calls"], info["cached"]) == (2, 6)
+    assert (info["teacher_calls"], info["cached"]) == (3, 5)
     assert run.annotations.read_bytes() == reference.annotations.read_bytes()
     assert run.distill.read_bytes() == reference.distill.read_bytes()
 

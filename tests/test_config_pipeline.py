@@ -27,7 +27,7 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["demo.yaml", "cpu-gsm8k.yaml", "gpu-gsm8k-paper.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_every_shipped_config_is_valid(name: str) -> None:
     config = load_config(CONFIGS / name)
     assert config.name and config.student.modes
@@ -85,7 +85,7 @@ def test_filters_are_chosen_in_the_config(tmp_path: Path) -> None:
 def test_generated_data_is_written_without_train_test_overlap(tmp_path: Path) -> None:
     config = load_config(CONFIGS / "demo.yaml", ["data.n_train=30", "data.n_test=10", f"run_dir={tmp_path}"])
     run = RunDir(tmp_path)
-    info = prepare_data(config.data, run)
+    info = prepare_data(config, run)
     train, test = read_examples(run.train_data), read_examples(run.test_data)
     assert (len(train), len(test)) == (info["n_train"], 10)
     assert not {normalise_question(e.question) for e in train} & {normalise_question(e.question) for e in test}

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 from tiny_lm import addition_examples, build_tiny_causal
 
 from cotdistill import generation

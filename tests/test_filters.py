@@ -201,6 +201,26 @@ def test_second_identical_cot_of_the_same_question_is_a_duplicate():
     assert (first.verdict, again.verdict, other.verdict) == ("kept", "duplicate", "kept")
 
 
+def test_near_identical_samples_are_duplicates_and_the_threshold_is_the_users():
+    long = ("Natalia sold 48 clips in April. In May she sold half as many, 48 / 2 = 24 clips. "
+            "Altogether she sold 48 + 24 = 72 clips.")
+    reworded = long.replace("Altogether she sold", "In total she sold")
+    kept: set[str] = set()
+    assert verdict(long + " The answer is 72.", kept_texts=kept).verdict == "kept"
+    near = verdict(reworded + " The answer is 72.", kept_texts=kept)
+    assert near.verdict == "duplicate" and "%" in near.reason
+    exact_only = FilterOptions(dedupe_similarity=1.0)
+    assert verdict(reworded + " The answer is 72.", kept_texts=set(kept), options=exact_only).verdict == "kept"
+
+
+def test_a_per_question_cap_keeps_easy_questions_from_dominating():
+    kept: set[str] = set()
+    cap = FilterOptions(max_per_question=2)
+    texts = ["48 + 24 = 72. The answer is 72.", "Half of 48 is 24, and 48 + 24 = 72. The answer is 72.",
+             "April 48, May 24: 72 clips in all. The answer is 72."]
+    assert [verdict(t, kept_texts=kept, options=cap).verdict for t in texts] == ["kept", "kept", "over_cap"]
+
+
 def test_rejected_samples_do_not_count_as_seen_for_duplicates():
     kept: set[str] = set()
     assert verdict("48 + 48 = 96. The answer is 96.", kept_texts=kept).verdict == "wrong"

@@ -153,6 +153,23 @@ def test_samples_are_reproducible_and_differ_between_sample_indices(batched):
     assert len(set(first)) > 1
 
 
+def test_samples_of_one_question_share_its_prefill(batched):
+    """k samples of a question evaluate its tokens once; the others read only its last token."""
+    from cotdistill.teachers.llamacpp_batch import common_prefix_len
+
+    engine = batched._engine
+    params = SamplingParams(temperature=0.8, max_tokens=8, seed=3)
+    reqs = [Request(PREFIX + q, params, sample=k) for q in QUESTIONS[:2] for k in range(3)]
+    old_prefix, before = list(engine.prefix), engine.evaluated
+    out = batched.generate(reqs)
+    prefix = engine.prefix
+    prompts = [batched.tokenize(PREFIX + q) for q in QUESTIONS[:2]]
+    prefix_work = len(prefix) - common_prefix_len(old_prefix, prefix)
+    question_work = sum(len(p) - len(prefix) for p in prompts)  # each question read once
+    assert engine.evaluated - before == prefix_work + question_work + 2 * 2  # + 1 token per other sample
+    assert len({c.text for c in out[:3]}) > 1  # three different samples of the first question
+
+
 def test_a_prompt_longer_than_the_context_is_a_user_error(batched):
     with pytest.raises(UserError, match="raise n_ctx"):
         batched.generate([Request(PREFIX * 30, greedy())])

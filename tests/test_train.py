@@ -154,6 +154,18 @@ def test_eval_split_is_seeded_and_never_splits_a_question(distill):
     assert split_eval(pairs, 0.0, seed=1)[1] == []
 
 
+def test_samples_of_one_question_stay_on_one_side_of_the_eval_split(tmp_path):
+    """With several teacher samples per question (ids q#k), a question is held out whole."""
+    rows = [{"id": f"q{q}#{k}", "example_id": f"q{q}", "sample": k, "question": f"What is {q} + {k}?",
+             "rationale": f"{q} + {k} = {q + k}.", "answer": str(q + k), "answer_type": "number"}
+            for q in range(20) for k in range(3)]
+    path = tmp_path / "distill.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    train, held = split_eval(read_pairs(path, "cot"), 0.2, seed=0)
+    assert len(held) == 4 * 3  # 4 questions, each with all 3 of its samples
+    assert not {p.group for p in train} & {p.group for p in held}
+
+
 def test_grouped_sampler_is_a_seeded_permutation_with_little_padding():
     rng = random.Random(0)
     lengths = [rng.randint(20, 300) for _ in range(500)]
@@ -475,15 +487,16 @@ def test_bf16_auto_follows_the_cpus_bf16_flags_and_times_matmuls_only_where_it_c
     """A timing of small matmuls flipped between runs of the same config; the CPU's flags do not."""
     import platform
 
-    from cotdistill.train import _choose_bf16
+    from cotdistill import train
+    from cotdistill.cpu import CpuInfo
+    from cotdistill.train import choose_bf16
 
     if torch.cuda.is_available():
         pytest.skip("on CUDA the device's own bf16 support decides")
-    assert _choose_bf16(True) == (True, "requested") and _choose_bf16(False) == (False, "requested")
+    assert choose_bf16(True) == (True, "requested") and choose_bf16(False) == (False, "requested")
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
-    for avx512_bf16, amx, fast in [(True, False, True), (False, True, True), (False, False, False)]:
-        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
-        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
-        assert {_choose_bf16("auto")[0] for _ in range(5)} == {fast}
+    for flags, fast in [("avx2 avx512_bf16", True), ("avx2 amx_tile amx_bf16", True), ("avx2 fma", False)]:
+        monkeypatch.setattr(train, "cpu", lambda f=flags: CpuInfo("test cpu", frozenset(f.split()), 2))
+        assert {choose_bf16("auto")[0] for _ in range(5)} == {fast}
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
-    assert "matmul" in _choose_bf16("auto")[1]
+    assert "matmul" in choose_bf16("auto")[1]

@@ -143,8 +143,9 @@ def progress_bar(quiet: bool) -> Progress:
 def fetch(
     teacher: Teacher, jobs: list[Job], params: SamplingParams, cache: CompletionCache, *, batch_size: int, quiet: bool
 ) -> tuple[dict[tuple[str, int], Completion], FetchStats]:
-    """The completion of every job: from the cache, else from the teacher in batches, each batch
-    committed to the cache before the next is asked."""
+    """The completion of every job: from the cache, else from the teacher in batches. Each answer
+    is committed to the cache the moment the teacher hands it over (`on_done`), not when its
+    batch ends: a run killed mid-batch loses only the answers still being written."""
     keys: list[Key] = [(teacher.name, j.prompt_hash, params, j.sample) for j in jobs]
     found = cache.get_many(keys)
     stats = FetchStats(cached=len(found))
@@ -154,15 +155,19 @@ def fetch(
         for start in range(0, len(missing), batch_size):
             batch = missing[start : start + batch_size]
             t0 = time.perf_counter()
-            answers = teacher.generate([Request(j.prompt, params, j.sample) for j, _ in batch])
+
+            def commit(i: int, completion: Completion, batch=batch) -> None:
+                key = batch[i][1]
+                cache.put_many([(key, completion)])
+                found[key] = completion
+                stats.teacher_calls += 1
+                stats.completion_tokens += completion.completion_tokens
+                bar.advance(task, 1)
+
+            answers = teacher.generate([Request(j.prompt, params, j.sample) for j, _ in batch], on_done=commit)
             stats.seconds += time.perf_counter() - t0
-            if len(answers) != len(batch):
-                raise RuntimeError(f"{teacher.name} returned {len(answers)} completions for {len(batch)} requests")
-            cache.put_many((k, c) for (_, k), c in zip(batch, answers))
-            found.update((k, c) for (_, k), c in zip(batch, answers))
-            stats.teacher_calls += len(batch)
-            stats.completion_tokens += sum(c.completion_tokens for c in answers)
-            bar.advance(task, len(batch))
+            if len(answers) != len(batch) or any(k not in found for _, k in batch):
+                raise RuntimeError(f"{teacher.name} reported {len(answers)} completions for {len(batch)} requests")
             if not quiet and not console.is_terminal:  # a log file gets a line per batch instead of a bar
                 done, rate = stats.cached + stats.teacher_calls, 60 * stats.teacher_calls / stats.seconds
                 eta = (len(jobs) - done) / rate if rate else float("nan")
@@ -312,10 +317,11 @@ def run_annotate(
     examples = load_examples(data or run.train_data, data_format)
     if not examples:
         raise UserError(f"{data or run.train_data}: no examples to annotate")
-    teacher = load_teacher(teacher_spec, **(teacher_options or {}))
-    try:
-        info = annotate(examples, teacher, run, options, cache_path)
-    finally:
-        teacher.close()
-    run.record_stage("annotate", data=str(data or run.train_data))
+    with run.lock():  # before the teacher loads: a busy or unwritable --out fails at once
+        teacher = load_teacher(teacher_spec, **(teacher_options or {}))
+        try:
+            info = annotate(examples, teacher, run, options, cache_path)
+        finally:
+            teacher.close()
+        run.record_stage("annotate", data=str(data or run.train_data))
     return info

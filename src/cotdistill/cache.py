@@ -1,8 +1,8 @@
 """A persistent cache of teacher completions, so that nothing already answered is paid for twice.
 
-SQLite in WAL mode: each batch of answers is one committed transaction, so a process killed at any
-moment (Ctrl-C, kill -9, out of memory) loses at most the batch in flight, and a rerun finds every
-committed answer. Keyed by (teacher name, prompt hash, sampling parameters, sample index): a
+SQLite in WAL mode: each answer is committed as soon as the teacher returns it, so a process
+killed at any moment (Ctrl-C, kill -9, out of memory) loses only the answers still being written,
+and a rerun finds every committed one. Keyed by (teacher name, prompt hash, sampling parameters, sample index): a
 different model, prompt, temperature or sample is a different request.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,9 +45,11 @@ class CompletionCache:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = sqlite3.connect(self.path, timeout=30)
+            # HTTP teachers report answers from their event loop's thread: writes are serialised here.
+            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable against a killed process in WAL mode (only a power cut can lose
             # the last commits), and much faster than FULL.
@@ -76,7 +79,7 @@ class CompletionCache:
             (t, h, params_key(p), s, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, c.cost_usd)
             for (t, h, p, s), c in items
         ]
-        with self._db:
+        with self._lock, self._db:
             self._db.executemany(
                 "INSERT OR IGNORE INTO completions (teacher, prompt_hash, params, sample, text, finish_reason,"
                 " prompt_tokens, completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

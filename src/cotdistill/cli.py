@@ -5,6 +5,8 @@ Errors a user can cause are `UserError`s: printed as one line, exit code 2, no t
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -190,6 +192,9 @@ def annotate(
     step_filter: bool = typer.Option(True, "--step-filter/--no-step-filter",
                                      help="Drop CoTs with a false step (arithmetic, coin state, last letter)."),
     dedupe: bool = typer.Option(True, "--dedupe/--no-dedupe"),
+    dedupe_similarity: float = typer.Option(0.9, "--dedupe-similarity",
+                                            help="Samples of a question this alike (word-level, 0-1) count as duplicates."),
+    max_per_question: Optional[int] = typer.Option(None, "--max-per-question", help="Keep at most N samples per question."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Teacher cache (default: RUN_DIR/cache.sqlite); share it between runs."),
     teacher_option: list[str] = typer.Option([], "--teacher-option", help="Backend option KEY=VALUE (repeatable), e.g. n_ctx=8192."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
@@ -202,7 +207,7 @@ def annotate(
     options = AnnotateOptions(
         prompt=PromptOptions(hint=hint, zero_shot=zero_shot, n_exemplars=exemplars, exemplars_path=exemplar_file),
         filters=FilterOptions(leak=leak_filter, underived=underived_filter, steps=step_filter, dedupe=dedupe,
-                              max_chars=max_chars),
+                              dedupe_similarity=dedupe_similarity, max_per_question=max_per_question, max_chars=max_chars),
         samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
         batch_size=batch_size, no_gold=no_gold, limit=limit, quiet=quiet,
     )
@@ -266,11 +271,14 @@ def train(
         bf16=_bf16_option(bf16), seed=seed, save_steps=save_steps, eval_fraction=eval_fraction,
         restart=restart, quiet=quiet,
     )
-    result = train_student(config)
+    from cotdistill.rundir import RunDir
+
+    # Under accelerate/torchrun every rank runs this command; rank 0 holds the directory.
+    rank0 = os.environ.get("RANK", "0") == "0"
+    with RunDir(run or config.out).lock() if rank0 else contextlib.nullcontext():
+        result = train_student(config)
     m = result.metrics
     if run is not None and result.main_process and not result.already_trained:
-        from cotdistill.rundir import RunDir
-
         keys = ("student", "steps", "train_s", "tokens_per_s", "final_train_loss", "final_eval_loss")
         RunDir(run).record_stage(f"train:{mode}", status="done", out=str(result.out_dir),
                                  train_fingerprint=m.get("fingerprint"), **{k: m.get(k) for k in keys})
@@ -376,7 +384,8 @@ def evaluate(
         batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, dtype=dtype, seed=seed, strict=strict,
         method=method, teacher_options=_parse_assignments(teacher_option, "--teacher-option"), quiet=quiet,
     )
-    s = evaluate_model(RunDir(run), model, name, options)
+    with RunDir(run).lock():
+        s = evaluate_model(RunDir(run), model, name, options)
     speed = f", {s.tokens_per_s:.1f} tokens/s" if s.tokens_per_s else ""
     print(
         f"{name}: accuracy {100 * s.accuracy:.1f} % (95 % CI {100 * s.ci_low:.1f}–{100 * s.ci_high:.1f}), "

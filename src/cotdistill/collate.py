@@ -41,7 +41,8 @@ def normalise_mode(mode: str) -> str:
 
 @dataclass
 class Pair:
-    """One training example as text: `group` is the question id (both multitask tasks share it)."""
+    """One training example as text: `group` is the question id, shared by both multitask tasks and
+    by every sample of one question, so that the eval split never holds half a question."""
 
     group: str
     input: str
@@ -58,7 +59,7 @@ def read_pairs(path: str | Path, mode: str) -> list[Pair]:
         missing = [k for k in needed if not isinstance(row.get(k), str) or not str(row[k]).strip()]
         if missing:
             raise UserError(f"{where}: missing or empty field(s) {', '.join(missing)} (mode {mode})")
-        group = str(row.get("id", f"line{lineno}"))
+        group = str(row.get("example_id") or row.get("id") or f"line{lineno}")
         question, answer = row["question"], str(row["answer"])
         answer_type, choices = row.get("answer_type", "text"), row.get("choices")
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cotdistill.errors import UserError
 
@@ -20,21 +20,38 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class TestSet(Section):
+    """An extra test set: evaluated, never trained on (its questions are removed from training)."""
+
+    name: str
+    path: str
+    format: str | None = None
+    limit: int | None = Field(None, ge=1)
+
+
 class DataConfig(Section):
-    """Either generated offline (`generate: coin_flip`) or loaded from files / hub names."""
+    """Either generated offline (`generate: coin_flip`) or loaded from files / hub names.
+
+    `train` is one file or a list of files (each in its authors' format, detected); they are pooled,
+    questions that repeat across files are dropped (counted), and, without a `test` file, `n_test`
+    and then `n_dev` questions are drawn from the pool at random (`seed`) and held out. Questions of
+    `test` and `extra_tests` never reach training (normalised-text match, counted). `format`, when
+    given, applies to every file; leave it out to detect each file's own."""
 
     generate: str | None = None  # gsm_symbolic | coin_flip | last_letters
     generate_options: dict[str, Any] = {}
     split: Literal["template", "same-template"] = "template"  # for gsm_symbolic
-    train: str | None = None
+    train: str | list[str] | None = None
     test: str | None = None
+    extra_tests: list[TestSet] = []
     format: str | None = None
     mapping: dict[str, str] | None = None
     train_split: str | None = None  # hub datasets / folders: which split (e.g. train, test)
     test_split: str | None = None
-    n_train: int | None = None
-    n_test: int | None = None
-    seed: int = 0
+    n_train: int | None = Field(None, ge=1)
+    n_dev: int = Field(0, ge=0)  # held out to choose settings on (data/dev.jsonl), never the test set
+    n_test: int | None = Field(None, ge=1)
+    seed: int | None = None  # default: the run's seed, so one `seed` changes everything
 
     @model_validator(mode="after")
     def one_source(self) -> "DataConfig":
@@ -46,6 +63,10 @@ class DataConfig(Section):
             raise ValueError("data.train without data.test needs data.n_test (held out from the train file)")
         return self
 
+    @property
+    def train_files(self) -> list[str]:
+        return [self.train] if isinstance(self.train, str) else list(self.train or [])
+
 
 class FiltersConfig(Section):
     """Which filters drop teacher CoTs (filters.py); wrong and unparsed answers are always dropped."""
@@ -54,7 +75,9 @@ class FiltersConfig(Section):
     underived: bool = True
     steps: bool = True
     dedupe: bool = True
-    max_chars: int | None = None
+    dedupe_similarity: float = Field(0.9, gt=0, le=1)
+    max_per_question: int | None = Field(None, ge=1)
+    max_chars: int | None = Field(None, ge=1)
 
 
 class TeacherConfig(Section):
@@ -75,7 +98,8 @@ class TeacherConfig(Section):
 
 class StudentConfig(Section):
     model: str = "embedded:gemma-3-270m"
-    modes: list[Literal["cot", "answer-only", "multitask"]] = ["cot", "answer-only"]
+    # cot-k1: a cot student on each question's first teacher sample only (the baseline for teacher.samples > 1)
+    modes: list[Literal["cot", "cot-k1", "answer-only", "multitask"]] = ["cot", "answer-only"]
     lora: bool = True
     lora_r: int = 16
     lora_dropout: float = 0.0
@@ -117,6 +141,10 @@ class RunConfig(Section):
     @property
     def run_path(self) -> Path:
         return Path(self.run_dir or f"runs/{self.name}")
+
+    @property
+    def data_seed(self) -> int:
+        return self.seed if self.data.seed is None else self.data.seed
 
 
 def _apply_override(raw: dict[str, Any], assignment: str) -> None:

@@ -32,7 +32,8 @@ from typing import Any
 
 from cotdistill.answers import answers_match, extract_answer
 from cotdistill.errors import UserError
-from cotdistill.examples import Example, read_examples, read_json_object, read_jsonl_tolerant, write_jsonl
+from cotdistill.examples import Example, read_examples, read_jsonl_tolerant, write_jsonl
+from cotdistill.fileio import read_json_object, write_json_atomic
 from cotdistill.generation import Generation, finish_text
 from cotdistill.prompts import (
     COMPLETION_STOP,
@@ -296,7 +297,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
     summary = _summarise(name, model_spec, tc, few_shot, strict, options, data, rows,
                          new_tokens, gen_seconds, time.perf_counter() - t0)
     write_jsonl(run.predictions(name), rows)
-    _write_json(run.predictions(name).with_suffix(".summary.json"), summary.to_dict())
+    write_json_atomic(run.predictions(name).with_suffix(".summary.json"), summary.to_dict())
     run.record_stage(f"evaluate:{name}", status="done", **summary.to_dict())
     partial.unlink(missing_ok=True)
     return summary
@@ -352,9 +353,3 @@ def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: 
         seconds=round(seconds, 1), few_shot=few_shot, samples=o.samples, temperature=o.temperature,
         extraction="strict" if strict else "lenient", data=str(data),
     )
-
-
-def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)

@@ -7,12 +7,12 @@ answer already normalised for its type (see answers.normalise), so later stages 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from cotdistill.errors import UserError
+from cotdistill.fileio import write_lines_atomic
 
 ANSWER_TYPES = ("number", "yes_no", "choice", "text")
 
@@ -82,16 +82,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
-def read_json_object(path: str | Path) -> dict[str, Any]:
-    """A JSON object written by an earlier stage (metrics, configs), or {} when it is missing or torn:
-    callers show what is there and treat the rest as not yet produced."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
     """Read an append-only log written by us; a torn last line (process killed mid-write) is dropped."""
     path = Path(path)
@@ -109,15 +99,7 @@ def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write atomically (temp file + rename) so a crash never leaves a half-written output."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_lines_atomic(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_examples(path: str | Path) -> list[Example]:

@@ -10,7 +10,10 @@ Every sample gets exactly one verdict, checked in this order (the first that app
     underived   number answers only: the CoT's own last stated result is not the answer it states
     false_step  a step the CoT states is false: "10 + 28 + 7 = 35", a coin state after a flip, a
                 last letter (stepcheck.py)
-    duplicate   same normalised text as an already-kept sample of the same question
+    duplicate   near-identical to an already-kept sample of the same question (word-level
+                similarity >= `dedupe_similarity` after normalising case, spacing, punctuation)
+    over_cap    the question already has `max_per_question` kept samples (with many samples per
+                question, easy questions would otherwise dominate the training set)
     kept        everything else
 
 Text after the first final-answer sentence is cut off before any check (plain-completion teachers
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from difflib import SequenceMatcher
 
 from cotdistill.answers import (
     ANSWER_PHRASE_RE,
@@ -35,7 +39,7 @@ from cotdistill.answers import (
 )
 from cotdistill.stepcheck import false_step
 
-VERDICTS = ("kept", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "too_long")
+VERDICTS = ("kept", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "over_cap", "too_long")
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,8 @@ class FilterOptions:
     underived: bool = True
     steps: bool = True  # drop CoTs with a false step (stepcheck.py)
     dedupe: bool = True
+    dedupe_similarity: float = 0.9  # 1.0: only exact (normalised) copies are duplicates
+    max_per_question: int | None = None  # None: every good sample of a question is kept
     max_chars: int | None = None  # None: no length limit beyond the teacher's max_tokens
 
 
@@ -207,9 +213,20 @@ def judge(
         why = false_step(rationale, question)
         if why:
             return Judgement("false_step", predicted, rationale, cut, why)
-    if options.dedupe and kept_texts is not None:
+    if kept_texts is not None:
         key = normalise_text(cut)
-        if key in kept_texts:
-            return Judgement("duplicate", predicted, rationale, cut, "same text as a kept sample")
+        if options.dedupe:
+            similarity = max((_similarity(key, k) for k in kept_texts), default=0.0)
+            if similarity >= options.dedupe_similarity:
+                return Judgement("duplicate", predicted, rationale, cut, f"{similarity:.0%} like a kept sample")
+        if options.max_per_question is not None and len(kept_texts) >= options.max_per_question:
+            return Judgement("over_cap", predicted, rationale, cut, f"{options.max_per_question} already kept")
         kept_texts.add(key)
     return Judgement("kept", predicted, rationale, cut)
+
+
+def _similarity(a: str, b: str) -> float:
+    """Share of words two normalised texts have in common, in order (1.0: identical)."""
+    if a == b:
+        return 1.0
+    return SequenceMatcher(None, a.split(), b.split(), autojunk=False).ratio()

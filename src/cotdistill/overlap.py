@@ -26,3 +26,16 @@ def remove_overlap(train: Iterable[Example], test: Iterable[Example]) -> tuple[l
     held_out = {normalise_question(e.question) for e in test}
     kept = [e for e in train if normalise_question(e.question) not in held_out]
     return kept, len(train) - len(kept)
+
+
+def dedupe(examples: Iterable[Example]) -> tuple[list[Example], int]:
+    """The examples with each question once (the first occurrence), and how many repeats were dropped."""
+    examples = list(examples)
+    seen: set[str] = set()
+    kept = []
+    for e in examples:
+        key = normalise_question(e.question)
+        if key not in seen:
+            seen.add(key)
+            kept.append(e)
+    return kept, len(examples) - len(kept)

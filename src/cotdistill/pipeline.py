@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
-from cotdistill.config import DataConfig, RunConfig, dump_config
+from cotdistill.config import RunConfig, dump_config
 from cotdistill.embedded import stream_sha256
-from cotdistill.examples import Example, write_examples
+from cotdistill.examples import write_examples
 from cotdistill.memory import PeakMemory
 from cotdistill.rundir import RunDir
 
@@ -45,6 +45,16 @@ def file_digest(path: Path) -> str:
     return stream_sha256(path) if path.exists() else "missing"
 
 
+def model_files(model_dir: Path) -> list[Path]:
+    """Every file that makes up a saved model (weights in one file or shards, a LoRA adapter,
+    tokenizer, config), so that retraining it in any form makes its evaluation rerun.
+    Checkpoints and lock files are not the model. A hub name or embedded spec has no files here."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(p for p in model_dir.rglob("*")
+                  if p.is_file() and "checkpoints" not in p.relative_to(model_dir).parts and not p.name.startswith("."))
+
+
 def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None]) -> None:
     """Run `fn` unless the manifest shows this stage done with fingerprint `fp` and outputs exist."""
     done = run.read_manifest().get("stages", {}).get(name, {})
@@ -63,40 +73,21 @@ def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable
 # ------------------------------------------------------------------ stage: data
 
 
-def prepare_data(cfg: DataConfig, run: RunDir) -> dict[str, Any]:
-    """Write data/train.jsonl and data/test.jsonl: generated offline or loaded, overlap removed."""
-    from cotdistill.overlap import remove_overlap
+def prepare_data(config: RunConfig, run: RunDir) -> dict[str, Any]:
+    """Write data/train.jsonl, dev.jsonl, test.jsonl and data/tests/NAME.jsonl (see splits.py)."""
+    from cotdistill.splits import make_splits
 
-    if cfg.generate:
-        from cotdistill.generators import generate_split
-
-        train, test = generate_split(
-            cfg.generate, cfg.n_train, cfg.n_test, seed=cfg.seed, split=cfg.split, **cfg.generate_options
-        )
-    else:
-        train, test = _load_train_test(cfg)
-    train, removed = remove_overlap(train, test)
-    if removed:
-        console.print(f"removed {removed} training question(s) that also appear in the test set")
-    write_examples(run.train_data, train)
-    write_examples(run.test_data, test)
-    console.print(f"data: {len(train)} train, {len(test)} test → {run.train_data.parent}")
-    return {"n_train": len(train), "n_test": len(test), "overlap_removed": removed}
-
-
-def _load_train_test(cfg: DataConfig) -> tuple[list[Example], list[Example]]:
-    from cotdistill.datasets import load_dataset
-
-    train = load_dataset(cfg.train, format=cfg.format, mapping=cfg.mapping, split=cfg.train_split).examples
-    if cfg.test:
-        test = load_dataset(cfg.test, format=cfg.format, mapping=cfg.mapping, split=cfg.test_split).examples
-        if cfg.n_test is not None:
-            test = test[: cfg.n_test]
-    else:  # hold out the LAST n_test questions of the train file
-        train, test = train[: -cfg.n_test], train[-cfg.n_test :]
-    if cfg.n_train is not None:
-        train = train[: cfg.n_train]
-    return train, test
+    splits = make_splits(config.data, config.data_seed)
+    for note in splits.notes:
+        console.print(note)
+    write_examples(run.train_data, splits.train)
+    write_examples(run.dev_data, splits.dev)
+    write_examples(run.test_data, splits.test)
+    for name, examples in splits.extra_tests.items():
+        write_examples(run.extra_test(name), examples)
+    extra = "".join(f", {len(v)} {k}" for k, v in splits.extra_tests.items())
+    console.print(f"data: {len(splits.train)} train, {len(splits.dev)} dev, {len(splits.test)} test{extra} → {run.train_data.parent}")
+    return {**splits.counts, "notes": splits.notes, "seed": config.data_seed}
 
 
 # ------------------------------------------------------------------ stage: annotate
@@ -127,12 +118,26 @@ def teacher_options(config: RunConfig) -> dict[str, Any]:
 # ------------------------------------------------------------------ stage: train
 
 
+ONE_SAMPLE = "cot-k1"  # a CoT student trained on each question's first teacher sample only
+
+
+def first_samples(run: RunDir) -> Path:
+    """distill.jsonl restricted to sample 0 of each question: what one teacher call per question
+    would have given. Training on it beside `cot` shows what several samples add (Ho et al. 2023)."""
+    from cotdistill.examples import read_jsonl, write_jsonl
+
+    path = run.root / "distill-k1.jsonl"
+    write_jsonl(path, (r for r in read_jsonl(run.distill) if r.get("sample", 0) == 0))
+    return path
+
+
 def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
     from cotdistill.train import TrainConfig
 
     s = config.student
+    data = first_samples(run) if mode == ONE_SAMPLE else run.distill
     return TrainConfig(
-        student=s.model, mode=mode, data=run.distill, out=run.student(mode), lora=s.lora, lora_r=s.lora_r,
+        student=s.model, mode="cot" if mode == ONE_SAMPLE else mode, data=data, out=run.student(mode), lora=s.lora, lora_r=s.lora_r,
         lora_dropout=s.lora_dropout, epochs=s.epochs, max_steps=s.max_steps, lr=s.lr, batch_size=s.batch_size,
         grad_accum=s.grad_accum, max_len=s.max_len, schedule=s.schedule, warmup=s.warmup, bf16=s.bf16, seed=config.seed,
         save_steps=s.save_steps, eval_fraction=s.eval_fraction, quiet=config.quiet,
@@ -145,7 +150,12 @@ def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
 def evaluations(config: RunConfig, run: RunDir) -> list[tuple[str, str, dict[str, Any]]]:
     """(name, model spec, EvalOptions overrides) for every model the results table compares."""
     e = config.evaluate
-    models = [(f"student-{mode}", str(run.student(mode)), {}) for mode in config.student.modes]
+    k = config.teacher.samples
+    methods = {ONE_SAMPLE: "fine-tuned on teacher CoT, 1 sample per question"}
+    if k > 1:
+        methods["cot"] = f"fine-tuned on teacher CoT, {k} samples per question"
+    models = [(f"student-{mode}", str(run.student(mode)), {"method": methods[mode]} if mode in methods else {})
+              for mode in config.student.modes]
     if e.few_shot_student:
         models.append(("student-few-shot", config.student.model, {"few_shot": e.few_shot}))
     if e.teacher:
@@ -170,19 +180,24 @@ def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptio
 
 def run_pipeline(config: RunConfig) -> RunDir:
     """Run every stage of `config` in order; each is skipped when its outputs are up to date."""
+    run = RunDir(config.run_path)
+    with run.lock():
+        return _run_stages(config, run)
+
+
+def _run_stages(config: RunConfig, run: RunDir) -> RunDir:
     from cotdistill.annotate import annotate, load_examples
     from cotdistill.evaluate import evaluate_model
     from cotdistill.report import summary_markdown, write_report
     from cotdistill.teachers import load_teacher
     from cotdistill.train import train_student
 
-    run = RunDir(config.run_path)
-    run.root.mkdir(parents=True, exist_ok=True)
     dump_config(config, run.config)
     t0 = time.perf_counter()
 
-    run_stage(run, "data", fingerprint(config.data.model_dump()), [run.train_data, run.test_data],
-              lambda: prepare_data(config.data, run))
+    data_outputs = [run.train_data, run.dev_data, run.test_data] + [run.extra_test(t.name) for t in config.data.extra_tests]
+    run_stage(run, "data", fingerprint(config.data.model_dump(), config.data_seed), data_outputs,
+              lambda: prepare_data(config, run))
 
     def do_annotate() -> dict[str, Any]:
         teacher = load_teacher(config.teacher.model, **teacher_options(config))
@@ -196,7 +211,7 @@ def run_pipeline(config: RunConfig) -> RunDir:
 
     for mode in config.student.modes:
         tc, stage = train_config(config, run, mode), f"train:{mode}"
-        fp = fingerprint(tc.__dict__, run.distill)
+        fp = fingerprint(tc.__dict__, tc.data)
         # Same fingerprint as a crashed attempt: resume its checkpoints. A changed config or
         # distill set: the old checkpoints belong to another model, start afresh.
         previous = run.read_manifest().get("stages", {}).get(stage, {}).get("fingerprint")
@@ -206,7 +221,7 @@ def run_pipeline(config: RunConfig) -> RunDir:
 
     for name, spec, overrides in evaluations(config, run):
         opts = evaluate_options(config, overrides)
-        inputs = [run.test_data] + ([Path(spec) / "model.safetensors"] if Path(spec).is_dir() else [])
+        inputs = [run.test_data] + model_files(Path(spec))
         run_stage(run, f"evaluate:{name}", fingerprint(spec, opts.__dict__, *inputs), [run.predictions(name)],
                   lambda name=name, spec=spec, opts=opts: {"summary": evaluate_model(run, spec, name, opts).to_dict()})
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import UserError
-from cotdistill.examples import Example, read_examples, read_json_object, read_jsonl_tolerant
+from cotdistill.examples import Example, read_examples, read_jsonl_tolerant
+from cotdistill.fileio import read_json_object
 from cotdistill.plots import accuracy_plot, funnel_plot, loss_plot
 from cotdistill.report_blocks import (
     Code,

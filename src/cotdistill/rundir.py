@@ -8,17 +8,34 @@
 
 The manifest records, per stage, its status, timings and counts, so `run` can skip stages whose
 outputs are up to date and `report` can show where the time went.
+
+One process writes a run directory at a time: `RunDir.lock` holds an advisory lock (flock) on
+`.lock` while a stage writes. The kernel drops it when its holder exits, however it exits, so a
+killed run never blocks the next one; a second process is refused with the holder's pid and command.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from cotdistill.errors import UserError
+from cotdistill.fileio import write_json_atomic
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one writer is then the user's business
+    fcntl = None  # type: ignore[assignment]
+
+_HELD: dict[Path, int] = {}  # run directories this process has locked, and how deeply
 
 
 @dataclass(frozen=True)
@@ -41,8 +58,15 @@ class RunDir:
         return self.root / "data" / "train.jsonl"
 
     @property
+    def dev_data(self) -> Path:
+        return self.root / "data" / "dev.jsonl"
+
+    @property
     def test_data(self) -> Path:
         return self.root / "data" / "test.jsonl"
+
+    def extra_test(self, name: str) -> Path:
+        return self.root / "data" / "tests" / f"{name}.jsonl"
 
     @property
     def annotations(self) -> Path:
@@ -74,6 +98,45 @@ class RunDir:
     def report_html(self) -> Path:
         return self.root / "report.html"
 
+    # ------------------------------------------------------------ one writer
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run directory for this process (re-entrant: `run` locks, its stages lock again)."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            root = self.root.resolve()
+            if root in _HELD or fcntl is None:
+                _HELD[root] = _HELD.get(root, 0) + 1
+                fd = None
+            else:
+                fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"{self.root}: cannot write the run directory ({e.strerror}); choose another --out or run_dir") from None
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 4096).decode("utf-8", errors="replace").strip() or "unknown process"
+                os.close(fd)
+                raise UserError(
+                    f"{self.root} is being written by another process ({holder}); one process writes a run "
+                    "directory at a time: wait for it to finish, stop it, or use another run directory"
+                ) from None
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}, since {time.strftime('%H:%M:%S')}".encode())
+            _HELD[root] = 1
+        try:
+            yield
+        finally:
+            _HELD[root] -= 1
+            if not _HELD[root]:
+                del _HELD[root]
+                if fd is not None:
+                    os.ftruncate(fd, 0)
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+                    os.close(fd)
+
     # ------------------------------------------------------------ manifest
 
     def read_manifest(self) -> dict[str, Any]:
@@ -87,10 +150,7 @@ class RunDir:
         manifest.setdefault("stages", {}).setdefault(stage, {}).update(info)
         manifest["stages"][stage]["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         manifest.setdefault("environment", environment())
-        self.root.mkdir(parents=True, exist_ok=True)
-        tmp = self.manifest.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.manifest)
+        write_json_atomic(self.manifest, manifest)
 
 
 def environment() -> dict[str, str]:

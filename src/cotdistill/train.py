@@ -35,7 +35,9 @@ from cotdistill.collate import (
     read_pairs,
     split_eval,
 )
+from cotdistill.cpu import cpu
 from cotdistill.errors import UserError
+from cotdistill.fileio import write_json_atomic
 from cotdistill.memory import PeakMemory
 
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
@@ -119,7 +121,7 @@ def train_student(config: TrainConfig) -> TrainResult:
 
     from cotdistill.trainer import build_trainer, latest_checkpoint
 
-    use_bf16, bf16_reason = _choose_bf16(config.bf16, state.num_processes)
+    use_bf16, bf16_reason = choose_bf16(config.bf16, state.num_processes)
     trainer = build_trainer(
         model, train_set, eval_set, ckpts, config, is_seq2seq, use_bf16,
         pad_id=tokenizer.pad_token_id,
@@ -208,7 +210,7 @@ def _fingerprint(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _choose_bf16(setting: bool | str, world_size: int = 1) -> tuple[bool, str]:
+def choose_bf16(setting: bool | str, world_size: int = 1) -> tuple[bool, str]:
     """bf16 autocast on request, or under "auto" where this device multiplies bf16 faster than fp32.
 
     x86 CPUs without AVX512-BF16/AMX run bf16 matmuls 10-100x slower than fp32, those with them
@@ -231,16 +233,13 @@ def _choose_bf16(setting: bool | str, world_size: int = 1) -> tuple[bool, str]:
 
 
 def _cpu_bf16_flags() -> tuple[bool, str] | None:
-    """(fast bf16?, why) from an x86 CPU's flags, as PyTorch reads them; None where it cannot tell."""
-    import platform
-
-    import torch
-
-    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    if platform.machine().lower() not in ("x86_64", "amd64") or not all(checks):
+    """(fast bf16?, why) from an x86 CPU's flags; None where it cannot tell."""
+    info = cpu()
+    if not info.x86 or not info.flags:
         return None
-    fast = any(check() for check in checks)
-    return fast, "cpu has AVX512-BF16 or AMX" if fast else "cpu lacks AVX512-BF16 and AMX (bf16 matmuls are slow)"
+    if info.fast_bf16:
+        return True, f"{info.kind} CPU: fast bf16 matmuls"
+    return False, f"{info.kind} CPU lacks AVX512-BF16 and AMX (bf16 matmuls are slow)"
 
 
 def _bf16_timing(n: int = 256, repeats: int = 5) -> tuple[bool, str]:
@@ -302,12 +301,10 @@ def _save_final(model: Any, tokenizer: Any, out: Path, config: TrainConfig, metr
     for f in tmp.iterdir():
         os.replace(f, out / f.name)
     tmp.rmdir()
-    (out / "loss_curve.json").write_text(json.dumps(loss_curve(log_history), indent=1))
-    (out / "train_config.json").write_text(json.dumps(asdict(config), indent=2, default=str))
+    write_json_atomic(out / "loss_curve.json", loss_curve(log_history))
+    write_json_atomic(out / "train_config.json", asdict(config))
     metrics["wall_s"] = time.perf_counter() - t_start
-    tmp_metrics = out / "train_metrics.json.tmp"
-    tmp_metrics.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp_metrics, out / "train_metrics.json")
+    write_json_atomic(out / "train_metrics.json", metrics)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # superseded by the finished model
 
 

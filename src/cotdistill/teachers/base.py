@@ -3,14 +3,16 @@
 A prompt is either plain text (completion models) or a list of chat messages
 [{"role": ..., "content": ...}] (instruct models). `generate` takes a batch so that backends can
 do better than one sequence at a time (multi-sequence llama.cpp batches, concurrent HTTP requests,
-vLLM continuous batching); it returns one `Completion` per request, in order.
+vLLM continuous batching); it returns one `Completion` per request, in order. It also hands each
+completion to `on_done(index, completion)` the moment it exists, so that the caller can store it:
+on a slow CPU a batch takes minutes, and a run killed mid-batch keeps what was already answered.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Union
+from typing import Callable, Optional, Protocol, Union
 
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]
@@ -47,9 +49,18 @@ class Completion:
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
-    @property
-    def truncated(self) -> bool:
-        return self.finish_reason == "length"
+
+
+#: Called with (index of the request in the batch, its completion) as soon as it is complete.
+OnDone = Optional[Callable[[int, Completion], None]]
+
+
+def report_all(completions: list[Completion], on_done: OnDone) -> list[Completion]:
+    """For backends that finish a whole batch at once: report every completion, return them."""
+    if on_done is not None:
+        for i, c in enumerate(completions):
+            on_done(i, c)
+    return completions
 
 
 class Teacher(Protocol):
@@ -58,7 +69,7 @@ class Teacher(Protocol):
     #: True when prompts should be chat messages (instruct model with a chat template).
     chat: bool
 
-    def generate(self, requests: list[Request]) -> list[Completion]: ...
+    def generate(self, requests: list[Request], on_done: OnDone = None) -> list[Completion]: ...
 
     def close(self) -> None: ...
 

@@ -11,7 +11,7 @@ import hashlib
 from pathlib import Path
 
 from cotdistill.errors import UserError
-from cotdistill.teachers.base import Completion, Prompt, Request, sample_seed
+from cotdistill.teachers.base import Completion, OnDone, Prompt, Request, sample_seed
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
@@ -67,7 +67,7 @@ class HFTeacher:
             return prompt
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    def generate(self, requests: list[Request], on_done: OnDone = None) -> list[Completion]:
         """Batches of requests that share sampling settings (seeds aside), in request order."""
         results: list[Completion | None] = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
@@ -79,6 +79,8 @@ class HFTeacher:
                 chunk = idx[start : start + self.batch_size]
                 for i, c in zip(chunk, self._generate_batch([requests[i] for i in chunk])):
                     results[i] = c
+                    if on_done is not None:
+                        on_done(i, c)
         return results  # type: ignore[return-value]
 
     def _generate_batch(self, requests: list[Request]) -> list[Completion]:

@@ -15,33 +15,11 @@ on tokens whichever path runs.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from cotdistill.cpu import physical_cores
 from cotdistill.errors import UserError, missing_extra
-from cotdistill.teachers.base import Completion, Prompt, Request, sample_seed
-
-
-def physical_cores() -> int:
-    """Physical cores this process may use: llama.cpp gains nothing from hyper-threads."""
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try:
-        cores, phys, core = set(), None, None
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "physical id":
-                phys = value.strip()
-            elif key == "core id":
-                core = value.strip()
-            elif not key and core is not None:
-                cores.add((phys, core))
-                phys = core = None
-        if core is not None:
-            cores.add((phys, core))
-        return max(1, min(len(cores) or allowed, allowed))
-    except OSError:
-        return max(1, allowed)
+from cotdistill.teachers.base import Completion, OnDone, Prompt, Request, sample_seed
 
 
 def import_llama_cpp():
@@ -69,7 +47,7 @@ class LlamaCppTeacher:
         verbose: bool = False,
     ):
         llama_cpp = import_llama_cpp()
-        from llama_cpp import Llama
+        from cotdistill.teachers.llamacpp_load import load_llama
 
         path = Path(model_path).expanduser()
         if not path.is_file():
@@ -85,8 +63,9 @@ class LlamaCppTeacher:
         self.name = f"llamacpp:{label or path.stem}@{sha256[:12]}"
         try:
             # In batched mode this context only serves tokenisation: keep its KV cache tiny.
-            self.llm = Llama(
-                model_path=str(path),
+            self.llm = load_llama(
+                path,
+                sha256=sha256,
                 n_ctx=n_ctx if parallel == 1 else 256,
                 n_batch=n_batch if parallel == 1 else 256,
                 n_threads=self.n_threads,
@@ -137,15 +116,20 @@ class LlamaCppTeacher:
             tokens = tokens[1:]
         return tokens
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    def generate(self, requests: list[Request], on_done: OnDone = None) -> list[Completion]:
         if not requests:
             return []
         prompts = [self.tokenize(r.prompt) for r in requests]
         if not all(prompts):
             raise UserError(f"{self.name}: an empty prompt has nothing to continue from")
         if self._engine is not None:
-            return self._engine.generate(prompts, requests)
-        return [self._generate_one(tokens, r) for tokens, r in zip(prompts, requests)]
+            return self._engine.generate(prompts, requests, on_done)
+        results = []
+        for i, (tokens, r) in enumerate(zip(prompts, requests)):
+            results.append(self._generate_one(tokens, r))
+            if on_done is not None:
+                on_done(i, results[-1])
+        return results
 
     def _generate_one(self, tokens: list[int], req: Request) -> Completion:
         """The sequential reference path: one sequence through the high-level Llama object."""

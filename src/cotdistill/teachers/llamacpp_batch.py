@@ -11,6 +11,9 @@ How it works (the scheme of llama.cpp's examples/batched and examples/parallel):
     weights thus serves up to P sequences, which is where a CPU gains (decoding one sequence is
     bound by memory bandwidth, not arithmetic).
   * A finished slot drops its cells and takes the next pending request (continuous batching).
+  * Several samples of one prompt ("diverse reasoning") share its prefill: the first evaluates
+    the question, the others copy its cells and evaluate only the last prompt token (whose logits
+    they need to sample their own first token). k samples cost one prefill, not k.
 Sampling happens here, per sequence: greedy argmax, or temperature + top-p with a NumPy RNG
 seeded from (seed, sample) so that each sample is reproducible whatever else is in the batch.
 """
@@ -24,7 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from cotdistill.errors import UserError
-from cotdistill.teachers.base import Completion, Request, sample_seed
+from cotdistill.teachers.base import Completion, OnDone, Request, sample_seed
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -117,7 +120,7 @@ class BatchedEngine:
 
     # -- generation ---------------------------------------------------------------------------
 
-    def generate(self, prompts: list[list[int]], requests: list[Request]) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], requests: list[Request], on_done: OnDone = None) -> list[Completion]:
         # The shared prefix leaves at least one token per prompt to evaluate, whose logits give
         # the first generated token.
         shared = prompts[0][: min(len(p) for p in prompts) - 1]
@@ -142,6 +145,8 @@ class BatchedEngine:
                     done = self._sample(slot)
                     if done:
                         results[slot.index] = done
+                        if on_done is not None:
+                            on_done(slot.index, done)
                         self.lib.llama_memory_seq_rm(self.mem, seq, -1, -1)
                         del active[seq]
                         free.append(seq)
@@ -157,18 +162,25 @@ class BatchedEngine:
         while pending and free:
             i = pending[0]
             p, r = prompts[i], requests[i]
-            reserve = len(p) - n_shared + r.params.max_tokens
+            leader = next(((seq, s) for seq, s in active.items() if s.prompt == p and len(p) > 1), None)
+            if leader is not None and leader[1].todo:
+                return  # a sample of a prompt still being read: it will copy that prefill next step
+            start = len(p) - 1 if leader is not None else n_shared  # cells this slot gets for free
+            reserve = len(p) - start + r.params.max_tokens
             if active and used + reserve > self.n_ctx:
                 return
             if used + reserve > self.n_ctx:  # alone and still too big: the prefix is in the way
                 self._set_prefix([])
-                n_shared = 0
+                n_shared = start = 0
                 reserve = len(p) + r.params.max_tokens
             pending.popleft()
             seq = free.pop()
-            self.lib.llama_memory_seq_cp(self.mem, 0, seq, -1, -1)
+            if leader is not None:
+                self.lib.llama_memory_seq_cp(self.mem, leader[0], seq, 0, start)
+            else:
+                self.lib.llama_memory_seq_cp(self.mem, 0, seq, -1, -1)
             rng = np.random.default_rng(sample_seed(r.params, r.sample)) if r.params.temperature > 0 else None
-            active[seq] = _Slot(i, r, p, list(p[n_shared:]), n_shared, reserve, rng)
+            active[seq] = _Slot(i, r, p, list(p[start:]), start, reserve, rng)
             used += reserve
 
     def _step(self, active: dict[int, _Slot]) -> None:

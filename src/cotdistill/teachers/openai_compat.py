@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from cotdistill.errors import UserError
-from cotdistill.teachers.base import Completion, Request, sample_seed
+from cotdistill.teachers.base import Completion, OnDone, Request, sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -84,25 +84,28 @@ class OpenAICompatTeacher:
     def name(self) -> str:
         return f"openai:{self.model}"
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    def generate(self, requests: list[Request], on_done: OnDone = None) -> list[Completion]:
         """Send all requests concurrently; return the completions in request order."""
         if not requests:
             return []
-        return _run_sync(self._generate_all(requests))
+        return _run_sync(self._generate_all(requests, on_done))
 
     def close(self) -> None:
         """Nothing to release: each `generate` call opens and closes its own connection pool."""
 
-    async def _generate_all(self, requests: list[Request]) -> list[Completion]:
+    async def _generate_all(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
         sem = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
 
-            async def one(req: Request) -> Completion:
+            async def one(i: int, req: Request) -> Completion:
                 async with sem:
-                    return await self._with_retries(client, req)
+                    completion = await self._with_retries(client, req)
+                if on_done is not None:
+                    on_done(i, completion)
+                return completion
 
-            return list(await asyncio.gather(*(one(r) for r in requests)))
+            return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
 
     def _pick_endpoint(self) -> str:
         """The endpoint with the fewest requests in flight; ties go round-robin."""

@@ -7,7 +7,7 @@ with GPUs and no server to run. vLLM's own prefix caching reuses the few-shot ex
 from __future__ import annotations
 
 from cotdistill.errors import UserError, missing_extra
-from cotdistill.teachers.base import Completion, Request, sample_seed
+from cotdistill.teachers.base import Completion, OnDone, Request, report_all, sample_seed
 
 
 class VLLMTeacher:
@@ -42,15 +42,18 @@ class VLLMTeacher:
         self.chat = has_template if chat is None else chat
         self.name = f"vllm:{model}"
 
-    def generate(self, requests: list[Request]) -> list[Completion]:
+    def generate(self, requests: list[Request], on_done: OnDone = None) -> list[Completion]:
+        """The offline engine batches internally and returns when the whole batch is done."""
         params = [self._params(r) for r in requests]
         if all(isinstance(r.prompt, str) for r in requests):
             outputs = self.llm.generate([r.prompt for r in requests], params, use_tqdm=False)
         elif not any(isinstance(r.prompt, str) for r in requests):
             outputs = self.llm.chat([r.prompt for r in requests], params, use_tqdm=False)
         else:  # mixed batch: keep each kind together, answer in request order
-            return [self.generate([r])[0] for r in requests]
-        return [self._completion(o) for o in outputs]
+            outputs = None
+        if outputs is None:
+            return report_all([self.generate([r])[0] for r in requests], on_done)
+        return report_all([self._completion(o) for o in outputs], on_done)
 
     def _params(self, r: Request):
         p = r.params

@@ -1,0 +1,89 @@
+"""One run directory, one writer: a second process is refused at once, naming the holder; a killed
+holder blocks nobody; an unwritable directory is an error before any work starts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cotdistill.errors import UserError
+from cotdistill.rundir import RunDir
+
+HOLD = """
+import sys, time
+from cotdistill.rundir import RunDir
+with RunDir(sys.argv[1]).lock():
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def holder(run: Path) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(run)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "locked"
+    return proc
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_a_killed_holder_blocks_nobody(tmp_path):
+    run = tmp_path / "run"
+    proc = holder(run)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(UserError, match=f"being written by another process \\(pid {proc.pid}"):
+            with RunDir(run).lock():
+                pass
+        assert time.monotonic() - t0 < 5  # refused at once, not after a wait
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    with RunDir(run).lock():  # the kernel released the dead holder's lock
+        pass
+
+
+def test_the_lock_is_reentrant_within_one_process(tmp_path):
+    run = RunDir(tmp_path / "run")
+    with run.lock(), run.lock():
+        run.record_stage("data", status="done")
+    with run.lock():
+        pass
+
+
+def test_an_unwritable_run_directory_is_a_user_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="cannot write the run directory"):
+        with RunDir(tmp_path / "file" / "run").lock():
+            pass
+
+
+def test_the_annotate_command_refuses_a_busy_run_directory_before_loading_the_teacher(tmp_path):
+    run = tmp_path / "run"
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "a", "question": "1+1?", "answer": "2", "answer_type": "number", "source": "t"}\n')
+    proc = holder(run)
+    try:
+        done = subprocess.run([sys.executable, "-m", "cotdistill.cli", "annotate", "--data", str(data), "--out", str(run),
+                               "--teacher", "gguf:/nonexistent.gguf"], capture_output=True, text=True, timeout=120)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "being written by another process" in done.stderr  # not "GGUF model file not found": no teacher loaded
+
+
+def test_temporary_files_are_unique_per_writer(tmp_path):
+    """Two writers of one file never rename each other's temporaries away (the old name was fixed)."""
+    from cotdistill.fileio import write_json_atomic
+
+    target = tmp_path / "manifest.json"
+    code = "import sys; from cotdistill.fileio import write_json_atomic as w\n[w(sys.argv[1], {'i': i}) for i in range(300)]"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(target)], stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    errors = [p.communicate()[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    write_json_atomic(target, {"i": "last"})
+    assert target.read_text().strip().endswith("}") and not list(tmp_path.glob("*.tmp"))
