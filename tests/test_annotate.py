@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.annotate import AnnotateOptions, Job, annotate, judge_example, majority, yield_table
+from cotdistill.annotate import AnnotateOptions, Job, annotate, judge_example, plan, majority, yield_table
 from cotdistill.examples import Example, write_examples
 from cotdistill.prompts import PromptOptions
 from cotdistill.rundir import RunDir
-from cotdistill.teachers.base import Completion
+from cotdistill.teachers.base import Completion, SamplingParams
 
 QUESTIONS = [
     ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell altogether?", "72"),
@@ -221,6 +221,38 @@ def test_interrupted_run_resumes_without_asking_twice_and_matches_an_uninterrupt
     assert (info["teacher_calls"], info["cached"]) == (3, 5)
     assert run.annotations.read_bytes() == reference.annotations.read_bytes()
     assert run.distill.read_bytes() == reference.distill.read_bytes()
+
+
+class ContextOf:
+    """Fault injection: a teacher whose context holds `chars` characters of prompt; longer prompts
+    are answered as backends answer them (prompt_too_long), the rest by the real teacher."""
+
+    def __init__(self, teacher, chars: int):
+        self.teacher, self.chars = teacher, chars
+        self.name, self.chat = teacher.name, teacher.chat
+
+    def generate(self, requests, on_done=None):
+        from cotdistill.teachers.base import prompt_too_long
+
+        fits = [i for i, r in enumerate(requests) if len(r.prompt) <= self.chars]
+        out = dict(zip(fits, self.teacher.generate([requests[i] for i in fits])))
+        for i in range(len(requests)):
+            out.setdefault(i, prompt_too_long(len(requests[i].prompt), 12, self.chars))
+            on_done(i, out[i])
+        return [out[i] for i in range(len(requests))]
+
+
+def test_a_question_too_long_for_the_teacher_is_its_own_verdict_not_the_end_of_the_run(tiny_teacher, tmp_path):
+    run = RunDir(tmp_path / "run")
+    long = Example("huge", "How many? " + "Tom has many apples. " * 200, "3", "number", "test")
+    normal = examples(3)
+    limit = max(len(j.prompt) for j in plan(normal, tiny_teacher.chat, FAST, SamplingParams()))
+    info = annotate([normal[0], long, *normal[1:]], ContextOf(tiny_teacher, limit), run, FAST)
+    rows = {a["example_id"]: a for a in lines(run.annotations)}
+    assert rows["huge"]["verdict"] == "prompt_too_long" and "exceed the context" in rows["huge"]["reason"]
+    assert all(rows[e.id]["verdict"] != "prompt_too_long" for e in normal)
+    assert info["teacher_calls"] == 3  # the question that was never asked is not paid for, nor cached
+    assert info["yield"]["verdicts"]["prompt_too_long"]["count"] == 1
 
 
 def test_several_samples_per_question_are_separate_requests(tiny_teacher, tmp_path):

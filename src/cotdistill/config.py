@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cotdistill.errors import UserError
+from cotdistill.fileio import read_text
 
 
 class Section(BaseModel):
@@ -84,12 +85,12 @@ class TeacherConfig(Section):
     model: str = "embedded:qwen2.5-0.5b"
     hint: bool = True
     zero_shot: bool = False
-    n_exemplars: int = 8
+    n_exemplars: int = Field(8, ge=0)
     exemplars: str | None = None
-    samples: int = 1
-    temperature: float = 0.0
-    max_tokens: int = 256
-    batch_size: int = 8
+    samples: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(8, ge=1)
     no_gold: bool = False
     filters: FiltersConfig = FiltersConfig()
     api_key_env: str | None = None  # name of the environment variable, never the key itself
@@ -101,31 +102,31 @@ class StudentConfig(Section):
     # cot-k1: a cot student on each question's first teacher sample only (the baseline for teacher.samples > 1)
     modes: list[Literal["cot", "cot-k1", "answer-only", "multitask"]] = ["cot", "answer-only"]
     lora: bool = True
-    lora_r: int = 16
-    lora_dropout: float = 0.0
-    epochs: float = 3.0
-    max_steps: int | None = None
-    lr: float = 2e-4
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_len: int = 384
+    lora_r: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    epochs: float = Field(3.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    lr: float = Field(2e-4, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_len: int = Field(384, ge=8)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup: float = 0.05
+    warmup: float = Field(0.05, ge=0)
     bf16: bool | Literal["auto"] = "auto"
-    save_steps: int = 50
-    eval_fraction: float = 0.05
+    save_steps: int = Field(50, ge=1)
+    eval_fraction: float = Field(0.05, ge=0, lt=1)
 
 
 class EvaluateConfig(Section):
-    batch_size: int = 16
-    max_new_tokens: int = 192
-    limit: int | None = None
-    samples: int = 1
-    temperature: float = 0.0
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(192, ge=1)
+    limit: int | None = Field(None, ge=1)
+    samples: int = Field(1, ge=1)
+    temperature: float = Field(0.0, ge=0)
     few_shot_student: bool = True  # baseline: the student before fine-tuning, few-shot CoT prompted
     teacher: bool = True  # baseline: the teacher's own few-shot accuracy (no hint)
-    teacher_limit: int | None = None  # the teacher is the slowest model to score: the first N test questions
-    few_shot: int = 8
+    teacher_limit: int | None = Field(None, ge=1)  # the teacher is the slowest model to score: the first N test questions
+    few_shot: int = Field(8, ge=0)
 
 
 class RunConfig(Section):
@@ -165,7 +166,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     if not path.exists():
         raise UserError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        raw = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

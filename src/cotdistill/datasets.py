@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable
 from cotdistill.answers import normalise
 from cotdistill.errors import UserError
 from cotdistill.examples import Example
+from cotdistill.fileio import decode_utf8
 from cotdistill.readers import (
     Raw,
     Skip,
@@ -165,7 +166,14 @@ def detect_format(path: str | Path) -> str:
         head = f.read(65536)
     if suffix == ".parquet" or head[:4] == b"PAR1":
         raise _cannot_tell(path, "a parquet file: use --format parquet with a field mapping")
-    text = head.decode("utf-8", errors="replace")
+    if head.startswith(b"\xef\xbb\xbf"):  # a byte-order mark
+        head = head[3:]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(head) - 4:  # more than a character cut at the end of the 64 KiB head
+            decode_utf8(head, path)  # raises, naming the line
+        text = head[: e.start].decode("utf-8")
     if suffix == ".xml" or text.lstrip().startswith("<"):
         if "<Problem" in text:
             return "asdiv"

@@ -44,7 +44,7 @@ from cotdistill.prompts import (
     student_input,
 )
 from cotdistill.rundir import RunDir
-from cotdistill.teachers.base import Prompt
+from cotdistill.teachers.base import PROMPT_TOO_LONG, Prompt
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -178,7 +178,9 @@ class TeacherModel:
         for first in range(0, len(jobs), o.batch_size):
             chunk = jobs[first : first + o.batch_size]
             done = self.teacher.generate([Request(j.prompt, params, sample=j.sample) for j in chunk])
-            on_batch(chunk, [Generation(finish_text(c.text, stop), c.completion_tokens, c.finish_reason) for c in done])
+            # A prompt that does not fit the context gets no answer (its text only says why).
+            on_batch(chunk, [Generation("" if c.finish_reason == PROMPT_TOO_LONG else finish_text(c.text, stop),
+                                        c.completion_tokens, c.finish_reason) for c in done])
 
     def close(self) -> None:
         self.teacher.close()

@@ -1,4 +1,7 @@
-"""Atomic file writes and tolerant JSON reads: the one implementation every stage uses.
+"""Reading users' text files and writing ours: the one implementation every stage uses.
+
+Users' files are read as UTF-8, with or without a byte-order mark (Excel and Notepad write one);
+anything else is a UserError naming the file and line, never a UnicodeDecodeError traceback.
 
 A file is written to a temporary name unique to this writer (process id + random suffix) and
 renamed over the target, so a reader never sees half a file, a killed writer leaves at most a
@@ -10,9 +13,45 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from cotdistill.errors import UserError
+
+
+def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:
+    """`data` as text (a leading BOM dropped); a UserError naming the file and line if not UTF-8."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        raise UserError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the file as UTF-8 and try again"
+        ) from None
+
+
+def read_text(path: str | Path) -> str:
+    """A whole text file (see decode_utf8)."""
+    try:
+        return decode_utf8(Path(path).read_bytes(), path)
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a file") from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+
+
+def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each line, decoded one at a time (large files are not read whole)."""
+    try:
+        f = Path(path).open("rb")
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a file") from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    with f:
+        for lineno, raw in enumerate(f, start=1):
+            yield lineno, decode_utf8(raw, path, lineno)
 
 
 def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> None:

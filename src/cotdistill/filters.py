@@ -2,6 +2,8 @@
 
 Every sample gets exactly one verdict, checked in this order (the first that applies wins):
 
+    prompt_too_long  the question does not fit the teacher's context: it was not asked (not cached,
+                so a teacher with a longer context asks it on the next run)
     truncated   hit max_tokens before writing a final answer
     unparsed    no readable final answer ("no answer", "several answers", "unparsable")
     wrong       final answer != gold (or != the majority vote in no-gold mode)
@@ -38,8 +40,9 @@ from cotdistill.answers import (
     parse_number,
 )
 from cotdistill.stepcheck import false_step
+from cotdistill.teachers.base import PROMPT_TOO_LONG
 
-VERDICTS = ("kept", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "over_cap", "too_long")
+VERDICTS = ("kept", "prompt_too_long", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "over_cap", "too_long")
 
 
 @dataclass(frozen=True)
@@ -189,6 +192,8 @@ def judge(
     """The verdict on one teacher sample. `gold` None skips the correctness check (no-gold mode
     judges against the vote later); `kept_texts` holds normalised texts already kept for this
     question and is updated when this sample is kept."""
+    if finish_reason == PROMPT_TOO_LONG:
+        return Judgement("prompt_too_long", None, "", "", text)
     cut = cut_after_answer(text, answer_type).strip()
     found = extract_answer(cut, answer_type, choices)
     rationale = split_rationale(cut)

@@ -10,6 +10,7 @@ and what was expected. A dataset is either read faithfully or not at all.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -20,6 +21,7 @@ from typing import Any, Iterable, Iterator
 from cotdistill.answers import format_number, normalise
 from cotdistill.errors import UserError
 from cotdistill.examples import ANSWER_TYPES, Example, iter_jsonl
+from cotdistill.fileio import read_text
 
 
 @dataclass
@@ -48,12 +50,9 @@ class Skip:
 def read_json(path: Path) -> Any:
     """A whole JSON document; a syntax error names the file, line and column."""
     try:
-        with path.open(encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UserError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file") from None
 
 
 def require(rec: Any, key: str, where: str, expected: str) -> Any:
@@ -193,7 +192,7 @@ PLACEHOLDER_RE = re.compile(r"\bnumber(\d+)\b")
 
 def read_mawps_csv(path: Path, mapping: dict | None = None) -> Iterator[Raw | Skip]:
     """MAWPS as csv (the SVAMP authors' copy): `numberK` placeholders filled from `Numbers`."""
-    with path.open(encoding="utf-8", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         missing = {"Question", "Numbers", "Answer"} - set(reader.fieldnames or [])
         if missing:
@@ -364,7 +363,7 @@ def map_record(rec: Any, mapping: dict[str, Any], where: str, index: int, source
 
 def _generic_rows(path: Path, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
     if kind == "csv":
-        with path.open(encoding="utf-8", newline="") as f:
+        with io.StringIO(read_text(path), newline="") as f:
             reader = csv.DictReader(f)
             for row in reader:
                 yield f"{path}:{reader.line_num}", row

@@ -278,7 +278,8 @@ def _prepare_output(out: Path, ckpts: Path, fingerprint: str, finished: dict | N
             f"{out} holds a student trained with another configuration or data; "
             "pass --restart to replace it, or choose another --out"
         )
-    if not restart and old is not None and old != fingerprint:
+    # A failed attempt that saved no checkpoint left nothing to protect: start afresh.
+    if not restart and old is not None and old != fingerprint and any(ckpts.glob("checkpoint-*")):
         raise UserError(
             f"{ckpts} holds checkpoints of a run with another configuration or data; "
             "rerun with the same options to resume it, pass --restart to discard them, or choose another --out"

@@ -44,11 +44,22 @@ class Request:
 @dataclass
 class Completion:
     text: str
-    finish_reason: str  # "stop" (ended by itself or a stop string) | "length" (hit max_tokens)
+    # "stop" (ended by itself or a stop string) | "length" (hit max_tokens) | "prompt_too_long" (the
+    # prompt and max_tokens do not fit the model's context: nothing was generated, `text` says why)
+    finish_reason: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
 
+
+
+PROMPT_TOO_LONG = "prompt_too_long"
+
+
+def prompt_too_long(prompt_tokens: int, max_tokens: int, context: int) -> Completion:
+    """The answer to a request that cannot fit: one question too long must not abort a whole run."""
+    return Completion(f"prompt ({prompt_tokens} tokens) + max_tokens ({max_tokens}) exceed the context of {context} tokens",
+                      PROMPT_TOO_LONG, prompt_tokens=prompt_tokens)
 
 
 #: Called with (index of the request in the batch, its completion) as soon as it is complete.

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from cotdistill.cpu import physical_cores
 from cotdistill.errors import UserError, missing_extra
-from cotdistill.teachers.base import Completion, OnDone, Prompt, Request, sample_seed
+from cotdistill.teachers.base import Completion, OnDone, Prompt, Request, prompt_too_long, sample_seed
 
 
 def import_llama_cpp():
@@ -135,10 +135,7 @@ class LlamaCppTeacher:
         """The sequential reference path: one sequence through the high-level Llama object."""
         p = req.params
         if len(tokens) + p.max_tokens > self.llm.n_ctx():
-            raise UserError(
-                f"prompt ({len(tokens)} tokens) + max_tokens ({p.max_tokens}) exceed the context "
-                f"of {self.llm.n_ctx()} tokens; raise n_ctx"
-            )
+            return prompt_too_long(len(tokens), p.max_tokens, self.llm.n_ctx())
         out = self.llm.create_completion(
             prompt=tokens,
             max_tokens=p.max_tokens,

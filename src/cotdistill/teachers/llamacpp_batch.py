@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cotdistill.errors import UserError
-from cotdistill.teachers.base import Completion, OnDone, Request, sample_seed
+from cotdistill.teachers.base import Completion, OnDone, Request, prompt_too_long, sample_seed
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -121,20 +120,24 @@ class BatchedEngine:
     # -- generation ---------------------------------------------------------------------------
 
     def generate(self, prompts: list[list[int]], requests: list[Request], on_done: OnDone = None) -> list[Completion]:
-        # The shared prefix leaves at least one token per prompt to evaluate, whose logits give
-        # the first generated token.
-        shared = prompts[0][: min(len(p) for p in prompts) - 1]
-        for p in prompts[1:]:
-            shared = shared[: common_prefix_len(shared, p)]
+        results: list[Completion | None] = [None] * len(requests)
+        fits = []
         for i, (p, r) in enumerate(zip(prompts, requests)):
             if len(p) + r.params.max_tokens > self.n_ctx:
-                raise UserError(
-                    f"request {i}: prompt ({len(p)} tokens) + max_tokens ({r.params.max_tokens}) exceed "
-                    f"the context of {self.n_ctx} tokens; raise n_ctx"
-                )
+                results[i] = prompt_too_long(len(p), r.params.max_tokens, self.n_ctx)
+                if on_done is not None:
+                    on_done(i, results[i])
+            else:
+                fits.append(i)
+        if not fits:
+            return results  # type: ignore[return-value]
+        # The shared prefix leaves at least one token per prompt to evaluate, whose logits give
+        # the first generated token.
+        shared = prompts[fits[0]][: min(len(prompts[i]) for i in fits) - 1]
+        for i in fits[1:]:
+            shared = shared[: common_prefix_len(shared, prompts[i])]
         self._set_prefix(shared)
-        results: list[Completion | None] = [None] * len(requests)
-        pending = deque(range(len(requests)))
+        pending = deque(fits)
         active: dict[int, _Slot] = {}
         free = list(range(self.n_parallel, 0, -1))
         try:

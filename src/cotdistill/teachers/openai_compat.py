@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,11 +29,14 @@ from dataclasses import dataclass, field
 import httpx
 
 from cotdistill.errors import UserError
-from cotdistill.teachers.base import Completion, OnDone, Request, sample_seed
+from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, OnDone, Request, sample_seed
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
+# How vLLM, llama.cpp, TGI and OpenAI word a 400 for a prompt that does not fit the context.
+CONTEXT_ERROR_RE = re.compile(r"context.length|context window|maximum context|context_length_exceeded|too many tokens|"
+                              r"exceed\w* (the )?(context|max)", re.IGNORECASE)
 
 
 class _Retryable(Exception):
@@ -168,6 +172,8 @@ class OpenAICompatTeacher:
             raise _Retryable(f"connection error ({type(e).__name__})") from None
         if r.status_code in RETRY_STATUSES:
             raise _Retryable(f"HTTP {r.status_code}", _retry_after(r.headers.get("retry-after")))
+        if r.status_code == 400 and CONTEXT_ERROR_RE.search(r.text):
+            return Completion(f"the server refused the prompt as too long: {r.text[:200]}", PROMPT_TOO_LONG)
         if r.status_code != 200:
             hint = f" (is ${self.api_key_env} set and valid?)" if r.status_code in (401, 403) else ""
             raise UserError(f"teacher endpoint {endpoint}{path} answered HTTP {r.status_code}{hint}: {r.text[:300]}")
