@@ -75,6 +75,17 @@ def test_the_teacher_can_be_scored_on_fewer_questions_than_the_students(tmp_path
     assert evaluate_options(config, evaluations(config, RunDir(tmp_path))[-1][2]).limit == 10
 
 
+def test_every_model_is_also_scored_on_each_extra_test_set(tmp_path: Path) -> None:
+    config = load_config(CONFIGS / "cpu-math.yaml", ["data.extra_tests=[{name: svamp, path: x.json}]"])
+    run = RunDir(tmp_path)
+    found = {name: (spec, evaluate_options(config, o)) for name, spec, o in evaluations(config, run)}
+    assert set(found) == {f"{m}{suffix}" for m in ("student-cot", "student-cot-k1", "student-answer-only",
+                                                   "student-few-shot", "teacher-few-shot") for suffix in ("", ".svamp")}
+    assert found["student-cot.svamp"][1].data == run.extra_test("svamp") and found["student-cot"][1].data is None
+    assert found["teacher-few-shot.svamp"][1].limit == 100  # the teacher's limit holds on every test set
+    assert "1 sample per question" in found["student-cot-k1"][1].method
+
+
 def test_filters_are_chosen_in_the_config(tmp_path: Path) -> None:
     assert annotate_options(load_config(CONFIGS / "demo.yaml")).filters.steps
     config = load_config(CONFIGS / "demo.yaml", ["teacher.filters.steps=false", "teacher.filters.max_chars=400"])

@@ -163,7 +163,10 @@ def evaluations(config: RunConfig, run: RunDir) -> list[tuple[str, str, dict[str
         models.append(("teacher-few-shot", config.teacher.model,
                        {"few_shot": e.few_shot, "teacher_options": teacher_options(config),
                         "limit": min(limits) if limits else None}))
-    return models
+    # Every model again on each extra test set: NAME.TESTSET, data/tests/TESTSET.jsonl.
+    extra = [(f"{name}.{t.name}", spec, {**overrides, "data": run.extra_test(t.name)})
+             for t in config.data.extra_tests for name, spec, overrides in models]
+    return models + extra
 
 
 def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptions":
@@ -221,7 +224,7 @@ def _run_stages(config: RunConfig, run: RunDir) -> RunDir:
 
     for name, spec, overrides in evaluations(config, run):
         opts = evaluate_options(config, overrides)
-        inputs = [run.test_data] + model_files(Path(spec))
+        inputs = [opts.data or run.test_data] + model_files(Path(spec))
         run_stage(run, f"evaluate:{name}", fingerprint(spec, opts.__dict__, *inputs), [run.predictions(name)],
                   lambda name=name, spec=spec, opts=opts: {"summary": evaluate_model(run, spec, name, opts).to_dict()})
 

