@@ -151,6 +151,26 @@ def test_each_stage_records_its_own_peak_memory(tmp_path: Path) -> None:
     assert stages["big"]["peak_rss_gib"] >= stages["small"]["peak_rss_gib"] + 0.25
 
 
+@pytest.mark.parametrize("weights", [["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"],
+                                     ["adapter_model.safetensors", "adapter_config.json"]], ids=["sharded", "adapter-only"])
+def test_retraining_a_student_in_any_form_changes_its_evaluation_fingerprint(tmp_path: Path, weights) -> None:
+    """The evaluation stage hashes every file of the model (not just model.safetensors), so a
+    retrained sharded or adapter-only student is evaluated again, not reported with old predictions."""
+    from cotdistill.pipeline import model_files
+
+    student = tmp_path / "students" / "cot"
+    (student / "checkpoints" / "checkpoint-10").mkdir(parents=True)
+    for name in weights + ["tokenizer.json"]:
+        (student / name).write_bytes(b"v1 " + name.encode())
+    (student / "checkpoints" / "checkpoint-10" / "x.bin").write_bytes(b"optimizer state")
+    files = model_files(student)
+    assert [f.name for f in files] == sorted(weights + ["tokenizer.json"])  # checkpoints are not the model
+    before = fingerprint("spec", *files)
+    (student / weights[-1]).write_bytes(b"retrained")
+    assert fingerprint("spec", *model_files(student)) != before
+    assert model_files(tmp_path / "not-a-dir") == []
+
+
 def test_fingerprint_follows_file_content(tmp_path: Path) -> None:
     f = tmp_path / "d.jsonl"
     f.write_text("a")

@@ -1,9 +1,11 @@
 """A kill loop: `cotdistill annotate` SIGKILLed at random moments, ten times, then run to the end.
 
 Every answer the teacher completed before a kill is in the cache and never asked again (the
-finishing run asks exactly for the rest), and the files equal those of a run never interrupted.
-The teacher is the real embedded gemma-3-270m on llama.cpp; the sequential path (parallel=1) is
-used because its greedy output does not depend on which requests happen to share a batch."""
+finishing run asks exactly for the rest), and the files hold exactly the answers paid for. The
+teacher is the real embedded gemma-3-270m on llama.cpp. (Byte-equality with an uninterrupted run
+is tested in test_annotate.py with a teacher whose output does not depend on what it computed
+before: llama.cpp's greedy text can flip at near-ties when a restart changes which prompt prefix
+its KV cache holds, see test_teacher_llamacpp.py.)"""
 
 from __future__ import annotations
 
@@ -49,10 +51,6 @@ def test_ten_kills_lose_no_answer_and_pay_for_none_twice(tmp_path):
     data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"A box has {i + 3} pens and {2 * i} pencils. How many "
                                          f"things are in the box?", "answer": str(3 * i + 3), "answer_type": "number",
                                          "source": "t"}) + "\n" for i in range(QUESTIONS)))
-    reference = tmp_path / "reference"
-    done = annotate(data, reference)
-    assert done.wait(timeout=600) == 0, done.stderr.read()
-
     run, rng, counts = tmp_path / "run", random.Random(0), []
     for _ in range(10):
         before = cached(run)
@@ -69,5 +67,7 @@ def test_ten_kills_lose_no_answer_and_pay_for_none_twice(tmp_path):
     assert proc.wait(timeout=600) == 0, proc.stderr.read()
     stage = json.loads((run / "manifest.json").read_text())["stages"]["annotate"]
     assert (stage["cached"], stage["teacher_calls"]) == (counts[-1], QUESTIONS - counts[-1])
-    for name in ("annotations.jsonl", "distill.jsonl"):
-        assert (run / name).read_bytes() == (reference / name).read_bytes()
+    with sqlite3.connect(run / "cache.sqlite") as db:
+        paid = sorted(text for (text,) in db.execute("SELECT text FROM completions"))
+    written = [json.loads(line) for line in (run / "annotations.jsonl").read_text().splitlines()]
+    assert len(paid) == QUESTIONS and sorted(a["text"] for a in written) == paid

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from fractions import Fraction
 
 NO_ANSWER = "no answer"
 SEVERAL = "several answers"
@@ -286,7 +285,7 @@ def _fallback(text: str, answer_type: str) -> Extraction:
     return Extraction(None, NO_ANSWER)
 
 
-def cut_after_answer(text: str, answer_type: str) -> str:
+def cut_after_answer(text: str) -> str:
     """The text up to and including its first final-answer sentence (drops loops and chatter)."""
     found = _final_span(text)
     return text if found is None else text[: found[1]].rstrip()
@@ -302,9 +301,3 @@ def answers_match(predicted: str | None, gold: str, answer_type: str) -> bool:
             return False
         return math.isclose(p, g, rel_tol=1e-6, abs_tol=1e-9)
     return predicted.strip().lower() == gold.strip().lower()
-
-
-def exact_fraction(text: str) -> Fraction | None:
-    """A number as an exact fraction (for generators and tests that must not round)."""
-    n = parse_number(text)
-    return None if n is None else Fraction(n).limit_denominator(10_000)

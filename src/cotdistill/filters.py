@@ -194,7 +194,7 @@ def judge(
     question and is updated when this sample is kept."""
     if finish_reason == PROMPT_TOO_LONG:
         return Judgement("prompt_too_long", None, "", "", text)
-    cut = cut_after_answer(text, answer_type).strip()
+    cut = cut_after_answer(text).strip()
     found = extract_answer(cut, answer_type, choices)
     rationale = split_rationale(cut)
     if not found.ok:

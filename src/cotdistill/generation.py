@@ -45,7 +45,7 @@ def finish_text(text: str, stop: Sequence[str] = ()) -> str:
         i = text.find(s)
         if i >= 0:
             text = text[:i]
-    return cut_after_answer(text, "text").strip()
+    return cut_after_answer(text).strip()
 
 
 def answer_complete(text: str) -> bool:

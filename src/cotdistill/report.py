@@ -112,15 +112,15 @@ def _evaluations(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _loss_curves(run: RunDir) -> dict[str, dict[str, list[tuple[float, float]]]]:
-    """students/<mode>/loss_curve.json: {"train": [{step, loss}], "eval": [...]} or [{step, loss, eval_loss?}]."""
+    """students/<mode>/loss_curve.json: {"train": [{step, loss}], "eval": [{step, loss}]}."""
     curves = {}
     for path in sorted((run.root / "students").glob("*/loss_curve.json")):
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
-        if isinstance(raw, list):
-            raw = {"train": raw, "eval": [{"step": r["step"], "loss": r["eval_loss"]} for r in raw if r.get("eval_loss") is not None]}
+        if not isinstance(raw, dict):
+            continue
         curve = {k: [(r["step"], r["loss"]) for r in raw.get(k, []) if r.get("loss") is not None] for k in ("train", "eval")}
         if curve["train"] or curve["eval"]:
             curves[path.parent.name] = curve

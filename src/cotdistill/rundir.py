@@ -90,14 +90,6 @@ class RunDir:
     def plots(self) -> Path:
         return self.root / "plots"
 
-    @property
-    def report_md(self) -> Path:
-        return self.root / "report.md"
-
-    @property
-    def report_html(self) -> Path:
-        return self.root / "report.html"
-
     # ------------------------------------------------------------ one writer
 
     @contextlib.contextmanager

@@ -349,8 +349,3 @@ def _gather(objects: list[Any]) -> list[Any]:
     from accelerate.utils import gather_object
 
     return gather_object(objects)
-
-
-def is_finished(out: str | Path) -> bool:
-    """Whether `out` holds a completely written student (for the pipeline's skip logic)."""
-    return _finished_metrics(Path(out)) is not None
