@@ -427,6 +427,21 @@ def run(
 
 
 @app.command()
+def study(
+    config: Path = typer.Argument(..., help="A run config with a study.variants list."),
+    set_: list[str] = typer.Option([], "--set", help="Override a field of every variant: section.field=value (repeatable)."),
+) -> None:
+    """Ablations: the config's run, then each study variant (same data and teacher cache), one comparison report.
+
+    Variants are listed in the config, e.g.
+      study: {variants: [{name: half, set: [data.n_train=200]}, {name: k1, set: [teacher.samples=1]}]}
+    """
+    from cotdistill.study import run_study
+
+    run_study(config, set_)
+
+
+@app.command()
 def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/demo)."),
     set_: list[str] = typer.Option([], "--set", help="Override a field of the demo config: section.field=value."),

@@ -94,6 +94,7 @@ class TeacherConfig(Section):
     no_gold: bool = False
     filters: FiltersConfig = FiltersConfig()
     api_key_env: str | None = None  # name of the environment variable, never the key itself
+    cache: str | None = None  # teacher cache file (default RUN_DIR/cache.sqlite); `study` variants share one
     options: dict[str, Any] = {}
 
 
@@ -129,6 +130,17 @@ class EvaluateConfig(Section):
     few_shot: int = Field(8, ge=0)
 
 
+class Variant(Section):
+    """One variant of a study: the run's config with these `section.field=value` overrides."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    set: list[str] = []
+
+
+class StudyConfig(Section):
+    variants: list[Variant] = []
+
+
 class RunConfig(Section):
     name: str
     run_dir: str | None = None  # default: runs/<name>
@@ -138,6 +150,7 @@ class RunConfig(Section):
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    study: StudyConfig = StudyConfig()
 
     @property
     def run_path(self) -> Path:

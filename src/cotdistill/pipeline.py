@@ -205,7 +205,8 @@ def _run_stages(config: RunConfig, run: RunDir) -> RunDir:
     def do_annotate() -> dict[str, Any]:
         teacher = load_teacher(config.teacher.model, **teacher_options(config))
         try:
-            return annotate(load_examples(run.train_data), teacher, run, annotate_options(config))
+            cache = Path(config.teacher.cache) if config.teacher.cache else None
+            return annotate(load_examples(run.train_data), teacher, run, annotate_options(config), cache_path=cache)
         finally:
             teacher.close()
 

@@ -76,3 +76,21 @@ def loss_plot(curves: dict[str, dict[str, list[tuple[float, float]]]]) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def size_curve_plot(points: dict[str, list[tuple[int, float, float, float]]]) -> bytes:
+    """Accuracy (with its 95 % CI) of each student against the number of training questions."""
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    for name, pts in sorted(points.items()):
+        pts = sorted(pts)
+        n = [p[0] for p in pts]
+        acc = [100 * p[1] for p in pts]
+        err = [[max(0.0, 100 * (p[1] - p[2])) for p in pts], [max(0.0, 100 * (p[3] - p[1])) for p in pts]]
+        ax.errorbar(n, acc, yerr=err, marker="o", capsize=4, label=name)
+    ax.set_xlabel("training questions")
+    ax.set_ylabel("test accuracy (%), 95 % CI")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -40,8 +40,10 @@ METHOD_RANK = {"fine-tuned on answers only": 1, "fine-tuned on teacher CoT": 2}
 STAGE_ORDER = ["data", "annotate", "train", "evaluate", "report", "run"]
 
 
-def write_report(runs: list[RunDir], out: Path | None = None) -> tuple[Path, Path]:
-    """Write report.md and report.html (default: into the run; several runs: RUNS_PARENT/comparison)."""
+def write_report(runs: list[RunDir], out: Path | None = None, labels: list[str] | None = None,
+                 extra: list | None = None) -> tuple[Path, Path]:
+    """Write report.md and report.html (default: into the run; several runs: RUNS_PARENT/comparison).
+    `labels` name the runs (default: their directory names); `extra` blocks follow the comparison."""
     if not runs:
         raise UserError("give at least one run directory")
     for run in runs:
@@ -50,10 +52,13 @@ def write_report(runs: list[RunDir], out: Path | None = None) -> tuple[Path, Pat
     out = Path(out) if out else (runs[0].root if len(runs) == 1 else runs[0].root.parent / "comparison")
     out.mkdir(parents=True, exist_ok=True)
     data = [RunData.load(run) for run in runs]
+    for d, label in zip(data, labels or []):
+        d.label = label
     title = f"cotdistill report: {data[0].label}" if len(data) == 1 else "cotdistill report: comparison of runs"
     blocks: list = [Heading(1, title), Para(f"Written {time.strftime('%Y-%m-%d %H:%M')} by cotdistill report.")]
     if len(data) > 1:
         blocks += comparison(data)
+    blocks += extra or []
     for i, d in enumerate(data):
         blocks += run_section(d, prefix="" if len(data) == 1 else f"{i + 1}-{d.label}-", level=2)
     images = [b for b in blocks if isinstance(b, Image)]

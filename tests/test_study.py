@@ -1,0 +1,65 @@
+"""`cotdistill study`: variants of one config that share its data split and teacher cache, and one
+comparison report with accuracy against training-set size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cotdistill.errors import UserError
+from cotdistill.rundir import RunDir
+from cotdistill.study import size_plot, variant_configs
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "src" / "cotdistill" / "configs" / "cpu-math.yaml"
+
+
+def study_config(tmp_path: Path, variants: str) -> Path:
+    path = tmp_path / "study.yaml"
+    path.write_text(CONFIG.read_text() + f"run_dir: {tmp_path / 'run'}\nstudy:\n  variants:\n{variants}")
+    return path
+
+
+def test_variants_share_the_teacher_cache_and_the_data_seed_and_score_baselines_once(tmp_path):
+    path = study_config(tmp_path, "    - {name: quarter, set: [data.n_train=100]}\n    - {name: k1, set: [teacher.samples=1]}\n")
+    (name0, base), (name1, quarter), (name2, k1) = variant_configs(path, ["seed=3"])
+    assert (name0, name1, name2) == ("base", "quarter", "k1")
+    assert quarter.run_path == tmp_path / "run" / "variants" / "quarter"
+    assert quarter.teacher.cache == k1.teacher.cache == str(tmp_path / "run" / "cache.sqlite")
+    assert base.teacher.cache is None  # the base run's own cache is the shared one
+    assert {base.data_seed, quarter.data_seed, k1.data_seed} == {3}  # one split: smaller sets are subsets
+    assert (quarter.data.n_train, k1.teacher.samples, k1.data.n_train) == (100, 1, base.data.n_train)
+    assert base.evaluate.teacher and not quarter.evaluate.teacher and not k1.evaluate.few_shot_student
+
+
+def test_a_study_without_variants_or_with_a_bad_override_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="study.variants is empty"):
+        variant_configs(study_config(tmp_path, "    []\n"))
+    with pytest.raises(UserError, match="student.epochz"):
+        variant_configs(study_config(tmp_path, "    - {name: bad, set: [student.epochz=1]}\n"))
+
+
+def fake_run(root: Path, n_train: int, accuracy: float) -> RunDir:
+    """A finished run as the report reads it: the data stage's count and one evaluation summary."""
+    run = RunDir(root)
+    run.record_stage("data", status="done", n_train=n_train)
+    summary = {"name": "student-cot", "model": "m", "method": "fine-tuned on teacher CoT", "n": 100,
+               "correct": int(100 * accuracy), "accuracy": accuracy, "ci_low": accuracy - 0.05, "ci_high": accuracy + 0.05}
+    run.predictions("student-cot").parent.mkdir(parents=True)
+    run.predictions("student-cot").with_suffix(".summary.json").write_text(json.dumps(summary))
+    return run
+
+
+def test_the_size_plot_appears_only_when_variants_differ_in_training_size(tmp_path):
+    from cotdistill.report import Image, write_report
+
+    runs = [fake_run(tmp_path / "a", 100, 0.2), fake_run(tmp_path / "b", 400, 0.3)]
+    blocks = size_plot(runs, ["quarter", "base"])
+    assert any(isinstance(b, Image) and b.png.startswith(b"\x89PNG") for b in blocks)
+    assert size_plot([runs[0], fake_run(tmp_path / "c", 100, 0.25)], ["x", "y"]) == []
+    md, _ = write_report(runs, tmp_path / "study", labels=["quarter", "base"], extra=blocks)
+    text = md.read_text()
+    assert "| evaluation | quarter | base |" in text and "Accuracy against training-set size" in text
+    assert (tmp_path / "study" / "plots" / "accuracy-vs-size.png").is_file()
