@@ -212,8 +212,36 @@ def results(d: RunData, prefix: str, level: int) -> list:
                          "answers read", "tokens/s"], rows))
     blocks.append(Para("95 % CI: Wilson score interval. Answers read strictly: only a final 'The answer is X.' sentence "
                        "counts; leniently: otherwise the last number or yes/no (prompted baselines)."))
+    blocks += paired_table(d)
     blocks.append(Image(f"{prefix}accuracy.png", accuracy_plot(d.evals), "accuracy per evaluation with 95 % CI"))
     return blocks
+
+
+BASELINES = ("student-answer-only", "student-few-shot", "student-cot-k1", "teacher-few-shot")
+
+
+def paired_table(d: RunData) -> list:
+    """Each fine-tuned CoT student against each baseline on the same questions (exact McNemar)."""
+    from cotdistill.paired import compare
+
+    correct = {e["name"]: {r["example_id"]: bool(r.get("correct")) for r in read_jsonl_tolerant(d.run.predictions(e["name"]))}
+               for e in d.evals}
+    rows = []
+    for e in d.evals:
+        base_name, _, suffix = e["name"].partition(".")
+        if base_name not in ("student-cot", "student-multitask"):
+            continue
+        for baseline in BASELINES:
+            other = baseline + ("." + suffix if suffix else "")
+            if other not in correct or other == e["name"] or not correct[other]:
+                continue
+            p = compare(correct[e["name"]], correct[other])
+            rows.append([test_set(e), e["name"], other, str(p.n), str(p.only_first), str(p.only_second), f"{p.p_value:.2g}"])
+    if not rows:
+        return []
+    return [Table(["test set", "model", "against", "paired n", "only model right", "only other right", "McNemar p"], rows),
+            Para("Paired comparison on the questions both were asked: the exact McNemar test on the questions where "
+                 "exactly one of the two is right (two-sided p).")]
 
 
 def test_set(e: dict[str, Any]) -> str:
