@@ -34,7 +34,8 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def server_root(tmp_path_factory):
-    """Start `python -m llama_cpp.server` on a free port; yield its root URL; stop it."""
+    """Start llama-cpp-python's server (through cotdistill.teachers.llamacpp_server, which makes it
+    safe on AMX CPUs) on a free port; yield its root URL; stop it."""
     try:
         import llama_cpp.server  # noqa: F401
     except ImportError:
