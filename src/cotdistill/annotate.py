@@ -2,10 +2,12 @@
 
     examples ─► prompts ─► cache? ─► teacher.generate (batches) ─► cache ─► filters ─► files
 
-Every answer is committed to the SQLite cache as soon as its batch returns, and the output files
+Every answer is committed to the SQLite cache as soon as the teacher returns it, and the output files
 are rebuilt from the cache at the end. So a run killed at any point (Ctrl-C, kill -9) and rerun
-with the same command asks the teacher only for what is missing, and writes the same files as a
-run that was never interrupted. `teacher_calls` in the manifest counts what this run paid for.
+with the same command asks the teacher only for what is missing, and writes its files from exactly
+the answers paid for (the same files as an uninterrupted run, up to llama.cpp's greedy near-ties,
+which a restart's different KV-cache contents can flip). `teacher_calls` in the manifest counts what
+this run paid for.
 
 Outputs (see DESIGN.md): annotations.jsonl, one line per teacher sample, and distill.jsonl, one
 line per kept CoT (the student's training set).
@@ -52,7 +54,7 @@ class AnnotateOptions:
     top_p: float = 1.0
     max_tokens: int = 256
     seed: int = 0
-    batch_size: int = 8  # requests per teacher.generate call (and per cache commit)
+    batch_size: int = 8  # requests per teacher.generate call
     no_gold: bool = False  # self-consistency: the majority answer across samples is the label
     limit: int | None = None  # annotate only the first N questions
     quiet: bool = False

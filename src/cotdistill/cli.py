@@ -183,7 +183,7 @@ def annotate(
     top_p: float = typer.Option(1.0, "--top-p"),
     max_tokens: int = typer.Option(256, "--max-tokens", help="Teacher output limit; longer CoTs are 'truncated'."),
     seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(8, "--batch-size", help="Requests per teacher call and per cache commit."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Requests per teacher call (each answer is cached as it arrives)."),
     no_gold: bool = typer.Option(False, "--no-gold", help="Unlabelled data: the majority answer across samples is the label."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Annotate only the first N questions."),
     max_chars: Optional[int] = typer.Option(None, "--max-cot-chars", help="Drop CoTs longer than this ('too_long')."),
