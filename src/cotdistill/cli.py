@@ -446,7 +446,7 @@ def demo(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/demo)."),
     set_: list[str] = typer.Option([], "--set", help="Override a field of the demo config: section.field=value."),
 ) -> None:
-    """The whole method on the embedded default models, on this CPU, in about 15 minutes."""
+    """The whole method on the embedded default models, on this CPU (README: how long on which CPU)."""
     from importlib import resources
 
     from cotdistill.config import load_config
