@@ -31,25 +31,25 @@ def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:
         ) from None
 
 
-def read_text(path: str | Path) -> str:
-    """A whole text file (see decode_utf8)."""
+def _open_binary(path: str | Path):
+    """The file opened for reading bytes; a directory or a missing file is a UserError."""
     try:
-        return decode_utf8(Path(path).read_bytes(), path)
+        return Path(path).open("rb")
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory, expected a file") from None
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+
+
+def read_text(path: str | Path) -> str:
+    """A whole text file (see decode_utf8)."""
+    with _open_binary(path) as f:
+        return decode_utf8(f.read(), path)
 
 
 def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
     """(line number, text) of each line, decoded one at a time (large files are not read whole)."""
-    try:
-        f = Path(path).open("rb")
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a file") from None
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    with f:
+    with _open_binary(path) as f:
         for lineno, raw in enumerate(f, start=1):
             yield lineno, decode_utf8(raw, path, lineno)
 
