@@ -67,12 +67,17 @@ def test_generic_file_with_field_mapping(monkeypatch, capsys):
 def test_generate_writes_train_and_test_reproducibly(monkeypatch, capsys, tmp_path):
     args = ["data", "generate", "last_letters", "--n-train", "30", "--n-test", "10", "--seed", "4", "--n-words", "3"]
     code, out, _ = run(monkeypatch, capsys, *args, "--out", tmp_path / "a")
-    assert code == 0 and "wrote 30 train and 10 test last_letters problems" in out
+    assert code == 0 and "wrote 30 train, 0 dev and 10 test last_letters problems" in out
+    assert not (tmp_path / "a" / "dev.jsonl").exists()
     run(monkeypatch, capsys, *args, "--out", tmp_path / "b")
     for name in ("train.jsonl", "test.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     test = [json.loads(line) for line in (tmp_path / "a" / "test.jsonl").read_text().splitlines()]
     assert len(test) == 10 and all(len(r["answer"]) == 3 and r["meta"]["split"] == "template" for r in test)
+    code, out, _ = run(monkeypatch, capsys, *args, "--n-dev", "5", "--out", tmp_path / "c")
+    assert code == 0 and "wrote 30 train, 5 dev and 10 test" in out
+    assert (tmp_path / "a" / "train.jsonl").read_bytes() == (tmp_path / "c" / "train.jsonl").read_bytes()
+    assert len((tmp_path / "c" / "dev.jsonl").read_text().splitlines()) == 5
 
 
 def test_generate_same_template_split(monkeypatch, capsys, tmp_path):

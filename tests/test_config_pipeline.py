@@ -79,11 +79,27 @@ def test_every_model_is_also_scored_on_each_extra_test_set(tmp_path: Path) -> No
     config = load_config(CONFIGS / "cpu-math.yaml", ["data.extra_tests=[{name: svamp, path: x.json}]"])
     run = RunDir(tmp_path)
     found = {name: (spec, evaluate_options(config, o)) for name, spec, o in evaluations(config, run)}
-    assert set(found) == {f"{m}{suffix}" for m in ("student-cot", "student-cot-k1", "student-answer-only",
-                                                   "student-few-shot", "teacher-few-shot") for suffix in ("", ".svamp")}
+    students = ("student-cot", "student-cot-k1", "student-answer-only")
+    assert set(found) == {f"{m}{suffix}" for m in (*students, "student-few-shot", "teacher-few-shot")
+                          for suffix in ("", ".svamp")} | {f"{m}.dev" for m in students}
     assert found["student-cot.svamp"][1].data == run.extra_test("svamp") and found["student-cot"][1].data is None
     assert found["teacher-few-shot.svamp"][1].limit == 100  # the teacher's limit holds on every test set
     assert "1 sample per question" in found["student-cot-k1"][1].method
+
+
+def test_fine_tuned_students_are_also_scored_on_the_dev_split_to_choose_settings_on(tmp_path: Path) -> None:
+    run = RunDir(tmp_path)
+    config = load_config(CONFIGS / "cpu-math.yaml")
+    dev = {name: o["data"] for name, _, o in evaluations(config, run) if name.endswith(".dev")}
+    assert dev == {f"{m}.dev": run.dev_data for m in ("student-cot", "student-cot-k1", "student-answer-only")}
+    assert not [n for n, *_ in evaluations(load_config(CONFIGS / "cpu-math.yaml", ["evaluate.dev=false"]), run)
+                if n.endswith(".dev")]
+    assert not [n for n, *_ in evaluations(load_config(CONFIGS / "demo.yaml"), run) if n.endswith(".dev")]  # no dev split
+
+
+def test_an_extra_test_set_cannot_take_the_name_of_a_split(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="'dev' names the run's own split"):
+        load_config(CONFIGS / "cpu-math.yaml", ["data.extra_tests=[{name: dev, path: x.json}]"])
 
 
 def test_filters_are_chosen_in_the_config(tmp_path: Path) -> None:

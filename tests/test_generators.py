@@ -22,7 +22,8 @@ LETTERS_RE = re.compile(r'Take the last letters of each words in "([A-Za-z ]+)" 
 
 @pytest.fixture(scope="module")
 def gsm_split():
-    return generate_split("gsm_symbolic", 120, 40, seed=7)
+    train, _, test = generate_split("gsm_symbolic", 120, 40, seed=7)
+    return train, test
 
 
 def test_same_seed_same_problems_other_seed_other_problems():
@@ -32,7 +33,7 @@ def test_same_seed_same_problems_other_seed_other_problems():
 
 
 def test_gsm_split_is_deterministic(gsm_split):
-    again = generate_split("gsm_symbolic", 120, 40, seed=7)
+    again = generate_split("gsm_symbolic", 120, 40, seed=7)[::2]
     assert [e.to_dict() for e in gsm_split[0] + gsm_split[1]] == [e.to_dict() for e in again[0] + again[1]]
 
 
@@ -46,13 +47,22 @@ def test_template_split_tests_only_on_unseen_templates(gsm_split):
     assert len(train_templates) > 30  # drawn from the ~68 training templates, not a handful
 
 
+def test_a_dev_set_is_new_questions_from_the_training_templates_and_changes_nothing_else(gsm_split):
+    train, dev, test = generate_split("gsm_symbolic", 120, 40, seed=7, n_dev=30)
+    assert [e.to_dict() for e in train + test] == [e.to_dict() for e in gsm_split[0] + gsm_split[1]]
+    assert len(dev) == 30 and all(e.id.startswith("gsm_symbolic-7-dev-") for e in dev)
+    assert {e.meta["template"] for e in dev}.isdisjoint({e.meta["template"] for e in test})  # training templates
+    seen = {normalise_question(e.question) for e in train + test}
+    assert not seen & {normalise_question(e.question) for e in dev}
+
+
 def test_template_partition_depends_on_the_seed(gsm_split):
-    _, other_test = generate_split("gsm_symbolic", 0, 40, seed=8)
+    _, _, other_test = generate_split("gsm_symbolic", 0, 40, seed=8)
     assert {e.meta["template"] for e in other_test} != {e.meta["template"] for e in gsm_split[1]}
 
 
 def test_same_template_split_shares_templates_but_no_question():
-    train, test = generate_split("gsm_symbolic", 200, 50, seed=3, split="same-template")
+    train, _, test = generate_split("gsm_symbolic", 200, 50, seed=3, split="same-template")
     assert all(e.meta["split"] == "same-template" for e in train + test)
     assert {e.meta["template"] for e in train} & {e.meta["template"] for e in test}
     assert not {normalise_question(e.question) for e in train} & {normalise_question(e.question) for e in test}
@@ -101,7 +111,7 @@ def test_coin_flip_wording_and_answers_follow_the_kojima_dataset():
 
 
 def test_symbolic_template_split_holds_out_names():
-    train, test = generate_split("coin_flip", 100, 30, seed=1)
+    train, _, test = generate_split("coin_flip", 100, 30, seed=1)
     train_names = {n for e in train for n in e.meta["names"]}
     test_names = {n for e in test for n in e.meta["names"]}
     assert train_names.isdisjoint(test_names)

@@ -10,7 +10,7 @@ import pytest
 
 from cotdistill.errors import UserError
 from cotdistill.rundir import RunDir
-from cotdistill.study import size_plot, variant_configs
+from cotdistill.study import dev_choice, size_plot, variant_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "src" / "cotdistill" / "configs" / "cpu-math.yaml"
@@ -41,15 +41,30 @@ def test_a_study_without_variants_or_with_a_bad_override_is_a_user_error(tmp_pat
         variant_configs(study_config(tmp_path, "    - {name: bad, set: [student.epochz=1]}\n"))
 
 
-def fake_run(root: Path, n_train: int, accuracy: float) -> RunDir:
-    """A finished run as the report reads it: the data stage's count and one evaluation summary."""
+def fake_run(root: Path, n_train: int, accuracy: float, dev: float | None = None) -> RunDir:
+    """A finished run as the report reads it: the data stage's count and evaluation summaries
+    (student-cot on the test split, and on dev when `dev` is given)."""
     run = RunDir(root)
     run.record_stage("data", status="done", n_train=n_train)
-    summary = {"name": "student-cot", "model": "m", "method": "fine-tuned on teacher CoT", "n": 100,
-               "correct": int(100 * accuracy), "accuracy": accuracy, "ci_low": accuracy - 0.05, "ci_high": accuracy + 0.05}
     run.predictions("student-cot").parent.mkdir(parents=True)
-    run.predictions("student-cot").with_suffix(".summary.json").write_text(json.dumps(summary))
+    for name, acc in (("student-cot", accuracy), ("student-cot.dev", dev)):
+        if acc is None:
+            continue
+        summary = {"name": name, "model": "m", "method": "fine-tuned on teacher CoT", "n": 100,
+                   "correct": int(100 * acc), "accuracy": acc, "ci_low": acc - 0.05, "ci_high": acc + 0.05}
+        run.predictions(name).with_suffix(".summary.json").write_text(json.dumps(summary))
     return run
+
+
+def test_each_student_ships_the_variant_best_on_dev_and_is_reported_on_test(tmp_path):
+    from cotdistill.report import Table
+
+    runs = [fake_run(tmp_path / "a", 100, accuracy=0.40, dev=0.30),  # best on test, not on dev
+            fake_run(tmp_path / "b", 100, accuracy=0.25, dev=0.35),
+            fake_run(tmp_path / "c", 100, accuracy=0.20, dev=0.35)]  # tie on dev: the earlier variant
+    table = next(b for b in dev_choice(runs, ["two-epochs", "three-epochs", "four-epochs"]) if isinstance(b, Table))
+    assert table.rows == [["student-cot", "three-epochs", "35.0 (n=100)", "25.0 [20.0–30.0] (n=100)"]]
+    assert dev_choice([fake_run(tmp_path / "d", 100, 0.4)], ["base"]) == []  # no dev figures: nothing to choose on
 
 
 def test_the_size_plot_appears_only_when_variants_differ_in_training_size(tmp_path):

@@ -102,25 +102,28 @@ def data_generate(
     task: str = typer.Argument(..., help="gsm_symbolic | last_letters | coin_flip"),
     n_train: int = typer.Option(..., "--n-train", help="Training problems."),
     n_test: int = typer.Option(..., "--n-test", help="Test problems."),
+    n_dev: int = typer.Option(0, "--n-dev", help="Dev problems (from the training templates), to choose settings on."),
     seed: int = typer.Option(0, "--seed"),
     split: str = typer.Option(
         "template", "--split", help="template: test problems come from templates (or names) never seen "
         "in training; same-template: a random split.",
     ),
-    out: Path = typer.Option(..., "--out", help="Folder: writes train.jsonl and test.jsonl."),
+    out: Path = typer.Option(..., "--out", help="Folder: writes train.jsonl, test.jsonl (and dev.jsonl with --n-dev)."),
     test_fraction: Optional[float] = typer.Option(None, "--test-fraction", help="Share of templates/names held out (default 0.2)."),
     n_words: Optional[int] = typer.Option(None, "--n-words", help="last_letters: words per question (default 4)."),
     n_flips: Optional[int] = typer.Option(None, "--n-flips", help="coin_flip: people per question (default 4)."),
 ) -> None:
-    """Generate a seeded train/test pair offline and write DIR/train.jsonl and DIR/test.jsonl."""
+    """Generate seeded train/test (and dev) sets offline and write DIR/train.jsonl, DIR/test.jsonl."""
     from cotdistill.examples import write_examples
     from cotdistill.generators import generate_split
 
     opts = {k: v for k, v in (("test_fraction", test_fraction), ("n_words", n_words), ("n_flips", n_flips)) if v is not None}
-    train, test = generate_split(task, n_train, n_test, seed, split=split, **opts)
+    train, dev, test = generate_split(task, n_train, n_test, seed, split=split, n_dev=n_dev, **opts)
     write_examples(out / "train.jsonl", train)
     write_examples(out / "test.jsonl", test)
-    print(f"wrote {len(train)} train and {len(test)} test {task} problems ({split} split, seed {seed}) to {out}")
+    if dev:
+        write_examples(out / "dev.jsonl", dev)
+    print(f"wrote {len(train)} train, {len(dev)} dev and {len(test)} test {task} problems ({split} split, seed {seed}) to {out}")
 
 
 @data_app.command("prepare")

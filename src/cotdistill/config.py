@@ -24,10 +24,16 @@ class Section(BaseModel):
 class TestSet(Section):
     """An extra test set: evaluated, never trained on (its questions are removed from training)."""
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
     path: str
     format: str | None = None
     limit: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def not_dev(self) -> "TestSet":
+        if self.name in ("dev", "test"):
+            raise ValueError(f"data.extra_tests: '{self.name}' names the run's own split; give the test set another name")
+        return self
 
 
 class DataConfig(Section):
@@ -128,6 +134,7 @@ class EvaluateConfig(Section):
     teacher: bool = True  # baseline: the teacher's own few-shot accuracy (no hint)
     teacher_limit: int | None = Field(None, ge=1)  # the teacher is the slowest model to score: the first N test questions
     few_shot: int = Field(8, ge=0)
+    dev: bool = True  # also score each fine-tuned student on the dev split (NAME.dev), to choose settings on
 
 
 class Variant(Section):

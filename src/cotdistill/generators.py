@@ -148,13 +148,15 @@ def generate(task: str, n: int, seed: int, **opts: Any) -> list[Example]:
 
 
 def generate_split(
-    task: str, n_train: int, n_test: int, seed: int, split: str = "template", **opts: Any
-) -> tuple[list[Example], list[Example]]:
-    """Train and test sets with no question in common.
+    task: str, n_train: int, n_test: int, seed: int, split: str = "template", n_dev: int = 0, **opts: Any
+) -> tuple[list[Example], list[Example], list[Example]]:
+    """Train, dev and test sets with no question in common.
 
     split="template": templates (gsm_symbolic) or names (last letters, coin flip) are partitioned
     by `seed`; a fraction `test_fraction` of them is used only for the test set.
-    split="same-template": both sets are drawn from the same templates or names.
+    split="same-template": all sets are drawn from the same templates or names.
+    The dev set is drawn last, from the training templates or names (in-distribution), with its own
+    random stream: asking for one changes neither the training nor the test questions.
     """
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; use one of: {', '.join(SPLITS)}")
@@ -172,7 +174,10 @@ def generate_split(
     else:
         both = _draw(task, n_train + n_test, random.Random(f"{task}-{seed}-same"), pool, merged, seen)
         train, test = both[:n_train], both[n_train:]
+        train_pool = pool
+    dev = _draw(task, n_dev, random.Random(f"{task}-{seed}-dev"), train_pool, merged, seen) if n_dev else []
     return (
         _examples(task, train, f"{task}-{seed}-train", meta),
+        _examples(task, dev, f"{task}-{seed}-dev", meta),
         _examples(task, test, f"{task}-{seed}-test", meta),
     )

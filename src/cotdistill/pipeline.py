@@ -166,7 +166,10 @@ def evaluations(config: RunConfig, run: RunDir) -> list[tuple[str, str, dict[str
     # Every model again on each extra test set: NAME.TESTSET, data/tests/TESTSET.jsonl.
     extra = [(f"{name}.{t.name}", spec, {**overrides, "data": run.extra_test(t.name)})
              for t in config.data.extra_tests for name, spec, overrides in models]
-    return models + extra
+    # The fine-tuned students on the dev split too (NAME.dev): the figures settings are chosen on.
+    dev = [(f"{name}.dev", spec, {**overrides, "data": run.dev_data})
+           for name, spec, overrides in models[:len(config.student.modes)]] if e.dev and config.data.n_dev else []
+    return models + extra + dev
 
 
 def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptions":

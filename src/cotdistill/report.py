@@ -156,7 +156,7 @@ def _examples(path: Path) -> dict[str, Example]:
         return {}
 
 
-def _pct(x: float) -> str:
+def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
@@ -176,7 +176,7 @@ def comparison(data: list[RunData]) -> list:
         cells = []
         for d in data:
             e = next((e for e in d.evals if e["name"] == name), None)
-            cells.append(f"{_pct(e['accuracy'])} [{_pct(e['ci_low'])}–{_pct(e['ci_high'])}] (n={e['n']})" if e else "not run")
+            cells.append(f"{pct(e['accuracy'])} [{pct(e['ci_low'])}–{pct(e['ci_high'])}] (n={e['n']})" if e else "not run")
         rows.append([name] + cells)
     return blocks + [Table(["evaluation"] + [d.label for d in data], rows),
                      Para("Accuracy % [95 % Wilson confidence interval] (number of held-out questions).")]
@@ -203,8 +203,8 @@ def results(d: RunData, prefix: str, level: int) -> list:
     if not d.evals:
         return blocks + [Para("evaluate: not run.")]
     rows = [
-        [test_set(e), e["name"], str(e.get("model", "")), str(e.get("method", "")), _pct(e["accuracy"]),
-         f"{_pct(e['ci_low'])}–{_pct(e['ci_high'])}", str(e["n"]), str(e.get("unparsed", "")),
+        [test_set(e), e["name"], str(e.get("model", "")), str(e.get("method", "")), pct(e["accuracy"]),
+         f"{pct(e['ci_low'])}–{pct(e['ci_high'])}", str(e["n"]), str(e.get("unparsed", "")),
          str(e.get("extraction", "")), f"{e['tokens_per_s']:.1f}" if e.get("tokens_per_s") else "–"]
         for e in sorted(d.evals, key=lambda e: test_set(e) != "test")  # the run's own test set first (stable)
     ]

@@ -34,10 +34,9 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
     if cfg.generate:
         from cotdistill.generators import generate_split
 
-        if cfg.n_dev:
-            raise UserError("data.n_dev: generated data has no dev split yet; generate a second run's data to tune on")
-        train, test = generate_split(cfg.generate, cfg.n_train, cfg.n_test, seed=seed, split=cfg.split, **cfg.generate_options)
-        splits = Splits(train=train, dev=[], test=test)
+        train, dev, test = generate_split(cfg.generate, cfg.n_train, cfg.n_test, seed=seed, split=cfg.split,
+                                          n_dev=cfg.n_dev, **cfg.generate_options)
+        splits = Splits(train=train, dev=dev, test=test)
     else:
         splits = _from_files(cfg, seed)
     for t in cfg.extra_tests:

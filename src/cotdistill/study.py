@@ -12,8 +12,9 @@ share the base run's teacher cache, and keep its seed (so its data split: a smal
 subset of the same questions), so a variant only pays the teacher for questions or prompts no run
 has asked yet. The base config itself runs first as variant `base`; its baselines (the prompted
 student and teacher) are scored once there, not again per variant. The study ends with one report
-comparing every variant (accuracy ± 95 % CI per evaluation) and, when variants differ in training
-set size, a plot of accuracy against it.
+comparing every variant (accuracy ± 95 % CI per evaluation), the variant each student would ship
+with when chosen on the dev split (with its test figure, which played no part in the choice) and,
+when variants differ in training set size, a plot of accuracy against it.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def run_study(path: str | Path, overrides: list[str] | None = None) -> Path:
         runs.append(run_pipeline(config))
     base = runs[0]
     md, html = write_report(runs, base.root / "study", labels=[name for name, _ in variants],
-                            extra=size_plot(runs, [name for name, _ in variants]))
+                            extra=dev_choice(runs, [name for name, _ in variants]) + size_plot(runs, [name for name, _ in variants]))
     console.print(f"[bold green]study report:[/bold green] {html.resolve()}\n              {md.resolve()}")
     return html
 
@@ -81,3 +82,27 @@ def size_plot(runs: list[RunDir], names: list[str]) -> list:
             Para("Each point is one variant's test accuracy with its 95 % CI; variants differ in data.n_train "
                  "(the same seed: smaller sets are subsets of the larger ones).")]
 
+
+
+def dev_choice(runs: list[RunDir], names: list[str]) -> list:
+    """For each fine-tuned student, the variant with the best dev accuracy and that variant's test
+    accuracy: settings chosen on dev, reported on test (ties go to the earlier variant)."""
+    from cotdistill.report import Heading, Para, RunData, Table, pct
+
+    best: dict[str, tuple[float, str, dict, dict | None]] = {}
+    for run, name in zip(runs, names):
+        evals = {e["name"]: e for e in RunData.load(run).evals}
+        for dev_name, dev in evals.items():
+            student = dev_name.removesuffix(".dev")
+            if student == dev_name or (student in best and best[student][0] >= dev["accuracy"]):
+                continue
+            best[student] = (dev["accuracy"], name, dev, evals.get(student))
+    if not best:
+        return []
+    rows = [[student, name, f"{pct(dev['accuracy'])} (n={dev['n']})",
+             f"{pct(test['accuracy'])} [{pct(test['ci_low'])}–{pct(test['ci_high'])}] (n={test['n']})" if test else "–"]
+            for student, (_, name, dev, test) in best.items()]
+    return [Heading(2, "Chosen on dev"),
+            Table(["student", "variant chosen", "dev accuracy %", "its test accuracy % [95 % CI]"], rows),
+            Para("Each student's variant is the one with the highest accuracy on the dev split; the test figure "
+                 "beside it is what that choice scores on questions no choice looked at.")]
