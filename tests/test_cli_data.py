@@ -102,7 +102,23 @@ def test_prepare_writes_normalised_jsonl_and_removes_overlap(monkeypatch, capsys
     assert [r["id"] for r in rows] == ["gsm8k-0"]
     assert rows[0]["answer"] == "18" and rows[0]["answer_type"] == "number"
     assert "skipped 1 records: 1 × solution has no '#### N' final answer" in out
-    assert "removed 1 examples whose question also occurs in" in out
+    assert "decontamination: dropped 1 question(s) sharing 8 consecutive words with" in out
+
+
+def test_decontaminate_drops_training_questions_sharing_words_with_any_held_out_file(monkeypatch, capsys, tmp_path):
+    held_out = tmp_path / "bench.jsonl"
+    held_out.write_text(json.dumps({"id": "b-0", "question": "At the fair, Mia baked 24 muffins and sold 3/4 of them "
+                                    "to friends. How many were left?", "answer": "6", "answer_type": "number", "source": "b"}) + "\n")
+    args = ["data", "decontaminate", FIXTURES / "gsm8k_no_marker.jsonl", held_out, "--out", tmp_path / "clean.jsonl",
+            "--dropped", tmp_path / "dropped.jsonl"]
+    code, out, _ = run(monkeypatch, capsys, *args)
+    assert code == 0 and "dropped 1 question(s) sharing 8 consecutive words" in out
+    dropped = [json.loads(line) for line in (tmp_path / "dropped.jsonl").read_text().splitlines()]
+    assert [d["matched_id"] for d in dropped] == ["b-0"] and len(dropped[0]["shared"].split()) == 8
+    kept = (tmp_path / "clean.jsonl").read_text()
+    assert "Mia" not in kept and kept.count("\n") == 1
+    code, out, _ = run(monkeypatch, capsys, *args[:-4], "--out", tmp_path / "loose.jsonl", "--ngram", "40")
+    assert "dropped 0 question(s)" in out and (tmp_path / "loose.jsonl").read_text().count("\n") == 2
 
 
 @pytest.mark.parametrize(

@@ -81,4 +81,23 @@ def test_extra_test_sets_are_never_trained_on(files, tmp_path):
     splits = make_splits(cfg, seed=0)
     assert len(splits.extra_tests["transfer"]) == 2
     assert normalise_question("What is 2 plus 2?") not in questions(splits.train) | questions(splits.dev)
-    assert sum(splits.counts["overlap_removed"].values()) == 1
+    assert splits.counts["decontaminated"] == {"ngram": 8, "test": 0, "dev": 0, "transfer": 1}
+
+
+LONG_TEST = "A farmer has 12 cows and buys 7 more cows at the market on Monday. How many cows now?"
+
+
+def test_a_training_question_sharing_eight_words_with_a_test_question_is_dropped_before_n_train_is_taken(tmp_path):
+    train = [f"Tom has {i} pens and gives {i + 1} away to a friend at school today." for i in range(30)]
+    train[2] = "Yesterday a farmer has 12 cows and buys 7 more cows at the market. What is left?"  # 8 words shared
+    train[3] = "A farmer has 12 goats and buys 7 more goats at a fair. How many goats now?"  # other wording
+    pool = jsonl(tmp_path / "pool.jsonl", train, "p")
+    test = jsonl(tmp_path / "test.jsonl", [LONG_TEST], "t")
+    splits = make_splits(DataConfig(train=pool, test=test, n_train=29), seed=0)
+    assert len(splits.train) == 29  # n_train counts what is trained on, after the drop
+    assert [d["id"] for d in splits.dropped] == ["p2"]
+    shared = splits.dropped[0]["shared"]
+    assert len(shared.split()) == 8 and shared in normalise_question(LONG_TEST) and splits.dropped[0]["held_out"] == "test"
+    assert "p3" in {e.id for e in splits.train}
+    loose = make_splits(DataConfig(train=pool, test=test, decontamination_ngram=14), seed=0)
+    assert not loose.dropped and len(loose.train) == 30

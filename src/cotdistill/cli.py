@@ -126,6 +126,9 @@ def data_generate(
     print(f"wrote {len(train)} train, {len(dev)} dev and {len(test)} test {task} problems ({split} split, seed {seed}) to {out}")
 
 
+NGRAM_OPTION = typer.Option(8, "--ngram", min=1, help="Words in a row shared with a held-out question that make a training question contaminated.")
+
+
 @data_app.command("prepare")
 def data_prepare(
     path: str = typer.Argument(..., help="Dataset file, folder, or Hugging Face hub name."),
@@ -134,25 +137,55 @@ def data_prepare(
     limit: Optional[int] = typer.Option(None, "--limit", help="Keep only the first N examples."),
     split: Optional[str] = SPLIT_OPTION,
     map_items: list[str] = MAP_OPTION,
-    exclude: list[Path] = typer.Option([], "--exclude", help="Drop questions that also occur in this dataset (e.g. the test set); repeatable."),
+    exclude: list[Path] = typer.Option([], "--exclude", help="Decontaminate against this dataset (e.g. the test set); repeatable."),
+    ngram: int = NGRAM_OPTION,
 ) -> None:
     """Write a dataset as normalised jsonl {id, question, answer, answer_type, choices?, source}."""
     from cotdistill.datasets import load_dataset
     from cotdistill.examples import write_examples
-    from cotdistill.overlap import remove_overlap
 
     result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=limit)
-    examples, removed = result.examples, 0
-    for other in exclude:
-        examples, n = remove_overlap(examples, load_dataset(other).examples)
-        removed += n
+    examples = _decontaminate(result.examples, exclude, ngram, None)
     write_examples(out, examples)
     print(f"wrote {len(examples)} examples to {out} (format {result.format})")
     if result.skipped:
         reasons = "; ".join(f"{n} × {r}" for r, n, _ in result.skip_summary())
         print(f"skipped {len(result.skipped)} records: {reasons}  (details: cotdistill data stats {path})")
-    if exclude:
-        print(f"removed {removed} examples whose question also occurs in {', '.join(map(str, exclude))}")
+
+
+@data_app.command("decontaminate")
+def data_decontaminate(
+    path: str = typer.Argument(..., help="Training dataset: file, folder, or hub name."),
+    against: list[Path] = typer.Argument(..., help="Held-out datasets (test sets, benchmarks) in any supported format."),
+    out: Path = typer.Option(..., "--out", help="The training set without contaminated questions (normalised jsonl)."),
+    dropped: Optional[Path] = typer.Option(None, "--dropped", help="Also write each dropped question, what it matched and the shared words (jsonl)."),
+    format: Optional[str] = FORMAT_OPTION,
+    ngram: int = NGRAM_OPTION,
+) -> None:
+    """Drop every training question that shares NGRAM consecutive words (normalised) with a held-out one."""
+    from cotdistill.datasets import load_dataset
+    from cotdistill.examples import write_examples
+
+    examples = load_dataset(path, format=format).examples
+    kept = _decontaminate(examples, against, ngram, dropped)
+    write_examples(out, kept)
+    print(f"wrote {len(kept)} of {len(examples)} examples to {out}")
+
+
+def _decontaminate(examples: list, against: list[Path], ngram: int, dropped_path: Optional[Path]) -> list:
+    """`examples` without those sharing `ngram` words with any file of `against`; says how many went."""
+    from cotdistill.datasets import load_dataset
+    from cotdistill.examples import write_jsonl
+    from cotdistill.overlap import decontaminate
+
+    all_dropped = []
+    for other in against:
+        examples, dropped = decontaminate(examples, load_dataset(str(other)).examples, ngram)
+        all_dropped += [{**d, "held_out": str(other)} for d in dropped]
+        print(f"decontamination: dropped {len(dropped)} question(s) sharing {ngram} consecutive words with {other}")
+    if dropped_path is not None:
+        write_jsonl(dropped_path, all_dropped)
+    return examples
 
 
 # ------------------------------------------------------------------ annotate

@@ -41,8 +41,10 @@ class DataConfig(Section):
 
     `train` is one file or a list of files (each in its authors' format, detected); they are pooled,
     questions that repeat across files are dropped (counted), and, without a `test` file, `n_test`
-    and then `n_dev` questions are drawn from the pool at random (`seed`) and held out. Questions of
-    `test` and `extra_tests` never reach training (normalised-text match, counted). `format`, when
+    and then `n_dev` questions are drawn from the pool at random (`seed`) and held out. Training
+    and dev questions that share `decontamination_ngram` consecutive words (normalised) with a
+    question of `test` or `extra_tests` are dropped (counted, listed in the report), and only then
+    are the first `n_train` of the rest taken. `format`, when
     given, applies to every file; leave it out to detect each file's own."""
 
     generate: str | None = None  # gsm_symbolic | coin_flip | last_letters
@@ -58,6 +60,8 @@ class DataConfig(Section):
     n_train: int | None = Field(None, ge=1)
     n_dev: int = Field(0, ge=0)  # held out to choose settings on (data/dev.jsonl), never the test set
     n_test: int | None = Field(None, ge=1)
+    # A training (or dev) question sharing this many consecutive words with a held-out one is dropped.
+    decontamination_ngram: int = Field(8, ge=1)
     seed: int | None = None  # default: the run's seed, so one `seed` changes everything
 
     @model_validator(mode="after")

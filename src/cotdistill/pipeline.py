@@ -18,7 +18,7 @@ from rich.console import Console
 
 from cotdistill.config import RunConfig, dump_config
 from cotdistill.embedded import stream_sha256
-from cotdistill.examples import write_examples
+from cotdistill.examples import write_examples, write_jsonl
 from cotdistill.memory import PeakMemory
 from cotdistill.rundir import RunDir
 
@@ -83,6 +83,7 @@ def prepare_data(config: RunConfig, run: RunDir) -> dict[str, Any]:
     write_examples(run.train_data, splits.train)
     write_examples(run.dev_data, splits.dev)
     write_examples(run.test_data, splits.test)
+    write_jsonl(run.decontamination, splits.dropped)
     for name, examples in splits.extra_tests.items():
         write_examples(run.extra_test(name), examples)
     extra = "".join(f", {len(v)} {k}" for k, v in splits.extra_tests.items())
@@ -124,7 +125,7 @@ ONE_SAMPLE = "cot-k1"  # a CoT student trained on each question's first teacher 
 def first_samples(run: RunDir) -> Path:
     """distill.jsonl restricted to sample 0 of each question: what one teacher call per question
     would have given. Training on it beside `cot` shows what several samples add (Ho et al. 2023)."""
-    from cotdistill.examples import read_jsonl, write_jsonl
+    from cotdistill.examples import read_jsonl
 
     path = run.root / "distill-k1.jsonl"
     write_jsonl(path, (r for r in read_jsonl(run.distill) if r.get("sample", 0) == 0))
@@ -201,7 +202,7 @@ def _run_stages(config: RunConfig, run: RunDir) -> RunDir:
     dump_config(config, run.config)
     t0 = time.perf_counter()
 
-    data_outputs = [run.train_data, run.dev_data, run.test_data] + [run.extra_test(t.name) for t in config.data.extra_tests]
+    data_outputs = [run.train_data, run.dev_data, run.test_data, run.decontamination] + [run.extra_test(t.name) for t in config.data.extra_tests]
     run_stage(run, "data", fingerprint(config.data.model_dump(), config.data_seed), data_outputs,
               lambda: prepare_data(config, run))
 

@@ -185,6 +185,7 @@ def comparison(data: list[RunData]) -> list:
 def run_section(d: RunData, prefix: str, level: int) -> list:
     blocks: list = [Heading(level, f"Run {d.label}"), Para(f"Directory: {d.run.root}")]
     blocks += results(d, prefix, level + 1)
+    blocks += data_section(d, level + 1)
     blocks += annotation(d, prefix, level + 1)
     blocks += training(d, prefix, level + 1)
     blocks += samples(d, level + 1)
@@ -247,6 +248,25 @@ def paired_table(d: RunData) -> list:
 def test_set(e: dict[str, Any]) -> str:
     """Which test set an evaluation used: 'test' (the run's own) or an extra one (NAME.TESTSET)."""
     return e["name"].split(".", 1)[1] if "." in e["name"] else "test"
+
+
+def data_section(d: RunData, level: int, shown: int = 20) -> list:
+    """Split sizes, what the data stage removed or clamped, and the decontaminated questions."""
+    info = d.stages.get("data")
+    if not info:
+        return []
+    sizes = [f"{info.get(k, 0)} {label}" for k, label in (("n_train", "train"), ("n_dev", "dev"), ("n_test", "test"))]
+    sizes += [f"{n} {name}" for name, n in (info.get("extra_tests") or {}).items()]
+    blocks: list = [Heading(level, "Data"), Para("Questions: " + ", ".join(sizes) + ".")]
+    blocks += [Para(note) for note in info.get("notes", [])]
+    dropped = read_jsonl_tolerant(d.run.decontamination)
+    if dropped:
+        rows = [[r.get("split", ""), r.get("held_out", ""), r.get("question", ""), r.get("matched_question", ""),
+                 r.get("shared", "")] for r in dropped[:shown]]
+        blocks.append(Table(["dropped from", "held-out set", "question", "matched held-out question", "shared words"], rows))
+        if len(dropped) > shown:
+            blocks.append(Para(f"… {len(dropped) - shown} more in {d.run.decontamination}."))
+    return blocks
 
 
 def annotation(d: RunData, prefix: str, level: int) -> list:

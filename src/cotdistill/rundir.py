@@ -65,6 +65,11 @@ class RunDir:
     def test_data(self) -> Path:
         return self.root / "data" / "test.jsonl"
 
+    @property
+    def decontamination(self) -> Path:
+        """Each training or dev question dropped for sharing words with a held-out one."""
+        return self.root / "data" / "decontamination.jsonl"
+
     def extra_test(self, name: str) -> Path:
         return self.root / "data" / "tests" / f"{name}.jsonl"
 

@@ -1,7 +1,7 @@
 """The data stage: train / dev / test (and extra test sets) from the config's `data` section.
 
     train files ─► pool (duplicates across files dropped) ─► shuffle(seed) ─► test | dev | train
-    test file, extra test files ─────────────────────────────────────────────► removed from train
+    test file, extra test files ──────────────► decontaminate train and dev ─► first n_train of train
 
 Every count is checked against the data before anything is written: a split that would leave no
 training questions is an error naming the field, a request for more questions than exist is
@@ -17,7 +17,10 @@ from typing import Any
 from cotdistill.config import DataConfig, TestSet
 from cotdistill.errors import UserError
 from cotdistill.examples import Example
-from cotdistill.overlap import dedupe, remove_overlap
+from cotdistill.overlap import decontaminate, dedupe
+
+
+EXACT = 10**6  # an n no question reaches: whole normalised questions are compared
 
 
 @dataclass
@@ -26,22 +29,31 @@ class Splits:
     dev: list[Example]
     test: list[Example]
     extra_tests: dict[str, list[Example]] = field(default_factory=dict)
+    dropped: list[dict] = field(default_factory=list)  # decontamination: each dropped question, what it matched
     notes: list[str] = field(default_factory=list)  # clamps and removals, said to the user
     counts: dict[str, Any] = field(default_factory=dict)  # for the manifest
 
 
 def make_splits(cfg: DataConfig, seed: int) -> Splits:
+    extra_tests = {t.name: _load_test_set(t) for t in cfg.extra_tests}
     if cfg.generate:
         from cotdistill.generators import generate_split
 
         train, dev, test = generate_split(cfg.generate, cfg.n_train, cfg.n_test, seed=seed, split=cfg.split,
                                           n_dev=cfg.n_dev, **cfg.generate_options)
-        splits = Splits(train=train, dev=dev, test=test)
+        # Generated questions share their template's wording by design (and the generator keeps the
+        # sets apart), so only exact repeats count there: an n-gram rule would drop every question.
+        splits = Splits(train=train, dev=dev, test=test, extra_tests=extra_tests)
+        _decontaminate(splits, EXACT, n_dev=None)
     else:
         splits = _from_files(cfg, seed)
-    for t in cfg.extra_tests:
-        splits.extra_tests[t.name] = _load_test_set(t)
-    _remove_held_out(splits)
+        splits.extra_tests = extra_tests
+        _decontaminate(splits, cfg.decontamination_ngram, n_dev=cfg.n_dev)
+        if cfg.n_train is not None:
+            if cfg.n_train > len(splits.train):
+                splits.notes.append(f"data.n_train: {cfg.n_train} asked, {len(splits.train)} available after the "
+                                    f"held-out splits and decontamination: training on {len(splits.train)}")
+            splits.train = splits.train[: cfg.n_train]
     splits.counts.update(n_train=len(splits.train), n_dev=len(splits.dev), n_test=len(splits.test),
                          extra_tests={k: len(v) for k, v in splits.extra_tests.items()})
     return splits
@@ -87,25 +99,32 @@ def _from_files(cfg: DataConfig, seed: int) -> Splits:
         test, pool = pool[:n_test], pool[n_test:]
     if cfg.n_dev >= len(pool):
         raise UserError(f"data.n_dev ({cfg.n_dev}) leaves no training questions: {len(pool)} remain after the test set")
-    dev, train = pool[: cfg.n_dev], pool[cfg.n_dev:]
-    if cfg.n_train is not None:
-        if cfg.n_train > len(train):
-            notes.append(f"data.n_train: {cfg.n_train} asked, {len(train)} available after the held-out splits: training on {len(train)}")
-        train = train[: cfg.n_train]
-    return Splits(train=train, dev=dev, test=test, notes=notes, counts={"duplicates_across_files": repeated})
+    # dev and train are both cut from `pool` after decontamination (make_splits)
+    return Splits(train=pool, dev=[], test=test, notes=notes, counts={"duplicates_across_files": repeated})
 
 
-def _remove_held_out(splits: Splits) -> None:
-    """No question of any test set or of dev is trained on; none of an extra test set is in dev."""
-    removed = {}
-    held_out = [("test", splits.test), ("dev", splits.dev), *splits.extra_tests.items()]
-    for name, examples in held_out:
-        splits.train, removed[name] = remove_overlap(splits.train, examples)
-        if name != "dev" and splits.dev:
-            splits.dev, n = remove_overlap(splits.dev, examples)
-            removed[name] += n
-        if removed[name]:
-            splits.notes.append(f"removed {removed[name]} training/dev question(s) that also appear in {name}")
+def _decontaminate(splits: Splits, n: int, n_dev: int | None) -> None:
+    """No training or dev question shares an n-word run with a question of any test set, and no
+    training question with one of dev (see overlap.decontaminate); each drop is recorded.
+
+    With `n_dev` given, `splits.train` is still the whole pool: dev is its first `n_dev` questions
+    once the test sets' matches are gone, so dev keeps its size."""
+    removed: dict[str, int] = {}
+
+    def drop(split: str, examples: list[Example], held_out_name: str, held_out: list[Example]) -> list[Example]:
+        kept, dropped = decontaminate(examples, held_out, n)
+        splits.dropped.extend({"split": split, **d, "held_out": held_out_name} for d in dropped)
+        removed[held_out_name] = removed.get(held_out_name, 0) + len(dropped)
+        return kept
+
+    for name, examples in [("test", splits.test), *splits.extra_tests.items()]:
+        splits.train = drop("train", splits.train, name, examples)
+        splits.dev = drop("dev", splits.dev, name, examples)
+    if n_dev is not None:
+        splits.dev, splits.train = splits.train[:n_dev], splits.train[n_dev:]
+    splits.train = drop("train", splits.train, "dev", splits.dev)
+    how = "repeating a question" if n == EXACT else f"sharing {n} consecutive words with a question"
+    splits.notes += [f"decontamination: dropped {k} training/dev question(s) {how} of {name}" for name, k in removed.items() if k]
     if not splits.train:
         raise UserError("no training questions remain after removing those of the test sets")
-    splits.counts["overlap_removed"] = removed
+    splits.counts["decontaminated"] = {"ngram": "exact" if n == EXACT else n, **removed}
