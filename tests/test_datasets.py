@@ -8,7 +8,7 @@ import pytest
 from cotdistill.datasets import FORMATS, detect_format, load_dataset
 from cotdistill.errors import UserError
 from cotdistill.examples import read_examples, write_examples
-from cotdistill.overlap import normalise_question, remove_overlap
+from cotdistill.overlap import decontaminate, normalise_question
 
 from conftest import REPO
 
@@ -74,8 +74,9 @@ def test_a_dataset_folder_and_split_pick_the_file(shared_datasets):
 def test_gsm8k_dev_overlaps_train_completely(shared_datasets):
     train = load_dataset(shared_datasets / "gsm8k/train.jsonl").examples
     dev = load_dataset(shared_datasets / "gsm8k/dev.jsonl").examples
-    kept, removed = remove_overlap(train, dev)
-    assert (len(kept), removed) == (6973, 500)
+    kept, dropped = decontaminate(train, dev, 8)
+    assert {d["matched_id"] for d in dropped} >= {e.id for e in dev}  # every dev question is a training question
+    assert len(kept) + len(dropped) == len(train) and len(dropped) >= 500
 
 
 # ---------------------------------------------------------------- fixtures in the authors' formats
@@ -314,8 +315,8 @@ def test_overlap_ignores_case_punctuation_and_spacing():
     train = load("AddSub.json").examples
     retyped = "KEITH found 70 marbles in the park. He gave Jason some of his marbles. He has 27 marbles left. " \
         "How many marbles did he give to Jason?"
-    kept, removed = remove_overlap(train, [replace(train[0], id="other-1", question=retyped)])
-    assert removed == 1 and [e.id for e in kept] == ["addsub-2"]
+    kept, dropped = decontaminate(train, [replace(train[0], id="other-1", question=retyped)], 8)
+    assert len(dropped) == 1 and [e.id for e in kept] == ["addsub-2"]
 
 
 def test_skip_summary_groups_reasons_that_differ_only_in_quoted_values(tmp_path):

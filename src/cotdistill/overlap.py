@@ -49,14 +49,6 @@ def decontaminate(train: Iterable[Example], held_out: Iterable[Example], n: int)
     return kept, dropped
 
 
-def remove_overlap(train: Iterable[Example], test: Iterable[Example]) -> tuple[list[Example], int]:
-    """The training examples whose question is not in `test`, and how many were removed."""
-    train = list(train)
-    held_out = {normalise_question(e.question) for e in test}
-    kept = [e for e in train if normalise_question(e.question) not in held_out]
-    return kept, len(train) - len(kept)
-
-
 def dedupe(examples: Iterable[Example]) -> tuple[list[Example], int]:
     """The examples with each question once (the first occurrence), and how many repeats were dropped."""
     examples = list(examples)
