@@ -447,6 +447,19 @@ def report(
     print(f"report: {html}\n        {md}")
 
 
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory with a distill.jsonl."),
+    out: Path = typer.Option(..., "--out", help="Folder for the Hugging Face dataset (parquet + README.md card)."),
+) -> None:
+    """The distilled set as a Hugging Face dataset: load it with datasets.load_dataset(OUT)."""
+    from cotdistill.cards import export_dataset
+    from cotdistill.rundir import RunDir
+
+    export_dataset(RunDir(run_dir), out)
+    print(f"dataset: {out} (datasets.load_dataset('{out}'))")
+
+
 # ------------------------------------------------------------------ run / demo
 
 

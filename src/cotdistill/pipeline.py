@@ -48,11 +48,15 @@ def file_digest(path: Path) -> str:
 def model_files(model_dir: Path) -> list[Path]:
     """Every file that makes up a saved model (weights in one file or shards, a LoRA adapter,
     tokenizer, config), so that retraining it in any form makes its evaluation rerun.
-    Checkpoints and lock files are not the model. A hub name or embedded spec has no files here."""
+    Checkpoints, lock files and the model card (written from the evaluations) are not the model.
+    A hub name or embedded spec has no files here."""
+    from cotdistill.cards import CARD
+
     if not model_dir.is_dir():
         return []
     return sorted(p for p in model_dir.rglob("*")
-                  if p.is_file() and "checkpoints" not in p.relative_to(model_dir).parts and not p.name.startswith("."))
+                  if p.is_file() and "checkpoints" not in p.relative_to(model_dir).parts
+                  and not p.name.startswith(".") and p.relative_to(model_dir) != Path(CARD))
 
 
 def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None]) -> None:
@@ -194,6 +198,7 @@ def run_pipeline(config: RunConfig) -> RunDir:
 
 def _run_stages(config: RunConfig, run: RunDir) -> RunDir:
     from cotdistill.annotate import annotate, load_examples
+    from cotdistill.cards import write_model_cards
     from cotdistill.evaluate import evaluate_model
     from cotdistill.report import summary_markdown, write_report
     from cotdistill.teachers import load_teacher
@@ -235,6 +240,7 @@ def _run_stages(config: RunConfig, run: RunDir) -> RunDir:
 
     peaks = [info.get("peak_rss_gib") or 0 for info in run.read_manifest()["stages"].values()]
     run.record_stage("run", seconds=round(time.perf_counter() - t0, 1), peak_rss_gib=max(peaks, default=None))
+    write_model_cards(run, config.student.modes)
     md, html = write_report([run])  # after the run's own row, so the report's timings end with it
     console.print(summary_markdown(run), markup=False, highlight=False)
     console.print(f"[bold green]report:[/bold green] {html.resolve()}\n        {md.resolve()}")
