@@ -23,6 +23,7 @@ from cotdistill.examples import Example, read_examples, read_jsonl_tolerant
 from cotdistill.fileio import read_json_object
 from cotdistill.plots import accuracy_plot, funnel_plot, loss_plot
 from cotdistill.report_blocks import (
+    Browser,
     Code,
     Heading,
     Image,
@@ -284,7 +285,26 @@ def annotation(d: RunData, prefix: str, level: int) -> list:
     if any(facts):
         blocks.append(Para("; ".join(f for f in facts if f) + "."))
     blocks.append(Image(f"{prefix}yield.png", funnel_plot(verdicts, total), "annotation yield funnel"))
-    return blocks
+    return blocks + annotations_browser(d, level + 1)
+
+
+def annotations_browser(d: RunData, level: int) -> list:
+    """Every teacher sample with its verdict, the gold answer and why it was dropped: the data the
+    method lives on, to read before trusting any accuracy (searchable and filterable in HTML)."""
+    annotations = read_jsonl_tolerant(d.run.annotations)
+    if not annotations:
+        return []
+    train = _examples(d.run.train_data)
+    rows = []
+    for a in annotations:
+        e = train.get(a.get("example_id"))
+        rows.append([str(a.get("verdict")), format_question(e.question, e.choices) if e else str(a.get("example_id")),
+                     e.answer if e else "", a.get("text", ""), str(a.get("predicted")), str(a.get("reason") or ""),
+                     f"{a.get('example_id')} #{a.get('sample', 0)}"])
+    return [Heading(level, "Every teacher sample"),
+            Browser(["verdict", "question", "gold", "teacher CoT", "teacher's answer", "why dropped", "id"], rows, 0,
+                    f"{len(rows)} teacher samples with their verdicts: browse, search and filter them in report.html "
+                    f"(open it with #filter=wrong to see the wrong ones), or read {d.run.annotations}.")]
 
 
 def training(d: RunData, prefix: str, level: int) -> list:
