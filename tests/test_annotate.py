@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from cotdistill.annotate import AnnotateOptions, Job, annotate, judge_example, plan, majority, yield_table
+from cotdistill.errors import UserError
 from cotdistill.examples import Example, write_examples
 from cotdistill.prompts import PromptOptions
 from cotdistill.rundir import RunDir
@@ -190,6 +191,55 @@ def test_annotate_writes_files_and_a_yield_table_in_the_manifest(tiny_teacher, t
     assert len(lines(run.distill)) == stage["yield"]["verdicts"]["kept"]["count"]
 
 
+def test_a_dry_run_prints_the_estimate_from_the_first_batch_and_pays_for_nothing_else(tiny_teacher, tmp_path, capsys):
+    run = RunDir(tmp_path / "run")
+    info = annotate(examples(8), tiny_teacher, run, FAST, dry_run=True)
+    estimate = info["estimate"]
+    assert (info["status"], estimate["requests"], estimate["measured_on"], estimate["cached"]) == ("estimated", 8, 3, 0)
+    assert estimate["completion_tokens"] > 0 and estimate["prompt_tokens"] > 0 and estimate["seconds"] > 0
+    assert "teacher estimate: 8 requests (0 cached)" in capsys.readouterr().err
+    assert not run.annotations.exists() and not run.distill.exists()
+    done = annotate(examples(8), tiny_teacher, run, FAST)  # the probe's answers were kept
+    assert (done["teacher_calls"], done["cached"]) == (5, 3)
+    assert done["estimate"]["requests"] == 5  # the estimate always covers what is still to pay
+
+
+def test_a_budget_stops_cleanly_and_the_rerun_pays_only_for_the_rest(tiny_teacher, tmp_path):
+    from cotdistill.budget import Budget, BudgetReached
+
+    reference = RunDir(tmp_path / "reference")
+    annotate(examples(8), tiny_teacher, reference, FAST)
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(BudgetReached, match=r"teacher budget reached \(tokens .*\): 3 of 8 answers are in the cache"):
+        annotate(examples(8), tiny_teacher, run, FAST, budget=Budget(tokens=1))  # reached after the first batch
+    assert run.read_manifest()["stages"]["annotate"]["status"] == "stopped" and not run.distill.exists()
+    info = annotate(examples(8), tiny_teacher, run, FAST)
+    assert (info["teacher_calls"], info["cached"]) == (5, 3)
+    assert run.annotations.read_bytes() == reference.annotations.read_bytes()
+    assert info["prompt_tokens"] > 0 and info["completion_tokens"] > 0
+
+
+@pytest.mark.parametrize("limits, message", [
+    ({"dollars": 3}, "unknown limit dollars; use tokens, usd or minutes"),
+    ({"minutes": "soon"}, "minutes='soon' is not a number"),
+    ({"usd": 0}, "usd must be positive"),
+])
+def test_a_bad_budget_is_a_user_error(limits, message):
+    from cotdistill.budget import Budget
+
+    with pytest.raises(UserError, match=message):
+        Budget.from_dict(limits)
+
+
+def test_the_estimate_scales_the_first_batch_to_every_request():
+    from cotdistill.budget import Spent, extrapolate
+
+    probe = Spent(requests=4, prompt_tokens=400, completion_tokens=200, usd=0.02, seconds=10.0)
+    e = extrapolate(probe, probe_chars=1600, all_chars=8000, requests=20, cached=5)
+    assert (e.prompt_tokens, e.completion_tokens, e.seconds, round(e.usd, 6), e.cached) == (2000, 1000, 50.0, 0.1, 5)
+    assert "≈ 0.8 min, ≈ $0.10" in e.line()
+
+
 def test_rerun_asks_the_teacher_nothing_and_writes_the_same_files(tiny_teacher, tmp_path):
     run = RunDir(tmp_path / "run")
     annotate(examples(4), tiny_teacher, run, FAST)
@@ -272,6 +322,21 @@ def cli(*args: str, **kw) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "cotdistill.cli", "annotate", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_the_command_stops_at_its_budget_with_exit_2_and_the_same_command_continues(tiny_model, tmp_path):
+    data = tmp_path / "data.jsonl"
+    write_examples(data, examples(6))
+    args = ["--data", str(data), "--teacher", f"hf:{tiny_model}", "--teacher-option", "local_files_only=true",
+            "--exemplars", "2", "--max-tokens", "12", "--batch-size", "2", "--quiet", "--out", str(tmp_path / "run")]
+    stopped = cli(*args, "--budget", "tokens=1")
+    _, err = stopped.communicate(timeout=300)
+    assert stopped.returncode == 2 and "teacher budget reached (tokens" in err and "2 of 6 answers are in the cache" in err
+    assert "Traceback" not in err and cache_rows(tmp_path / "run" / "cache.sqlite") == 2
+    done = cli(*args)
+    done.communicate(timeout=300)
+    stage = json.loads((tmp_path / "run" / "manifest.json").read_text())["stages"]["annotate"]
+    assert done.returncode == 0 and (stage["status"], stage["teacher_calls"], stage["cached"]) == ("done", 4, 2)
 
 
 def cache_rows(path: Path) -> int:
@@ -361,3 +426,17 @@ def test_no_gold_with_one_sample_is_refused_before_any_teacher_call(tmp_path):
     write_examples(data, examples(1))
     r = run_cli("--data", str(data), "--teacher", "embedded:no-such-model", "--out", str(tmp_path / "run"), "--no-gold")
     assert r.returncode == 2 and "--samples" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_dry_run_prepares_the_data_estimates_the_teacher_and_trains_nothing(tiny_model, tmp_path):
+    from cotdistill.config import load_config
+    from cotdistill.pipeline import run_pipeline
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"name: dry\nrun_dir: {tmp_path / 'run'}\ndata: {{generate: coin_flip, n_train: 6, n_test: 4}}\n"
+                    f"teacher: {{model: 'hf:{tiny_model}', options: {{local_files_only: true}}, max_tokens: 12, "
+                    "batch_size: 2, n_exemplars: 2}\n")
+    run = run_pipeline(load_config(path, ["quiet=true"]), dry_run=True)
+    stage = run.read_manifest()["stages"]["annotate"]
+    assert stage["status"] == "estimated" and stage["estimate"]["requests"] == 6 and stage["estimate"]["measured_on"] == 2
+    assert run.train_data.exists() and not run.distill.exists() and not (run.root / "students").exists()

@@ -39,7 +39,10 @@ def make_run(root: Path, cot_correct: int = 6, with_answer_only: bool = True) ->
         for i, v in enumerate(verdicts)
     ]
     write_jsonl(run.annotations, annotations)
-    run.record_stage("annotate", status="done", seconds=42.0, teacher="llamacpp:qwen",
+    run.record_stage("annotate", status="done", seconds=42.0, teacher="llamacpp:qwen", teacher_calls=4, teacher_seconds=36.0,
+                     prompt_tokens=800, completion_tokens=48, cost_usd=0.0,
+                     estimate={"requests": 4, "cached": 0, "prompt_tokens": 760, "completion_tokens": 40, "seconds": 30.0,
+                               "usd": 0.0, "measured_on": 2},
                      **{"yield": yield_table(annotations, 4)})
 
     for mode, losses in (("cot", [2.0, 1.2, 0.7]), ("answer-only", [1.5, 0.9, 0.8])):
@@ -121,6 +124,7 @@ def test_the_yield_timings_training_and_config_are_reported(run):
     text = write_report([run])[0].read_text()
     assert "| kept | 2 | 50.0 |" in text and "| leak | 1 | 25.0 |" in text
     assert "teacher: llamacpp:qwen; questions with a kept CoT: 2 of 4." in text
+    assert "| minutes | 0.5 | 0.6 | 1.20 |" in text and "| tokens | 800 | 848 | 1.06 |" in text
     assert "| cot | 30 | – | 0.700 |" in text
     stages = re.findall(r"^\| (data|annotate|train:cot|evaluate:cot) \| done \| ([\d.]+) \|", text, re.MULTILINE)
     assert [s for s, _ in stages] == ["data", "annotate", "train:cot", "evaluate:cot"]

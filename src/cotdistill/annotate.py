@@ -34,6 +34,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from cotdistill.budget import Budget, BudgetReached, Estimate, Spent, extrapolate
 from cotdistill.cache import CompletionCache, Key
 from cotdistill.errors import UserError
 from cotdistill.examples import Example, write_jsonl
@@ -86,10 +87,9 @@ class Job:
 
 @dataclass
 class FetchStats:
-    teacher_calls: int = 0  # requests sent to the teacher by this run
     cached: int = 0  # requests answered from the cache
-    seconds: float = 0.0  # time spent inside teacher.generate
-    completion_tokens: int = 0
+    spent: Spent = field(default_factory=Spent)  # what this run paid the teacher for (requests, tokens, time)
+    estimate: Estimate | None = None  # the whole stage's cost, from the first batch
 
 
 # ---------------------------------------------------------------- data and prompts
@@ -142,16 +142,28 @@ def progress_bar(quiet: bool) -> Progress:
     )
 
 
+def _chars(prompt: Prompt) -> int:
+    return len(prompt) if isinstance(prompt, str) else sum(len(m.get("content", "")) for m in prompt)
+
+
 def fetch(
-    teacher: Teacher, jobs: list[Job], params: SamplingParams, cache: CompletionCache, *, batch_size: int, quiet: bool
+    teacher: Teacher, jobs: list[Job], params: SamplingParams, cache: CompletionCache, *, batch_size: int, quiet: bool,
+    budget: Budget = Budget(), dry_run: bool = False,
 ) -> tuple[dict[tuple[str, int], Completion], FetchStats]:
     """The completion of every job: from the cache, else from the teacher in batches. Each answer
     is committed to the cache the moment the teacher hands it over (`on_done`), not when its
-    batch ends: a run killed mid-batch loses only the answers still being written."""
+    batch ends: a run killed mid-batch loses only the answers still being written.
+
+    After the first batch the whole stage's cost is estimated and printed (budget.py); `dry_run`
+    stops there, and reaching `budget` after any batch raises BudgetReached."""
     keys: list[Key] = [(teacher.name, j.prompt_hash, params, j.sample) for j in jobs]
     found = cache.get_many(keys)
     stats = FetchStats(cached=len(found))
+    spent = stats.spent
     missing = [(j, k) for j, k in zip(jobs, keys) if k not in found]
+    if missing and not quiet:
+        console.print(f"teacher: {len(missing)} requests to send ({len(found)} cached); "
+                      f"the first {min(batch_size, len(missing))} measure its speed")
     with progress_bar(quiet) as bar:
         task = bar.add_task("annotate", total=len(jobs), completed=len(found))
         for start in range(0, len(missing), batch_size):
@@ -163,18 +175,33 @@ def fetch(
                 found[key] = completion
                 if completion.finish_reason != PROMPT_TOO_LONG:  # never asked: nothing to keep
                     cache.put_many([(key, completion)])
-                    stats.teacher_calls += 1
-                    stats.completion_tokens += completion.completion_tokens
+                    spent.requests += 1
+                    spent.prompt_tokens += completion.prompt_tokens
+                    spent.completion_tokens += completion.completion_tokens
+                    spent.usd += completion.cost_usd
                 bar.advance(task, 1)
 
             answers = teacher.generate([Request(j.prompt, params, j.sample) for j, _ in batch], on_done=commit)
-            stats.seconds += time.perf_counter() - t0
+            spent.seconds += time.perf_counter() - t0
             if len(answers) != len(batch) or any(k not in found for _, k in batch):
                 raise RuntimeError(f"{teacher.name} reported {len(answers)} completions for {len(batch)} requests")
+            if start == 0:
+                stats.estimate = extrapolate(spent, sum(_chars(j.prompt) for j, _ in batch),
+                                             sum(_chars(j.prompt) for j, _ in missing), len(missing), stats.cached)
+                console.print(stats.estimate.line())
+                if dry_run:
+                    break
             if not quiet and not console.is_terminal:  # a log file gets a line per batch instead of a bar
-                done, rate = stats.cached + stats.teacher_calls, 60 * stats.teacher_calls / stats.seconds
+                done, rate = stats.cached + spent.requests, 60 * spent.requests / spent.seconds
                 eta = (len(jobs) - done) / rate if rate else float("nan")
                 console.print(f"annotate: {done}/{len(jobs)} samples, {rate:.1f}/min, ETA {eta:.0f} min")
+            reached = budget.reached(spent) if start + batch_size < len(missing) else None
+            if reached:
+                raise BudgetReached(
+                    f"teacher budget reached ({reached}): {stats.cached + spent.requests} of {len(jobs)} answers are "
+                    "in the cache; rerun the same command (with a larger budget, or none) to continue from there")
+    if dry_run:
+        return {}, stats
     return {(j.example.id, j.sample): found[k] for j, k in zip(jobs, keys)}, stats
 
 
@@ -255,9 +282,12 @@ def print_yield(table: dict[str, Any]) -> None:
 
 def annotate(
     examples: list[Example], teacher: Teacher, run: RunDir, options: AnnotateOptions = AnnotateOptions(),
-    cache_path: Path | None = None,
+    cache_path: Path | None = None, budget: Budget = Budget(), dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Annotate and filter `examples` with `teacher` into `run`; returns what the manifest records."""
+    """Annotate and filter `examples` with `teacher` into `run`; returns what the manifest records.
+
+    `dry_run`: stop after the estimate (the first batch's answers are cached) and write nothing but
+    the estimate. `budget`: stop cleanly (BudgetReached) once this call has spent it."""
     options.validate()
     ids = Counter(e.id for e in examples)
     dup = next((i for i, n in ids.items() if n > 1), None)
@@ -273,7 +303,19 @@ def annotate(
     jobs = plan(examples, teacher.chat, options, params)
     run.root.mkdir(parents=True, exist_ok=True)
     with CompletionCache(cache_path or run.cache) as cache:
-        completions, stats = fetch(teacher, jobs, params, cache, batch_size=options.batch_size, quiet=options.quiet)
+        try:
+            completions, stats = fetch(teacher, jobs, params, cache, batch_size=options.batch_size, quiet=options.quiet,
+                                       budget=budget, dry_run=dry_run)
+        except BudgetReached:
+            run.record_stage("annotate", status="stopped", budget=asdict(budget))
+            raise
+    if dry_run:
+        info = {"status": "estimated", "teacher": teacher.name, "estimate": asdict(stats.estimate) if stats.estimate else None,
+                "cached": stats.cached, "requests": len(jobs)}
+        run.record_stage("annotate", **info)
+        if stats.estimate is None:
+            console.print(f"teacher estimate: all {len(jobs)} requests are cached: nothing to pay for")
+        return info
     annotations, distill = [], []
     for i, ex in enumerate(examples):
         a, d = judge_example(ex, jobs[i * options.samples : (i + 1) * options.samples], completions, options)
@@ -286,21 +328,22 @@ def annotate(
         console.print(f"[yellow]{len(too_long)} question(s) do not fit the teacher's context and were not asked "
                       f"(e.g. {', '.join(too_long[:3])}; verdict prompt_too_long); raise its n_ctx to include them[/yellow]")
     table = yield_table(annotations, len(examples))
-    seconds = time.perf_counter() - t0
+    seconds, spent = time.perf_counter() - t0, stats.spent
     info = {
         "status": "done", "teacher": teacher.name, "chat": teacher.chat, "n_examples": len(examples),
         "hint_given": options.prompt.hint and not options.no_gold,
-        "n_distill": len(distill), "yield": table, "teacher_calls": stats.teacher_calls, "cached": stats.cached,
-        "seconds": round(seconds, 1), "teacher_seconds": round(stats.seconds, 1),
-        "completion_tokens": stats.completion_tokens,
-        "samples_per_min": round(60 * stats.teacher_calls / stats.seconds, 2) if stats.seconds else None,
+        "n_distill": len(distill), "yield": table, "teacher_calls": spent.requests, "cached": stats.cached,
+        "seconds": round(seconds, 1), "teacher_seconds": round(spent.seconds, 1),
+        "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens, "cost_usd": round(spent.usd, 6),
+        "samples_per_min": round(60 * spent.requests / spent.seconds, 2) if spent.seconds else None,
+        "estimate": asdict(stats.estimate) if stats.estimate else None,
         "options": _jsonable(asdict(options)), "sampling": params.to_dict(),
     }
     run.record_stage("annotate", **info)
     if not options.quiet:
         print_yield(table)
     console.print(
-        f"teacher calls: {stats.teacher_calls} (cached: {stats.cached}); "
+        f"teacher calls: {spent.requests} (cached: {stats.cached}); "
         f"{len(distill)} CoTs → {run.distill}; {seconds:.0f} s"
     )
     return info
@@ -313,6 +356,7 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 def run_annotate(
     data: str | Path | None, teacher_spec: str, out: str | Path, options: AnnotateOptions = AnnotateOptions(),
     cache_path: Path | None = None, teacher_options: dict[str, Any] | None = None, data_format: str | None = None,
+    budget: Budget = Budget(), dry_run: bool = False,
 ) -> dict[str, Any]:
     """The `annotate` command: load the data (default RUN_DIR/data/train.jsonl) and the teacher."""
     from cotdistill.teachers import load_teacher
@@ -327,8 +371,9 @@ def run_annotate(
     with run.lock():  # before the teacher loads: a busy or unwritable --out fails at once
         teacher = load_teacher(teacher_spec, **(teacher_options or {}))
         try:
-            info = annotate(examples, teacher, run, options, cache_path)
+            info = annotate(examples, teacher, run, options, cache_path, budget=budget, dry_run=dry_run)
         finally:
             teacher.close()
-        run.record_stage("annotate", data=str(data or run.train_data))
+        if not dry_run:
+            run.record_stage("annotate", data=str(data or run.train_data))
     return info

@@ -204,6 +204,12 @@ def _parse_assignments(items: list[str], option: str) -> dict:
     return out
 
 
+DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Print the teacher's estimated requests, tokens, time and "
+                              "cost (measured on its first batch, which is cached) and stop.")
+BUDGET_OPTION = typer.Option([], "--budget", help="Stop cleanly once this run has spent tokens=N, usd=X or minutes=M "
+                             "on the teacher (repeatable); rerun to continue.")
+
+
 @app.command()
 def annotate(
     out: Path = typer.Option(..., "--out", help="Run directory: writes annotations.jsonl, distill.jsonl, cache.sqlite."),
@@ -234,9 +240,12 @@ def annotate(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Teacher cache (default: RUN_DIR/cache.sqlite); share it between runs."),
     teacher_option: list[str] = typer.Option([], "--teacher-option", help="Backend option KEY=VALUE (repeatable), e.g. n_ctx=8192."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
+    dry_run: bool = DRY_RUN_OPTION,
+    budget: list[str] = BUDGET_OPTION,
 ) -> None:
     """Annotate a dataset with teacher CoTs and filter them (resumable: rerun to continue)."""
     from cotdistill.annotate import AnnotateOptions, run_annotate
+    from cotdistill.budget import Budget
     from cotdistill.filters import FilterOptions
     from cotdistill.prompts import PromptOptions
 
@@ -248,7 +257,8 @@ def annotate(
         batch_size=batch_size, no_gold=no_gold, limit=limit, quiet=quiet,
     )
     run_annotate(data, teacher, out, options, cache_path=cache, data_format=data_format,
-                 teacher_options=_parse_assignments(teacher_option, "--teacher-option"))
+                 teacher_options=_parse_assignments(teacher_option, "--teacher-option"),
+                 budget=Budget.from_dict(_parse_assignments(budget, "--budget")), dry_run=dry_run)
 
 
 # ------------------------------------------------------------------ train
@@ -467,12 +477,14 @@ def export(
 def run(
     config: Path = typer.Argument(..., help="The run's YAML config (see configs/)."),
     set_: list[str] = typer.Option([], "--set", help="Override a config field: section.field=value (repeatable)."),
+    dry_run: bool = DRY_RUN_OPTION,
 ) -> None:
-    """All stages in order (data, annotate, train, evaluate, report); each skipped when up to date."""
+    """All stages in order (data, annotate, train, evaluate, report); each skipped when up to date.
+    teacher.budget in the config (tokens, usd, minutes) stops the teacher cleanly; rerun to continue."""
     from cotdistill.config import load_config
     from cotdistill.pipeline import run_pipeline
 
-    run_pipeline(load_config(config, set_))
+    run_pipeline(load_config(config, set_), dry_run=dry_run)
 
 
 @app.command()

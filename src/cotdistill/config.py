@@ -106,6 +106,7 @@ class TeacherConfig(Section):
     api_key_env: str | None = None  # name of the environment variable, never the key itself
     cache: str | None = None  # teacher cache file (default RUN_DIR/cache.sqlite); `study` variants share one
     options: dict[str, Any] = {}
+    budget: dict[str, float] = {}  # tokens / usd / minutes: a clean stop once spent (not part of the fingerprint)
 
 
 class StudentConfig(Section):

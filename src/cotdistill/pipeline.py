@@ -189,15 +189,17 @@ def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptio
 # ------------------------------------------------------------------ the whole run
 
 
-def run_pipeline(config: RunConfig) -> RunDir:
-    """Run every stage of `config` in order; each is skipped when its outputs are up to date."""
+def run_pipeline(config: RunConfig, dry_run: bool = False) -> RunDir:
+    """Run every stage of `config` in order; each is skipped when its outputs are up to date.
+    `dry_run`: the data stage, then the teacher's cost estimate (annotate.annotate), and stop."""
     run = RunDir(config.run_path)
     with run.lock():
-        return _run_stages(config, run)
+        return _run_stages(config, run, dry_run)
 
 
-def _run_stages(config: RunConfig, run: RunDir) -> RunDir:
+def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir:
     from cotdistill.annotate import annotate, load_examples
+    from cotdistill.budget import Budget
     from cotdistill.cards import write_model_cards
     from cotdistill.evaluate import evaluate_model
     from cotdistill.report import summary_markdown, write_report
@@ -215,11 +217,15 @@ def _run_stages(config: RunConfig, run: RunDir) -> RunDir:
         teacher = load_teacher(config.teacher.model, **teacher_options(config))
         try:
             cache = Path(config.teacher.cache) if config.teacher.cache else None
-            return annotate(load_examples(run.train_data), teacher, run, annotate_options(config), cache_path=cache)
+            return annotate(load_examples(run.train_data), teacher, run, annotate_options(config), cache_path=cache,
+                            budget=Budget.from_dict(config.teacher.budget), dry_run=dry_run)
         finally:
             teacher.close()
 
-    run_stage(run, "annotate", fingerprint(config.teacher.model_dump(), config.seed, run.train_data),
+    if dry_run:
+        do_annotate()
+        return run
+    run_stage(run, "annotate", fingerprint(config.teacher.model_dump(exclude={"budget"}), config.seed, run.train_data),
               [run.annotations, run.distill], do_annotate)
 
     for mode in config.student.modes:

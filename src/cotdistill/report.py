@@ -284,8 +284,23 @@ def annotation(d: RunData, prefix: str, level: int) -> list:
              if isinstance(info.get("yield"), dict) and "questions" in info["yield"] else None]
     if any(facts):
         blocks.append(Para("; ".join(f for f in facts if f) + "."))
+    blocks += cost_table(info)
     blocks.append(Image(f"{prefix}yield.png", funnel_plot(verdicts, total), "annotation yield funnel"))
     return blocks + annotations_browser(d, level + 1)
+
+
+def cost_table(info: dict[str, Any]) -> list:
+    """The teacher's cost as estimated from its first batch, beside what it actually took."""
+    est = info.get("estimate")
+    if not isinstance(est, dict):
+        return []
+    actual = [info.get("teacher_calls"), (info.get("prompt_tokens") or 0) + (info.get("completion_tokens") or 0),
+              (info.get("teacher_seconds") or 0) / 60, info.get("cost_usd") or 0.0]
+    estimate = [est["requests"], est["prompt_tokens"] + est["completion_tokens"], est["seconds"] / 60, est["usd"]]
+    rows = [[name, f"{e:,.{digits}f}", f"{a:,.{digits}f}" if a is not None else "–",
+             f"{a / e:.2f}" if a is not None and e else "–"]
+            for name, e, a, digits in zip(("requests", "tokens", "minutes", "USD"), estimate, actual, (0, 0, 1, 2))]
+    return [Table(["teacher cost", f"estimated (first {est['measured_on']} requests)", "actual", "actual / estimate"], rows)]
 
 
 def annotations_browser(d: RunData, level: int) -> list:

@@ -1,0 +1,109 @@
+"""What the teacher will cost before it is paid, and a limit that stops a run cleanly.
+
+Teacher calls are the method's bill: money on a paid API, hours on a CPU. Before annotating,
+cotdistill knows how many requests are missing from the cache and how long their prompts are;
+what it cannot know is the teacher's speed and answer length, so it measures them on the first
+batch (a real batch, cached like every other: nothing is spent twice) and extrapolates:
+
+    requests × (seconds per request, completion tokens per request) of the first batch
+    prompt characters × (prompt tokens per character) of the first batch
+    tokens × the teacher's prices, where it has them (HTTP teachers: price_input_per_m, ...)
+
+A `Budget` (tokens, usd, minutes of this invocation) is checked after every batch; reaching it
+stops the stage with every answer so far in the cache, so the same command continues from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from cotdistill.errors import UserError
+
+
+class BudgetReached(UserError):
+    """The teacher budget was spent: a clean stop, every paid answer is cached."""
+
+
+@dataclass
+class Spent:
+    """What this invocation paid the teacher for."""
+
+    requests: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usd: float = 0.0
+    seconds: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def minutes(self) -> float:
+        return self.seconds / 60
+
+
+@dataclass(frozen=True)
+class Budget:
+    tokens: int | None = None
+    usd: float | None = None
+    minutes: float | None = None
+
+    @classmethod
+    def from_dict(cls, items: dict) -> "Budget":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(items) - names)
+        if unknown:
+            raise UserError(f"budget: unknown limit {', '.join(unknown)}; use tokens, usd or minutes (e.g. minutes=30)")
+        out = {}
+        for k, v in items.items():
+            try:
+                out[k] = float(v) if k != "tokens" else int(v)
+            except (TypeError, ValueError):
+                raise UserError(f"budget: {k}={v!r} is not a number") from None
+            if out[k] <= 0:
+                raise UserError(f"budget: {k} must be positive, got {v}")
+        return cls(**out)
+
+    def reached(self, spent: Spent) -> str | None:
+        """Which limit `spent` has reached, as words, or None."""
+        for name in ("tokens", "usd", "minutes"):
+            limit, used = getattr(self, name), getattr(spent, name)
+            if limit is not None and used >= limit:
+                return f"{name} {used:.4g} of {limit:g}"
+        return None
+
+    def __bool__(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+
+@dataclass
+class Estimate:
+    """The whole stage's teacher cost, extrapolated from the first batch."""
+
+    requests: int  # to send (not in the cache)
+    cached: int
+    prompt_tokens: int
+    completion_tokens: int
+    seconds: float
+    usd: float
+    measured_on: int  # requests the rates were measured on
+
+    def line(self) -> str:
+        cost = f", ≈ ${self.usd:.2f}" if self.usd else ""
+        return (f"teacher estimate: {self.requests} requests ({self.cached} cached), ≈ {self.prompt_tokens:,} prompt + "
+                f"{self.completion_tokens:,} completion tokens, ≈ {self.seconds / 60:.1f} min{cost} "
+                f"(rates measured on the first {self.measured_on} requests)")
+
+
+def extrapolate(probe: Spent, probe_chars: int, all_chars: int, requests: int, cached: int) -> Estimate:
+    """Scale the first batch (`probe`: its usage; `probe_chars`: its prompts' length) to `requests`
+    requests whose prompts total `all_chars` characters."""
+    n = max(probe.requests, 1)
+    per_char = probe.prompt_tokens / probe_chars if probe_chars else 0.0
+    scale = requests / n
+    return Estimate(
+        requests=requests, cached=cached, prompt_tokens=round(per_char * all_chars),
+        completion_tokens=round(probe.completion_tokens * scale), seconds=probe.seconds * scale,
+        usd=probe.usd * scale, measured_on=probe.requests,
+    )
