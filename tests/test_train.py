@@ -308,6 +308,7 @@ def test_causal_student_learns_to_end_with_the_answer_sentence(causal_dir, disti
     curve = json.loads((out / "loss_curve.json").read_text())
     assert [p["step"] for p in curve["train"]] == list(range(1, 201))
     assert [p["step"] for p in curve["eval"]] == [60, 120, 180, 200]  # and once after the last step
+    assert_tensorboard_has_the_loss_curve(out / "tensorboard", steps=200)
 
     model, tok, is_seq2seq = load_student(str(out))
     assert not is_seq2seq
@@ -316,6 +317,19 @@ def test_causal_student_learns_to_end_with_the_answer_sentence(causal_dir, disti
         gen = model.generate(**ids, max_new_tokens=40, do_sample=False)[0, ids["input_ids"].shape[1] :]
         assert gen[-1] == tok.eos_token_id, "generation must stop at the learned EOS"
         assert ANSWER_FORM.search(tok.decode(gen, skip_special_tokens=True).strip())
+
+
+def assert_tensorboard_has_the_loss_curve(logdir: Path, steps: int) -> None:
+    """TensorBoard's own reader finds the training loss at every step (when tensorboard is installed,
+    as the dev extra does)."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [events] = logdir.rglob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events.parent))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("train/loss")] == list(range(1, steps + 1))
+    assert "eval/loss" in acc.Tags()["scalars"]
 
 
 def test_lora_seq2seq_student_is_saved_merged(seq2seq_dir, distill, tmp_path):

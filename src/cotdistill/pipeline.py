@@ -48,14 +48,15 @@ def file_digest(path: Path) -> str:
 def model_files(model_dir: Path) -> list[Path]:
     """Every file that makes up a saved model (weights in one file or shards, a LoRA adapter,
     tokenizer, config), so that retraining it in any form makes its evaluation rerun.
-    Checkpoints, lock files and the model card (written from the evaluations) are not the model.
+    Checkpoints, TensorBoard logs, lock files and the model card (written from the evaluations)
+    are not the model.
     A hub name or embedded spec has no files here."""
     from cotdistill.cards import CARD
 
     if not model_dir.is_dir():
         return []
     return sorted(p for p in model_dir.rglob("*")
-                  if p.is_file() and "checkpoints" not in p.relative_to(model_dir).parts
+                  if p.is_file() and not {"checkpoints", "tensorboard"} & set(p.relative_to(model_dir).parts)
                   and not p.name.startswith(".") and p.relative_to(model_dir) != Path(CARD))
 
 

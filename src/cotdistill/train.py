@@ -9,7 +9,8 @@ FSDP or DeepSpeed configs) work unchanged. What this module adds to a plain Trai
 - bf16 autocast only where it is faster (measured; some CPUs have no bf16 matmul path; never fp16);
 - resume after a crash or kill: rerunning the same command continues from the last complete
   checkpoint (weights, optimizer, scheduler, RNG, data order) and ends with the same model;
-- a stop with a clear message when the loss becomes NaN/inf; loss_curve.json and train_metrics.json.
+- a stop with a clear message when the loss becomes NaN/inf; loss_curve.json and train_metrics.json;
+- TensorBoard event files in <out>/tensorboard when the tensorboard package is installed.
 
 Checkpoints are Trainer's: model weights in safetensors, plus optimizer.pt / scheduler.pt /
 rng_state.pth, which are pickles that this program wrote itself (never data from elsewhere).
@@ -40,7 +41,6 @@ from cotdistill.errors import UserError
 from cotdistill.fileio import write_json_atomic
 from cotdistill.memory import PeakMemory
 
-SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}
 # Fields that do not change the trained model: they may differ between a run and its resumption.
 _NOT_FINGERPRINTED = ("out", "quiet", "restart", "save_steps")
 
@@ -183,6 +183,8 @@ def _metrics(config: TrainConfig, trainer: Any, world_size: int, fingerprint: st
 def _validated(config: TrainConfig) -> TrainConfig:
     """Normalise the mode and reject values a user could mistype, naming the option."""
     config.mode = normalise_mode(config.mode)
+    from cotdistill.trainer import SCHEDULES
+
     if config.schedule not in SCHEDULES:
         raise UserError(f"--schedule {config.schedule!r}: expected one of {', '.join(SCHEDULES)}")
     for name in ("lora_r", "batch_size", "grad_accum", "max_len", "save_steps"):

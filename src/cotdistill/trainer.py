@@ -125,11 +125,26 @@ class StudentTrainer(Trainer):
         self.counts += torch.tensor([real, n_targets, positions - real], dtype=torch.float64)
 
 
+SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}  # ours → transformers'
+
+
+def tensorboard_callbacks(out: Path) -> list:
+    """TensorBoard logging into <out>/tensorboard (rank 0 only), when the package is installed:
+    `tensorboard --logdir runs/` then shows every student's curves side by side."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    callback.logging_dir = str(out / "tensorboard")
+    return [callback]
+
+
 def build_trainer(model: Any, train_set: list[dict], eval_set: list[dict], checkpoints: Path, config: Any,
                   is_seq2seq: bool, bf16: bool, pad_id: int, decoder_start_id: int | None) -> StudentTrainer:
     """A StudentTrainer with cotdistill's defaults: checkpoints, per-step logging, no NaN filtering."""
-    from cotdistill.train import SCHEDULES
-
     args = TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.batch_size,
@@ -168,6 +183,7 @@ def build_trainer(model: Any, train_set: list[dict], eval_set: list[dict], check
         data_collator=Collator(pad_id, decoder_start_id),
         lengths=[example_length(e) for e in train_set],
         is_seq2seq=is_seq2seq,
+        callbacks=tensorboard_callbacks(Path(config.out)),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
