@@ -70,7 +70,8 @@ def make_run(root: Path, cot_correct: int = 6, with_answer_only: bool = True) ->
         summary = {"name": name, "model": "embedded:gemma-3-270m", "spec": f"runs/x/students/{name}", "method": method,
                    "n": 10, "correct": correct, "accuracy": correct / 10, "ci_low": low, "ci_high": high, "unparsed": 0,
                    "truncated": 0, "tokens_generated": 140, "tokens_per_s": 55.5, "seconds": 3.0, "few_shot": 0,
-                   "samples": 1, "temperature": 0.0, "extraction": "strict", "data": str(run.test_data)}
+                   "samples": 1, "temperature": 0.0, "extraction": "strict", "data": str(run.test_data),
+                   "max_new_tokens": 64, "prompt": "the bare question"}
         run.predictions(name).with_suffix(".summary.json").write_text(json.dumps(summary))
         run.record_stage(f"evaluate:{name}", status="done", **summary)
     return run
@@ -89,6 +90,12 @@ def test_the_results_table_shows_accuracy_confidence_interval_and_n(run):
     assert "| answer-only | embedded:gemma-3-270m | fine-tuned on answers only | 20.0 |" in text
     assert text.index("| answer-only |") < text.index("| cot |")  # paper order: baselines before CoT
     assert "60.0" in html.read_text() and md.parent == run.root
+
+
+def test_the_evaluation_protocol_is_stated_per_evaluation(run):
+    text = write_report([run])[0].read_text()
+    assert "| evaluation | shots | prompt | answer read | decoding | max new tokens | questions |" in text
+    assert "| cot | 0 | the bare question | strict: only a final 'The answer is X.' counts | greedy | 64 | 10 of test.jsonl |" in text
 
 
 def test_the_html_is_self_contained_with_figures_as_data_uris(run):

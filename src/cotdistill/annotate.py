@@ -21,30 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    ProgressColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
-from rich.text import Text
 
 from cotdistill.budget import Budget, BudgetReached, Estimate, Spent, extrapolate
 from cotdistill.cache import CompletionCache, Key
 from cotdistill.errors import UserError
 from cotdistill.examples import Example, write_jsonl
 from cotdistill.filters import VERDICTS, FilterOptions, judge
+from cotdistill.progress import console, progress_bar
 from cotdistill.prompts import COMPLETION_STOP, PromptOptions, build_teacher_prompt, prompt_hash, select_exemplars
 from cotdistill.rundir import RunDir
 from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, Prompt, Request, SamplingParams, Teacher
-
-console = Console(stderr=True)
-
 
 @dataclass(frozen=True)
 class AnnotateOptions:
@@ -125,21 +112,6 @@ def plan(examples: list[Example], chat: bool, options: AnnotateOptions, params: 
 
 
 # ---------------------------------------------------------------- asking the teacher
-
-
-class RateColumn(ProgressColumn):
-    """Teacher samples per minute (rich's own speed column shows per second)."""
-
-    def render(self, task) -> Text:
-        return Text(f"{task.speed * 60:.1f}/min" if task.speed else "–/min", style="cyan")
-
-
-def progress_bar(quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, disable=quiet,
-    )
 
 
 def _chars(prompt: Prompt) -> int:

@@ -35,6 +35,7 @@ from cotdistill.errors import UserError
 from cotdistill.examples import Example, read_examples, read_jsonl_tolerant, write_jsonl
 from cotdistill.fileio import read_json_object, write_json_atomic
 from cotdistill.generation import Generation, finish_text
+from cotdistill.progress import progress_bar
 from cotdistill.prompts import (
     COMPLETION_STOP,
     PromptOptions,
@@ -97,6 +98,8 @@ class EvalSummary:
     temperature: float
     extraction: str  # strict | lenient
     data: str
+    max_new_tokens: int | None = None
+    prompt: str = ""  # the prompt format, in words (the report's protocol card)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -223,6 +226,12 @@ class Prompter:
             )
         return build_teacher_prompt(e.question, e.answer_type, self._shots[e.answer_type], chat=self.chat, choices=e.choices)
 
+    def describe(self) -> str:
+        if self.few_shot == 0:
+            return "the bare question, 'Q: <question>\\nA:' (the format it was trained on)"
+        fmt = "chat template, exemplars as turns" if self.chat else "plain text 'Q: ... A: ...' blocks, stop at the next 'Q:'"
+        return f"{self.few_shot} CoT exemplars ({self.exemplars or 'Wei et al.'}), no hint; {fmt}"
+
     @property
     def stop(self) -> tuple[str, ...]:
         # A base model prompted with exemplars goes on to write the next "Q:"; the student stops by itself.
@@ -254,8 +263,6 @@ def judge(e: Example, outputs: list[dict[str, Any]], strict: bool) -> dict[str, 
 
 def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions | None = None) -> EvalSummary:
     """Evaluate `model_spec` on the run's test questions; writes predictions, summary and manifest."""
-    from cotdistill.annotate import progress_bar
-
     options = options or EvalOptions()
     examples, data = _examples(run, name, options)
     t0 = time.perf_counter()
@@ -297,7 +304,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
         model.close()
     rows = [judge(e, [done[(e.id, s)] for s in range(options.samples)], strict) for e in examples]
     summary = _summarise(name, model_spec, tc, few_shot, strict, options, data, rows,
-                         new_tokens, gen_seconds, time.perf_counter() - t0)
+                         new_tokens, gen_seconds, time.perf_counter() - t0, prompter.describe())
     write_jsonl(run.predictions(name), rows)
     write_json_atomic(run.predictions(name).with_suffix(".summary.json"), summary.to_dict())
     run.record_stage(f"evaluate:{name}", status="done", **summary.to_dict())
@@ -334,7 +341,7 @@ def _fingerprint(model_name: str, few_shot: int, o: EvalOptions, data: Path) -> 
 
 
 def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: bool, o: EvalOptions, data: Path,
-               rows: list[dict[str, Any]], new_tokens: int, gen_seconds: float, seconds: float) -> EvalSummary:
+               rows: list[dict[str, Any]], new_tokens: int, gen_seconds: float, seconds: float, prompt: str) -> EvalSummary:
     n, correct = len(rows), sum(r["correct"] for r in rows)
     low, high = wilson_interval(correct, n)
     if o.method:
@@ -353,5 +360,6 @@ def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: 
         tokens_generated=sum(r["tokens"] for r in rows),
         tokens_per_s=round(new_tokens / gen_seconds, 2) if new_tokens and gen_seconds > 0 else None,
         seconds=round(seconds, 1), few_shot=few_shot, samples=o.samples, temperature=o.temperature,
-        extraction="strict" if strict else "lenient", data=str(data),
+        extraction="strict" if strict else "lenient", data=str(data), max_new_tokens=o.max_new_tokens,
+        prompt=prompt,
     )

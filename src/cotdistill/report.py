@@ -215,6 +215,7 @@ def results(d: RunData, prefix: str, level: int) -> list:
     blocks.append(Para("95 % CI: Wilson score interval. Answers read strictly: only a final 'The answer is X.' sentence "
                        "counts; leniently: otherwise the last number or yes/no (prompted baselines)."))
     blocks += paired_table(d)
+    blocks += protocol_card(d)
     blocks.append(Image(f"{prefix}accuracy.png", accuracy_plot(d.evals), "accuracy per evaluation with 95 % CI"))
     return blocks
 
@@ -244,6 +245,20 @@ def paired_table(d: RunData) -> list:
     return [Table(["test set", "model", "against", "paired n", "only model right", "only other right", "McNemar p"], rows),
             Para("Paired comparison on the questions both were asked: the exact McNemar test on the questions where "
                  "exactly one of the two is right (two-sided p).")]
+
+
+def protocol_card(d: RunData) -> list:
+    """How each figure was measured, so it can be compared with other harnesses' numbers: shots,
+    prompt format, answer reading, decoding, token limit, questions."""
+    rows = []
+    for e in d.evals:
+        decoding = "greedy" if not e.get("temperature") else f"T={e['temperature']}, {e.get('samples', 1)} samples, majority vote"
+        reading = ("strict: only a final 'The answer is X.' counts" if e.get("extraction") == "strict"
+                   else "lenient: 'The answer is X.', else the last number / yes-no / option")
+        rows.append([e["name"], str(e.get("few_shot", "–")), e.get("prompt") or "–", reading, decoding,
+                     str(e.get("max_new_tokens") or "–"), f"{e['n']} of {Path(e.get('data', d.run.test_data)).name}"])
+    return [Table(["evaluation", "shots", "prompt", "answer read", "decoding", "max new tokens", "questions"], rows),
+            Para("Evaluation protocol: numbers from harnesses that differ in any column are not comparable.")]
 
 
 def test_set(e: dict[str, Any]) -> str:
