@@ -29,7 +29,7 @@ import torch
 
 from cotdistill.generation import Generation, finish_text, generate_batched
 from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, default_exemplars
-from cotdistill.students import load_student
+from cotdistill.training.students import load_student
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gsm8k" / "train.jsonl"
 
@@ -37,7 +37,7 @@ GSM8K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gsm8k" / 
 def questions(n: int) -> list[str]:
     if GSM8K.is_file():
         return [json.loads(line)["question"] for line in GSM8K.read_text().splitlines()[200 : 200 + n]]
-    from cotdistill.generators import generate
+    from cotdistill.data.generators import generate
 
     return [e.question for e in generate("gsm_symbolic", n, seed=0)]
 

@@ -8,7 +8,7 @@ runs `--warmup` untimed steps then `--steps` timed steps (per-step wall time fro
               (logits for every position), adapters from PEFT's get_peft_model with its defaults.
     baseline+bf16  the same with the one flag a user would add, bf16=True (only where bf16 is the
               faster dtype here, as "auto" decides).
-    ours      cotdistill.trainer: length-grouped batches, output head on target positions only
+    ours      cotdistill.training.student_trainer: length-grouped batches, output head on target positions only
               and fused with the loss a chunk at a time (head_loss.py), bf16 autocast when
               faster on this device ("auto").
     unfused   ours with the head run on all target positions at once and a separate loss: the
@@ -54,11 +54,11 @@ from transformers import (
     set_seed,
 )
 
-from cotdistill.collate import IGNORE, encode_all, read_pairs
+from cotdistill.training.collate import IGNORE, encode_all, read_pairs
 from cotdistill.memory import PeakMemory
-from cotdistill.students import add_lora, load_student
-from cotdistill.train import TrainConfig, choose_bf16
-from cotdistill.trainer import build_trainer
+from cotdistill.training.students import add_lora, load_student
+from cotdistill.training.train import TrainConfig, choose_bf16
+from cotdistill.training.student_trainer import build_trainer
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

@@ -21,7 +21,7 @@ import pytest
 
 from cotdistill.annotate import AnnotateOptions, Job, annotate, judge_example, plan, majority, yield_table
 from cotdistill.errors import UserError
-from cotdistill.examples import Example, write_examples
+from cotdistill.data.records import Example, write_examples
 from cotdistill.prompts import PromptOptions
 from cotdistill.rundir import RunDir
 from cotdistill.teachers.base import Completion, SamplingParams

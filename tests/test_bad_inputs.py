@@ -190,7 +190,7 @@ def test_unusable_paths_and_options_are_one_line_errors(case, tmp_path, capsys, 
 
 
 def test_a_byte_order_mark_and_numeric_answers_are_accepted(tmp_path, capsys, monkeypatch):
-    from cotdistill.collate import read_pairs
+    from cotdistill.training.collate import read_pairs
 
     bom = tmp_path / "bom.jsonl"
     bom.write_bytes(b"\xef\xbb\xbf" + (json.dumps(GOOD) + "\n").encode())

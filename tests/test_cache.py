@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from cotdistill.cache import CompletionCache
+from cotdistill.teachers.cache import CompletionCache
 from cotdistill.errors import UserError
 from cotdistill.teachers.base import Completion, SamplingParams
 
@@ -56,7 +56,7 @@ def test_committed_batch_survives_the_writer_being_killed(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal
-        from cotdistill.cache import CompletionCache
+        from cotdistill.teachers.cache import CompletionCache
         from cotdistill.teachers.base import Completion, SamplingParams
         cache = CompletionCache({str(tmp_path / "c.sqlite")!r})
         cache.put_many([(("t", "h", SamplingParams(), i), Completion(f"answer {{i}}", "stop")) for i in range(3)])

@@ -10,8 +10,8 @@ import sys
 import pytest
 from tiny_lm import build_tiny_causal
 
-from cotdistill.cards import CARD, write_model_cards
-from cotdistill.examples import write_jsonl
+from cotdistill.reporting.cards import CARD, write_model_cards
+from cotdistill.data.records import write_jsonl
 from cotdistill.pipeline import model_files
 from cotdistill.rundir import RunDir
 

@@ -11,10 +11,11 @@ import pytest
 
 from cotdistill.config import load_config
 from cotdistill.errors import UserError
-from cotdistill.examples import read_examples
-from cotdistill.overlap import normalise_question
+from cotdistill.data.records import read_examples
+from cotdistill.data.overlap import normalise_question
 from cotdistill.memory import rss_bytes
-from cotdistill.pipeline import annotate_options, evaluate_options, evaluations, fingerprint, prepare_data, run_stage
+from cotdistill.hashing import fingerprint
+from cotdistill.pipeline import annotate_options, evaluate_options, evaluations, prepare_data, run_stage
 from cotdistill.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from cotdistill.datasets import FORMATS, detect_format, load_dataset
+from cotdistill.data.load import FORMATS, detect_format, load_dataset
 from cotdistill.errors import UserError
-from cotdistill.examples import read_examples, write_examples
-from cotdistill.overlap import decontaminate, normalise_question
+from cotdistill.data.records import read_examples, write_examples
+from cotdistill.data.overlap import decontaminate, normalise_question
 
 from conftest import REPO
 

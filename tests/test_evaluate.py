@@ -15,7 +15,7 @@ from cotdistill import generation
 from cotdistill.answers import answers_match, extract_answer
 from cotdistill.errors import UserError
 from cotdistill.evaluate import EvalOptions, evaluate_model, wilson_interval
-from cotdistill.examples import read_jsonl, write_examples
+from cotdistill.data.records import read_jsonl, write_examples
 from cotdistill.rundir import RunDir
 
 N_TEST = 10

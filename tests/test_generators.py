@@ -7,8 +7,8 @@ import pytest
 
 from cotdistill.answers import extract_answer
 from cotdistill.errors import UserError
-from cotdistill.generators import NAMES, generate, generate_split
-from cotdistill.overlap import normalise_question
+from cotdistill.data.generators import NAMES, generate, generate_split
+from cotdistill.data.overlap import normalise_question
 
 from conftest import REPO
 

@@ -1,6 +1,6 @@
 """The exact McNemar test on paired correctness."""
 
-from cotdistill.paired import compare, mcnemar_exact
+from cotdistill.reporting.paired import compare, mcnemar_exact
 
 
 def test_no_disagreement_is_no_evidence():
@@ -25,7 +25,7 @@ def test_only_questions_both_models_answered_are_paired():
 def test_the_report_compares_each_cot_student_with_its_baselines_on_the_same_questions(tmp_path):
     import json
 
-    from cotdistill.report import write_report
+    from cotdistill.reporting.report import write_report
     from cotdistill.rundir import RunDir
 
     run = RunDir(tmp_path / "run")

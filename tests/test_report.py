@@ -12,10 +12,10 @@ import pytest
 
 from cotdistill.annotate import yield_table
 from cotdistill.evaluate import wilson_interval
-from cotdistill.examples import Example, write_examples, write_jsonl
-from cotdistill.report import write_report
+from cotdistill.data.records import Example, write_examples, write_jsonl
+from cotdistill.reporting.report import write_report
 from cotdistill.rundir import RunDir
-from cotdistill.train import loss_curve
+from cotdistill.training.train import loss_curve
 
 EVIL = "<script>alert('x')</script> | pipe"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_report import make_run
 
-from cotdistill.report import write_report
+from cotdistill.reporting.report import write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 if CHROMIUM is None and os.environ.get("CI"):

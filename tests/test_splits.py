@@ -10,8 +10,8 @@ import pytest
 
 from cotdistill.config import DataConfig, RunConfig
 from cotdistill.errors import UserError
-from cotdistill.overlap import normalise_question
-from cotdistill.splits import make_splits
+from cotdistill.data.overlap import normalise_question
+from cotdistill.data.splits import make_splits
 
 
 def jsonl(path: Path, questions: list[str], prefix: str) -> str:

@@ -20,7 +20,7 @@ import pytest
 import torch
 from tiny_lm import tiny_tokenizer
 
-from cotdistill.collate import (
+from cotdistill.training.collate import (
     IGNORE,
     Collator,
     LengthGroupedSampler,
@@ -31,11 +31,11 @@ from cotdistill.collate import (
     split_eval,
 )
 from cotdistill.errors import UserError
-from cotdistill.examples import write_jsonl
+from cotdistill.data.records import write_jsonl
 from cotdistill.prompts import student_input
-from cotdistill.students import load_student
-from cotdistill.train import TrainConfig, train_student
-from cotdistill.trainer import token_loss, weights_digest
+from cotdistill.training.students import load_student
+from cotdistill.training.train import TrainConfig, train_student
+from cotdistill.training.student_trainer import token_loss, weights_digest
 
 REPO = Path(__file__).resolve().parents[1]
 ANSWER_FORM = re.compile(r"The answer is -?\d+\.$")
@@ -192,8 +192,8 @@ def _loss_and_grads(model, batch, path, head=None):
 def test_every_loss_path_gives_the_models_own_loss_and_gradients(causal_dir, distill, monkeypatch, lora):
     """Head on target positions only, and head + loss fused a chunk at a time (5 rows per chunk here,
     so a batch spans many chunks): same loss and same gradients as logits at every position."""
-    from cotdistill import head_loss
-    from cotdistill.students import add_lora
+    from cotdistill.training import head_loss
+    from cotdistill.training.students import add_lora
 
     model, tok, _ = load_student(str(causal_dir))
     if lora:
@@ -218,7 +218,7 @@ def test_every_loss_path_gives_the_models_own_loss_and_gradients(causal_dir, dis
 
 
 def test_chunked_loss_under_bf16_autocast_matches_the_plain_path(causal_dir, distill):
-    from cotdistill.head_loss import chunkable_head
+    from cotdistill.training.head_loss import chunkable_head
 
     model, tok, _ = load_student(str(causal_dir))
     batch = Collator(tok.pad_token_id)([encode(p, tok, False) for p in read_pairs(distill, "cot")[:4]])
@@ -233,7 +233,7 @@ def test_chunked_loss_under_bf16_autocast_matches_the_plain_path(causal_dir, dis
 def test_bf16_trainer_runs_the_fused_head_in_bf16_like_the_models_own_head(causal_dir, distill, tmp_path):
     """accelerate wraps only model.forward in autocast; the fused loss runs outside it and must see
     the same precision: its loss equals the plain path's (head inside the forward), not fp32's."""
-    from cotdistill.trainer import build_trainer
+    from cotdistill.training.student_trainer import build_trainer
 
     model, tok, _ = load_student(str(causal_dir))
     with torch.no_grad():
@@ -254,8 +254,8 @@ def test_bf16_trainer_runs_the_fused_head_in_bf16_like_the_models_own_head(causa
 
 def test_a_frozen_heads_cached_bf16_copy_follows_edits_of_the_head(causal_dir, distill):
     """LoRA leaves the head frozen, so its bf16 copy is kept between steps, but never stale."""
-    from cotdistill.head_loss import chunkable_head, linear_cross_entropy
-    from cotdistill.students import add_lora
+    from cotdistill.training.head_loss import chunkable_head, linear_cross_entropy
+    from cotdistill.training.students import add_lora
 
     model = add_lora(load_student(str(causal_dir))[0], is_seq2seq=False, r=4)
     head = chunkable_head(model)
@@ -282,7 +282,7 @@ def test_a_frozen_heads_cached_bf16_copy_follows_edits_of_the_head(causal_dir, d
 
 
 def test_the_trainer_takes_the_cheapest_loss_path_the_model_allows(causal_dir, seq2seq_dir):
-    from cotdistill.trainer import loss_path
+    from cotdistill.training.student_trainer import loss_path
 
     causal, _, _ = load_student(str(causal_dir))
     assert loss_path(causal, is_seq2seq=False) == "chunked"
@@ -501,9 +501,9 @@ def test_bf16_auto_follows_the_cpus_bf16_flags_and_times_matmuls_only_where_it_c
     """A timing of small matmuls flipped between runs of the same config; the CPU's flags do not."""
     import platform
 
-    from cotdistill import train
+    from cotdistill.training import train
     from cotdistill.cpu import CpuInfo
-    from cotdistill.train import choose_bf16
+    from cotdistill.training.train import choose_bf16
 
     if torch.cuda.is_available():
         pytest.skip("on CUDA the device's own bf16 support decides")

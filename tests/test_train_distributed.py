@@ -16,10 +16,10 @@ import pytest
 import torch
 from test_train import causal_dir, distill_rows, tokenizer  # noqa: F401  (the tiny student fixtures)
 
-from cotdistill.examples import write_jsonl
-from cotdistill.students import load_student
-from cotdistill.train import TrainConfig, train_student
-from cotdistill.trainer import weights_digest
+from cotdistill.data.records import write_jsonl
+from cotdistill.training.students import load_student
+from cotdistill.training.train import TrainConfig, train_student
+from cotdistill.training.student_trainer import weights_digest
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cotdistill.examples import Example
+from cotdistill.data.records import Example
 from cotdistill.prompts import student_input
 
 

@@ -24,9 +24,9 @@ from typing import Any
 from rich.table import Table
 
 from cotdistill.budget import Budget, BudgetReached, Estimate, Spent, extrapolate
-from cotdistill.cache import CompletionCache, Key
+from cotdistill.teachers.cache import CompletionCache, Key
 from cotdistill.errors import UserError
-from cotdistill.examples import Example, write_jsonl
+from cotdistill.data.records import Example, write_jsonl
 from cotdistill.filters import VERDICTS, FilterOptions, judge
 from cotdistill.progress import console, progress_bar
 from cotdistill.prompts import COMPLETION_STOP, PromptOptions, build_teacher_prompt, prompt_hash, select_exemplars
@@ -84,7 +84,7 @@ class FetchStats:
 
 def load_examples(path: str | Path, format: str | None = None) -> list[Example]:
     """Normalised jsonl or any format the data layer knows; skipped records are reported."""
-    from cotdistill.datasets import load_dataset
+    from cotdistill.data.load import load_dataset
 
     result = load_dataset(path, format=format)
     if result.skipped:

@@ -27,7 +27,7 @@ app.add_typer(data_app, name="data")
 
 # ------------------------------------------------------------------ data
 
-from cotdistill.datasets import format_names  # noqa: E402  (light: no heavy imports)
+from cotdistill.data.load import format_names  # noqa: E402  (light: no heavy imports)
 
 FORMAT_OPTION = typer.Option(None, "--format", "-f", help=f"Dataset format (default: detected). One of: {format_names()}.")
 MAP_OPTION = typer.Option(
@@ -61,7 +61,7 @@ def data_stats(
     from rich.console import Console
     from rich.table import Table
 
-    from cotdistill.datasets import load_dataset
+    from cotdistill.data.load import load_dataset
 
     result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=limit)
     table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False)
@@ -90,7 +90,7 @@ def data_show(
     """Print the first N normalised records as JSON."""
     import json
 
-    from cotdistill.datasets import load_dataset
+    from cotdistill.data.load import load_dataset
 
     result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=n)
     for example in result.examples:
@@ -114,8 +114,8 @@ def data_generate(
     n_flips: Optional[int] = typer.Option(None, "--n-flips", help="coin_flip: people per question (default 4)."),
 ) -> None:
     """Generate seeded train/test (and dev) sets offline and write DIR/train.jsonl, DIR/test.jsonl."""
-    from cotdistill.examples import write_examples
-    from cotdistill.generators import generate_split
+    from cotdistill.data.records import write_examples
+    from cotdistill.data.generators import generate_split
 
     opts = {k: v for k, v in (("test_fraction", test_fraction), ("n_words", n_words), ("n_flips", n_flips)) if v is not None}
     train, dev, test = generate_split(task, n_train, n_test, seed, split=split, n_dev=n_dev, **opts)
@@ -141,8 +141,8 @@ def data_prepare(
     ngram: int = NGRAM_OPTION,
 ) -> None:
     """Write a dataset as normalised jsonl {id, question, answer, answer_type, choices?, source}."""
-    from cotdistill.datasets import load_dataset
-    from cotdistill.examples import write_examples
+    from cotdistill.data.load import load_dataset
+    from cotdistill.data.records import write_examples
 
     result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=limit)
     examples = _decontaminate(result.examples, exclude, ngram, None)
@@ -163,8 +163,8 @@ def data_decontaminate(
     ngram: int = NGRAM_OPTION,
 ) -> None:
     """Drop every training question that shares NGRAM consecutive words (normalised) with a held-out one."""
-    from cotdistill.datasets import load_dataset
-    from cotdistill.examples import write_examples
+    from cotdistill.data.load import load_dataset
+    from cotdistill.data.records import write_examples
 
     examples = load_dataset(path, format=format).examples
     kept = _decontaminate(examples, against, ngram, dropped)
@@ -174,9 +174,9 @@ def data_decontaminate(
 
 def _decontaminate(examples: list, against: list[Path], ngram: int, dropped_path: Optional[Path]) -> list:
     """`examples` without those sharing `ngram` words with any file of `against`; says how many went."""
-    from cotdistill.datasets import load_dataset
-    from cotdistill.examples import write_jsonl
-    from cotdistill.overlap import decontaminate
+    from cotdistill.data.load import load_dataset
+    from cotdistill.data.records import write_jsonl
+    from cotdistill.data.overlap import decontaminate
 
     all_dropped = []
     for other in against:
@@ -303,12 +303,12 @@ def train(
     Data parallel: accelerate launch --multi_gpu --num_processes N -m cotdistill.cli train ...
     or torchrun --nproc_per_node N -m cotdistill.cli train ... (GPUs, or CPUs over gloo).
     """
-    from cotdistill.collate import normalise_mode
+    from cotdistill.training.collate import normalise_mode
 
     mode = normalise_mode(mode)
     if run is None and (data is None or out is None):
         raise UserError("give --run RUN_DIR, or both --data and --out")
-    from cotdistill.train import TrainConfig, train_student
+    from cotdistill.training.train import TrainConfig, train_student
 
     config = TrainConfig(
         student=student, mode=mode, data=data or run / "distill.jsonl", out=out or run / "students" / mode,
@@ -450,7 +450,7 @@ def report(
                                        "directory; with several runs, RUNS_PARENT/comparison)."),
 ) -> None:
     """Write report.md and a self-contained report.html (opens offline) for one or several runs."""
-    from cotdistill.report import write_report
+    from cotdistill.reporting.report import write_report
     from cotdistill.rundir import RunDir
 
     md, html = write_report([RunDir(r) for r in runs], out)
@@ -463,7 +463,7 @@ def export(
     out: Path = typer.Option(..., "--out", help="Folder for the Hugging Face dataset (parquet + README.md card)."),
 ) -> None:
     """The distilled set as a Hugging Face dataset: load it with datasets.load_dataset(OUT)."""
-    from cotdistill.cards import export_dataset
+    from cotdistill.reporting.cards import export_dataset
     from cotdistill.rundir import RunDir
 
     export_dataset(RunDir(run_dir), out)

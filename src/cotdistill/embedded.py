@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cotdistill.errors import UserError
+from cotdistill.hashing import BLOCK, cache_root, stamp, stream_sha256
 
 PREFIX = "embedded:"
-_BLOCK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -126,8 +126,7 @@ def get_model(name: str) -> EmbeddedModel:
 
 def cache_dir() -> Path:
     """Where assembled models live: $COTDISTILL_CACHE/models, default ~/.cache/cotdistill/models."""
-    root = os.environ.get("COTDISTILL_CACHE") or Path.home() / ".cache" / "cotdistill"
-    return Path(root).expanduser() / "models"
+    return cache_root() / "models"
 
 
 def part_paths(model: EmbeddedModel) -> list[Path] | None:
@@ -161,52 +160,18 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".verified.json")
 
 
-def _stamp(path: Path) -> dict:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _sidecar_ok(path: Path, sha256: str) -> bool:
     try:
         recorded = json.loads(_sidecar(path).read_text())
-        return recorded == {**_stamp(path), "sha256": sha256}
+        return recorded == {**stamp(path), "sha256": sha256}
     except (OSError, ValueError):
         return False
 
 
 def _write_sidecar(path: Path, sha256: str) -> None:
-    _sidecar(path).write_text(json.dumps({**_stamp(path), "sha256": sha256}))
-
-
-def stream_sha256(path: Path) -> str:
-    """The sha256 of a file of any size, read in blocks (models, data files)."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(_BLOCK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of any file (e.g. a user's GGUF, for a teacher's cache key), remembered in the
-    cache under its (path, size, mtime) so that loading a large model does not re-hash it."""
-    path = Path(path).resolve()
-    key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
-    record = cache_dir().parent / "hashes" / f"{key}.json"
-    stamp = {"path": str(path), **_stamp(path)}
-    try:
-        recorded = json.loads(record.read_text())
-        if {k: recorded.get(k) for k in stamp} == stamp:
-            return recorded["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
-    sha = stream_sha256(path)
-    try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({**stamp, "sha256": sha}))
-    except OSError:
-        pass  # a read-only cache only costs a re-hash next time
-    return sha
+    _sidecar(path).write_text(json.dumps({**stamp(path), "sha256": sha256}))
 
 
 def model_path(name: str) -> Path:
@@ -248,7 +213,7 @@ def _assemble(model: EmbeddedModel, parts: list[Path], target: Path) -> None:
         with os.fdopen(fd, "wb") as out:
             for part in parts:
                 with part.open("rb") as f:
-                    while block := f.read(_BLOCK):
+                    while block := f.read(BLOCK):
                         h.update(block)
                         out.write(block)
         if h.hexdigest() != model.sha256:

@@ -32,7 +32,7 @@ from typing import Any
 
 from cotdistill.answers import answers_match, extract_answer
 from cotdistill.errors import UserError
-from cotdistill.examples import Example, read_examples, read_jsonl_tolerant, write_jsonl
+from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant, write_jsonl
 from cotdistill.fileio import read_json_object, write_json_atomic
 from cotdistill.generation import Generation, finish_text
 from cotdistill.progress import progress_bar
@@ -122,7 +122,7 @@ def wilson_interval(correct: int, n: int, z: float = Z_95) -> tuple[float, float
 
 
 @dataclass
-class Job:
+class GenerationJob:
     index: int  # which example
     sample: int
     prompt: Prompt
@@ -134,7 +134,7 @@ class HFModel:
     def __init__(self, spec: str, options: EvalOptions):
         import torch
 
-        from cotdistill.students import load_student, resolve
+        from cotdistill.training.students import load_student, resolve
 
         if options.dtype not in ("float32", "bfloat16"):
             raise UserError(f"--dtype {options.dtype}: use float32 or bfloat16")
@@ -148,7 +148,7 @@ class HFModel:
         self.name = f"{spec}@{_weights_identity(Path(source))}"
         self.options = options
 
-    def generate(self, jobs: list[Job], stop: tuple[str, ...], on_batch: Callable[[list[Job], list[Generation]], None]) -> None:
+    def generate(self, jobs: list[GenerationJob], stop: tuple[str, ...], on_batch: Callable[[list[GenerationJob], list[Generation]], None]) -> None:
         from cotdistill.generation import generate_batched
 
         generate_batched(
@@ -173,7 +173,7 @@ class TeacherModel:
         self.name = self.teacher.name
         self.options = options
 
-    def generate(self, jobs: list[Job], stop: tuple[str, ...], on_batch: Callable[[list[Job], list[Generation]], None]) -> None:
+    def generate(self, jobs: list[GenerationJob], stop: tuple[str, ...], on_batch: Callable[[list[GenerationJob], list[Generation]], None]) -> None:
         from cotdistill.teachers.base import Request, SamplingParams
 
         o = self.options
@@ -238,7 +238,7 @@ class Prompter:
         return COMPLETION_STOP if self.few_shot and not self.chat else ()
 
 
-def judge(e: Example, outputs: list[dict[str, Any]], strict: bool) -> dict[str, Any]:
+def score_question(e: Example, outputs: list[dict[str, Any]], strict: bool) -> dict[str, Any]:
     """The prediction row of one question; with several samples, the majority answer wins
     (ties: the answer seen first) and the row shows a sample that gave it."""
     extractions = [extract_answer(o["output"], e.answer_type, e.choices, fallback_last=not strict) for o in outputs]
@@ -278,7 +278,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
         done = {(r["example_id"], r["sample"]): r for r in logged if r.get("fp") == fp}
         if len(done) < len(logged):  # generations of another model or setting: drop them
             write_jsonl(partial, done.values())
-        jobs = [Job(i, s, prompter(e)) for i, e in enumerate(examples) for s in range(options.samples)
+        jobs = [GenerationJob(i, s, prompter(e)) for i, e in enumerate(examples) for s in range(options.samples)
                 if (e.id, s) not in done]
         new_tokens, gen_seconds = 0, 0.0
         partial.parent.mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
             task = bar.add_task(f"evaluate {name}", total=len(examples) * options.samples, completed=len(done))
             t_gen = time.perf_counter()
 
-            def on_batch(batch: list[Job], gens: list[Generation]) -> None:
+            def on_batch(batch: list[GenerationJob], gens: list[Generation]) -> None:
                 nonlocal new_tokens
                 for j, g in zip(batch, gens):
                     row = {"fp": fp, "example_id": examples[j.index].id, "sample": j.sample, "output": g.text,
@@ -302,7 +302,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
             gen_seconds = time.perf_counter() - t_gen
     finally:
         model.close()
-    rows = [judge(e, [done[(e.id, s)] for s in range(options.samples)], strict) for e in examples]
+    rows = [score_question(e, [done[(e.id, s)] for s in range(options.samples)], strict) for e in examples]
     summary = _summarise(name, model_spec, tc, few_shot, strict, options, data, rows,
                          new_tokens, gen_seconds, time.perf_counter() - t0, prompter.describe())
     write_jsonl(run.predictions(name), rows)

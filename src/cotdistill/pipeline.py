@@ -8,8 +8,6 @@ the work in flight: rerun the same command.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -17,32 +15,17 @@ from typing import TYPE_CHECKING, Any, Callable
 from rich.console import Console
 
 from cotdistill.config import RunConfig, dump_config
-from cotdistill.embedded import stream_sha256
-from cotdistill.examples import write_examples, write_jsonl
+from cotdistill.hashing import fingerprint
+from cotdistill.data.records import write_examples, write_jsonl
 from cotdistill.memory import PeakMemory
 from cotdistill.rundir import RunDir
 
 if TYPE_CHECKING:
     from cotdistill.annotate import AnnotateOptions
     from cotdistill.evaluate import EvalOptions
-    from cotdistill.train import TrainConfig
+    from cotdistill.training.train import TrainConfig
 
 console = Console(stderr=True)
-
-
-def fingerprint(*parts: Any) -> str:
-    """Hash of config sections and input files (files by content) deciding if a stage must rerun."""
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, Path):
-            h.update(file_digest(part).encode())
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def file_digest(path: Path) -> str:
-    return stream_sha256(path) if path.exists() else "missing"
 
 
 def model_files(model_dir: Path) -> list[Path]:
@@ -51,7 +34,7 @@ def model_files(model_dir: Path) -> list[Path]:
     Checkpoints, TensorBoard logs, lock files and the model card (written from the evaluations)
     are not the model.
     A hub name or embedded spec has no files here."""
-    from cotdistill.cards import CARD
+    from cotdistill.reporting.cards import CARD
 
     if not model_dir.is_dir():
         return []
@@ -80,7 +63,7 @@ def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable
 
 def prepare_data(config: RunConfig, run: RunDir) -> dict[str, Any]:
     """Write data/train.jsonl, dev.jsonl, test.jsonl and data/tests/NAME.jsonl (see splits.py)."""
-    from cotdistill.splits import make_splits
+    from cotdistill.data.splits import make_splits
 
     splits = make_splits(config.data, config.data_seed)
     for note in splits.notes:
@@ -130,7 +113,7 @@ ONE_SAMPLE = "cot-k1"  # a CoT student trained on each question's first teacher 
 def first_samples(run: RunDir) -> Path:
     """distill.jsonl restricted to sample 0 of each question: what one teacher call per question
     would have given. Training on it beside `cot` shows what several samples add (Ho et al. 2023)."""
-    from cotdistill.examples import read_jsonl
+    from cotdistill.data.records import read_jsonl
 
     path = run.root / "distill-k1.jsonl"
     write_jsonl(path, (r for r in read_jsonl(run.distill) if r.get("sample", 0) == 0))
@@ -138,7 +121,7 @@ def first_samples(run: RunDir) -> Path:
 
 
 def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
-    from cotdistill.train import TrainConfig
+    from cotdistill.training.train import TrainConfig
 
     s = config.student
     data = first_samples(run) if mode == ONE_SAMPLE else run.distill
@@ -201,11 +184,11 @@ def run_pipeline(config: RunConfig, dry_run: bool = False) -> RunDir:
 def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir:
     from cotdistill.annotate import annotate, load_examples
     from cotdistill.budget import Budget
-    from cotdistill.cards import write_model_cards
+    from cotdistill.reporting.cards import write_model_cards
     from cotdistill.evaluate import evaluate_model
-    from cotdistill.report import summary_markdown, write_report
+    from cotdistill.reporting.report import summary_markdown, write_report
     from cotdistill.teachers import load_teacher
-    from cotdistill.train import train_student
+    from cotdistill.training.train import train_student
 
     dump_config(config, run.config)
     t0 = time.perf_counter()

@@ -45,7 +45,7 @@ def variant_configs(path: str | Path, overrides: list[str] | None = None) -> lis
 
 def run_study(path: str | Path, overrides: list[str] | None = None) -> Path:
     from cotdistill.pipeline import run_pipeline
-    from cotdistill.report import write_report
+    from cotdistill.reporting.report import write_report
 
     variants = variant_configs(path, overrides)
     runs = []
@@ -62,8 +62,8 @@ def run_study(path: str | Path, overrides: list[str] | None = None) -> Path:
 def size_plot(runs: list[RunDir], names: list[str]) -> list:
     """Accuracy of each fine-tuned student against the number of training questions, when the
     variants train on different numbers of them (the paper's data-size figure)."""
-    from cotdistill.plots import size_curve_plot
-    from cotdistill.report import Heading, Image, Para, RunData
+    from cotdistill.reporting.plots import size_curve_plot
+    from cotdistill.reporting.report import Heading, Image, Para, RunData
 
     points: dict[str, list[tuple[int, float, float, float]]] = {}
     for run in runs:
@@ -87,7 +87,7 @@ def size_plot(runs: list[RunDir], names: list[str]) -> list:
 def dev_choice(runs: list[RunDir], names: list[str]) -> list:
     """For each fine-tuned student, the variant with the best dev accuracy and that variant's test
     accuracy: settings chosen on dev, reported on test (ties go to the earlier variant)."""
-    from cotdistill.report import Heading, Para, RunData, Table, pct
+    from cotdistill.reporting.report import Heading, Para, RunData, Table, pct
 
     best: dict[str, tuple[float, str, dict, dict | None]] = {}
     for run, name in zip(runs, names):

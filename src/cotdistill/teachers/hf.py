@@ -143,6 +143,6 @@ def _identity(model: str, loaded) -> str:
     files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) if path.is_dir() else []
     if not files:
         return "local"
-    from cotdistill.embedded import file_sha256
+    from cotdistill.hashing import file_sha256
 
     return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()[:12]

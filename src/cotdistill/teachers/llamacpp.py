@@ -55,7 +55,7 @@ class LlamaCppTeacher:
         if parallel < 1:
             raise UserError(f"llama.cpp teacher: parallel must be >= 1, got {parallel}")
         if sha256 is None:
-            from cotdistill.embedded import file_sha256
+            from cotdistill.hashing import file_sha256
 
             sha256 = file_sha256(path)
         self.n_threads = n_threads or physical_cores()

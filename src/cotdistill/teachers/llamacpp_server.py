@@ -28,7 +28,7 @@ def _model_arg(argv: list[str]) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cotdistill.embedded import file_sha256
+    from cotdistill.hashing import file_sha256
     from cotdistill.teachers.llamacpp import import_llama_cpp
     from cotdistill.teachers.llamacpp_load import probe, use_extra_buffers
 

@@ -25,7 +25,7 @@ import torch
 
 from cotdistill import prompts
 from cotdistill.errors import UserError
-from cotdistill.examples import iter_jsonl
+from cotdistill.data.records import iter_jsonl
 
 MODES = ("cot", "answer-only", "multitask")
 IGNORE = -100  # label value the loss ignores (PyTorch's cross_entropy default)

@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 from cotdistill.answers import normalise
 from cotdistill.errors import UserError
-from cotdistill.examples import Example
-from cotdistill.overlap import normalise_question
+from cotdistill.data.records import Example
+from cotdistill.data.overlap import normalise_question
 
 TASKS = ("gsm_symbolic", "last_letters", "coin_flip")
 SPLITS = ("template", "same-template")

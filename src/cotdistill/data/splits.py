@@ -16,8 +16,8 @@ from typing import Any
 
 from cotdistill.config import DataConfig, TestSet
 from cotdistill.errors import UserError
-from cotdistill.examples import Example
-from cotdistill.overlap import decontaminate, dedupe
+from cotdistill.data.records import Example
+from cotdistill.data.overlap import decontaminate, dedupe
 
 
 EXACT = 10**6  # an n no question reaches: whole normalised questions are compared
@@ -37,7 +37,7 @@ class Splits:
 def make_splits(cfg: DataConfig, seed: int) -> Splits:
     extra_tests = {t.name: _load_test_set(t) for t in cfg.extra_tests}
     if cfg.generate:
-        from cotdistill.generators import generate_split
+        from cotdistill.data.generators import generate_split
 
         train, dev, test = generate_split(cfg.generate, cfg.n_train, cfg.n_test, seed=seed, split=cfg.split,
                                           n_dev=cfg.n_dev, **cfg.generate_options)
@@ -60,13 +60,13 @@ def make_splits(cfg: DataConfig, seed: int) -> Splits:
 
 
 def _load(path: str, cfg: DataConfig, split: str | None) -> list[Example]:
-    from cotdistill.datasets import load_dataset
+    from cotdistill.data.load import load_dataset
 
     return load_dataset(path, format=cfg.format, mapping=cfg.mapping, split=split).examples
 
 
 def _load_test_set(t: TestSet) -> list[Example]:
-    from cotdistill.datasets import load_dataset
+    from cotdistill.data.load import load_dataset
 
     examples = load_dataset(t.path, format=t.format, limit=t.limit).examples
     if not examples:

@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterable
 
 from cotdistill.answers import normalise
 from cotdistill.errors import UserError
-from cotdistill.examples import Example
+from cotdistill.data.records import Example
 from cotdistill.fileio import decode_utf8
-from cotdistill.readers import (
+from cotdistill.data.readers import (
     Raw,
     Skip,
     check_mapping,

@@ -40,7 +40,7 @@ def _data_sources(config: dict[str, Any]) -> str:
 
 def _results_table(evals: list[dict[str, Any]], student: str) -> str:
     """This student's rows and the baselines', on every test set they were scored on."""
-    from cotdistill.report import pct, test_set
+    from cotdistill.reporting.report import pct, test_set
 
     shown = {student, "student-answer-only", "student-few-shot", "teacher-few-shot"}
     rows = [e for e in evals if e["name"].partition(".")[0] in shown]
@@ -58,7 +58,7 @@ def model_card(run: RunDir, mode: str) -> str:
     """The README.md of students/MODE, from the run's config, manifest and evaluations."""
     import yaml
 
-    from cotdistill.report import RunData
+    from cotdistill.reporting.report import RunData
 
     d = RunData.load(run)
     config = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.exists() else {}
@@ -151,7 +151,7 @@ def export_dataset(run: RunDir, out: Path, source: Path | None = None) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cotdistill.examples import read_jsonl
+    from cotdistill.data.records import read_jsonl
 
     source = source or run.distill
     rows = [{"id": r.get("id"), "question": r["question"], "rationale": r.get("rationale", ""),

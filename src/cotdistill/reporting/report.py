@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import UserError
-from cotdistill.examples import Example, read_examples, read_jsonl_tolerant
+from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant
 from cotdistill.fileio import read_json_object
-from cotdistill.plots import accuracy_plot, funnel_plot, loss_plot
-from cotdistill.report_blocks import (
+from cotdistill.reporting.plots import accuracy_plot, funnel_plot, loss_plot
+from cotdistill.reporting.blocks import (
     Browser,
     Code,
     Heading,
@@ -225,7 +225,7 @@ BASELINES = ("student-answer-only", "student-few-shot", "student-cot-k1", "teach
 
 def paired_table(d: RunData) -> list:
     """Each fine-tuned CoT student against each baseline on the same questions (exact McNemar)."""
-    from cotdistill.paired import compare
+    from cotdistill.reporting.paired import compare
 
     correct = {e["name"]: {r["example_id"]: bool(r.get("correct")) for r in read_jsonl_tolerant(d.run.predictions(e["name"]))}
                for e in d.evals}

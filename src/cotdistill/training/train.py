@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cotdistill.collate import (
+from cotdistill.training.collate import (
     encode_all,
     example_length,
     normalise_mode,
@@ -98,7 +98,7 @@ def train_student(config: TrainConfig) -> TrainResult:
 
     from transformers import set_seed
 
-    from cotdistill.students import add_lora, load_student
+    from cotdistill.training.students import add_lora, load_student
 
     pairs = read_pairs(config.data, config.mode)
     train_pairs, eval_pairs = split_eval(pairs, config.eval_fraction, config.seed)
@@ -119,7 +119,7 @@ def train_student(config: TrainConfig) -> TrainResult:
     if config.lora:
         model = add_lora(model, is_seq2seq, config.lora_r, dropout=config.lora_dropout)
 
-    from cotdistill.trainer import build_trainer, latest_checkpoint
+    from cotdistill.training.student_trainer import build_trainer, latest_checkpoint
 
     use_bf16, bf16_reason = choose_bf16(config.bf16, state.num_processes)
     trainer = build_trainer(
@@ -148,7 +148,7 @@ def train_student(config: TrainConfig) -> TrainResult:
 def _metrics(config: TrainConfig, trainer: Any, world_size: int, fingerprint: str, resume: Path | None,
              n_eval: int, dropped: int) -> dict[str, Any]:
     """train_metrics.json: this session's time and tokens (all ranks), padding, memory, losses."""
-    from cotdistill.trainer import weights_digest
+    from cotdistill.training.student_trainer import weights_digest
 
     counts = trainer.accelerator.reduce(trainer.counts.to(trainer.accelerator.device), reduction="sum").tolist()
     tokens, targets, padding = counts
@@ -183,7 +183,7 @@ def _metrics(config: TrainConfig, trainer: Any, world_size: int, fingerprint: st
 def _validated(config: TrainConfig) -> TrainConfig:
     """Normalise the mode and reject values a user could mistype, naming the option."""
     config.mode = normalise_mode(config.mode)
-    from cotdistill.trainer import SCHEDULES
+    from cotdistill.training.student_trainer import SCHEDULES
 
     if config.schedule not in SCHEDULES:
         raise UserError(f"--schedule {config.schedule!r}: expected one of {', '.join(SCHEDULES)}")
@@ -296,7 +296,7 @@ def _prepare_output(out: Path, ckpts: Path, fingerprint: str, finished: dict | N
 def _save_final(model: Any, tokenizer: Any, out: Path, config: TrainConfig, metrics: dict,
                 log_history: list[dict], t_start: float) -> None:
     """Write the model files, then the curve, then train_metrics.json last (the completion mark)."""
-    from cotdistill.students import save_student
+    from cotdistill.training.students import save_student
 
     tmp = out / ".final-partial"
     shutil.rmtree(tmp, ignore_errors=True)

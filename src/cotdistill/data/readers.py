@@ -20,7 +20,7 @@ from typing import Any, Iterable, Iterator
 
 from cotdistill.answers import format_number, normalise
 from cotdistill.errors import UserError
-from cotdistill.examples import ANSWER_TYPES, Example, iter_jsonl
+from cotdistill.data.records import ANSWER_TYPES, Example, iter_jsonl
 from cotdistill.fileio import read_text
 
 

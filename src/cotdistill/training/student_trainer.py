@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from cotdistill.collate import IGNORE, Collator, LengthGroupedSampler, example_length
+from cotdistill.training.collate import IGNORE, Collator, LengthGroupedSampler, example_length
 from cotdistill.errors import UserError
-from cotdistill.head_loss import chunkable_head, head_inputs, linear_cross_entropy
+from cotdistill.training.head_loss import chunkable_head, head_inputs, linear_cross_entropy
 
 
 def token_loss(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool, path: str,
