@@ -286,6 +286,7 @@ def test_the_trainer_takes_the_cheapest_loss_path_the_model_allows(causal_dir, s
 
     causal, _, _ = load_student(str(causal_dir))
     assert loss_path(causal, is_seq2seq=False) == "chunked"
+    assert loss_path(causal, is_seq2seq=False, sharded=True) == "targets"  # FSDP / DeepSpeed: no fused head
     causal.config.final_logit_softcapping = 30.0  # applied after the head (gemma-2): the head must run whole
     assert loss_path(causal, is_seq2seq=False) == "targets"
     t5, _, _ = load_student(str(seq2seq_dir))

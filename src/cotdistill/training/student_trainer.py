@@ -20,6 +20,8 @@ import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
+from transformers.utils import logging as hf_logging
+
 from cotdistill.training.collate import IGNORE, Collator, LengthGroupedSampler, example_length
 from cotdistill.errors import UserError
 from cotdistill.training.head_loss import chunkable_head, head_inputs, linear_cross_entropy
@@ -70,11 +72,20 @@ def supports_logits_mask(model: Any) -> bool:
         return False
 
 
-def loss_path(model: Any, is_seq2seq: bool) -> str:
-    """The cheapest `token_loss` path this model supports (see there)."""
+def loss_path(model: Any, is_seq2seq: bool, sharded: bool = False) -> str:
+    """The cheapest `token_loss` path this model supports (see there).
+
+    `sharded` (FSDP, DeepSpeed): the fused head reads head.weight outside the module's forward, and
+    sharded parameters are gathered only inside forward, so it would see a shard. Untested there:
+    the head-on-target-positions path, which runs the head's own forward, is taken instead."""
     if is_seq2seq or not supports_logits_mask(model):
         return "full"
-    return "chunked" if chunkable_head(model) is not None else "targets"
+    if chunkable_head(model) is None:
+        return "targets"
+    if sharded:
+        logger.warning("FSDP/DeepSpeed: the fused chunked head loss is off; the head runs on target positions only")
+        return "targets"
+    return "chunked"
 
 
 class StudentTrainer(Trainer):
@@ -83,7 +94,7 @@ class StudentTrainer(Trainer):
     def __init__(self, *args: Any, lengths: list[int], is_seq2seq: bool, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.lengths, self.is_seq2seq = lengths, is_seq2seq
-        self.loss_path = loss_path(self.model, is_seq2seq)
+        self.loss_path = loss_path(self.model, is_seq2seq, sharded=self.is_fsdp_enabled or self.is_deepspeed_enabled)
         self.head = chunkable_head(self.model)  # found here: under DDP, compute_loss gets the wrapper
         # Our compute_loss divides by the target-token count of the whole accumulated step, so
         # Trainer must pass that count (num_items_in_batch) and not rescale for accumulation.
@@ -125,6 +136,7 @@ class StudentTrainer(Trainer):
         self.counts += torch.tensor([real, n_targets, positions - real], dtype=torch.float64)
 
 
+logger = hf_logging.get_logger("cotdistill")
 SCHEDULES = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}  # ours → transformers'
 
 

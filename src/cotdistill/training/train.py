@@ -1,7 +1,8 @@
 """Fine-tune a student on distill.jsonl (question → CoT + "The answer is X."), resumably.
 
-Built on transformers' Trainer, so multi-process launchers (torchrun; accelerate launch with DDP,
-FSDP or DeepSpeed configs) work unchanged. What this module adds to a plain Trainer, and why:
+Built on transformers' Trainer, so multi-process launchers work: DDP (torchrun, accelerate launch)
+is tested on 2 CPU processes over gloo; FSDP and DeepSpeed configs reach the Trainer unchanged but
+are untested here, and under them the fused chunked head loss is switched off (student_trainer.py). What this module adds to a plain Trainer, and why:
 - loss on target tokens only, normalised per target token across gradient accumulation and ranks;
 - for causal LMs the output head is applied to target positions only (`logits_to_keep` mask): with
   a 262k-token vocabulary the head is most of the model's FLOPs, and prompt positions need no logits;
