@@ -45,7 +45,7 @@ class Code:
 @dataclass
 class Browser:
     """Every row of a table, searchable and filterable by one column in report.html (a small inline
-    script; `#filter=VALUE` in the address opens it filtered). Markdown gets `markdown` instead:
+    script; `#filter=VALUE` in the address opens it filtered, scrolled to it). Markdown gets `markdown` instead:
     thousands of rows would swamp it."""
 
     header: list[str]
@@ -89,8 +89,8 @@ document.querySelectorAll(".browser").forEach(function (box) {
   search.addEventListener("input", apply);
   choice.addEventListener("change", apply);
   var m = /filter=([^&]*)/.exec(location.hash);
-  if (m) { choice.value = decodeURIComponent(m[1]); }
   apply();
+  if (m) { choice.value = decodeURIComponent(m[1]); apply(); box.scrollIntoView(); }
 });
 """
 
