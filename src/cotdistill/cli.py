@@ -28,6 +28,14 @@ app.add_typer(data_app, name="data")
 # ------------------------------------------------------------------ data
 
 from cotdistill.data.load import format_names  # noqa: E402  (light: no heavy imports)
+from cotdistill.config import EvalSettings, FiltersConfig, StudentConfig, TeacherConfig, TrainSettings  # noqa: E402
+
+# The commands' defaults are the config schema's (config.py): one place for each.
+TRAIN = {name: f.default for name, f in TrainSettings.model_fields.items()}
+EVAL = {name: f.default for name, f in EvalSettings.model_fields.items()}
+TEACHER = {name: f.default for name, f in TeacherConfig.model_fields.items()}
+FILTERS = {name: f.default for name, f in FiltersConfig.model_fields.items()}
+STUDENT_DEFAULT = StudentConfig.model_fields["model"].default
 
 FORMAT_OPTION = typer.Option(None, "--format", "-f", help=f"Dataset format (default: detected). One of: {format_names()}.")
 MAP_OPTION = typer.Option(
@@ -216,25 +224,25 @@ def annotate(
     teacher: str = typer.Option(..., "--teacher", help="embedded:NAME | gguf:/path | openai:MODEL@URL | hf:PATH"),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset file (default: RUN_DIR/data/train.jsonl)."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Dataset format (default: detected from the file)."),
-    hint: bool = typer.Option(True, "--hint/--no-hint", help="Give the gold answer before the CoT (the paper's rationalisation)."),
-    zero_shot: bool = typer.Option(False, "--zero-shot", help="No exemplars; 'Let's think step by step.'"),
-    exemplars: int = typer.Option(8, "--exemplars", help="Number of few-shot exemplars."),
+    hint: bool = typer.Option(TEACHER["hint"], "--hint/--no-hint", help="Give the gold answer before the CoT (the paper's rationalisation)."),
+    zero_shot: bool = typer.Option(TEACHER["zero_shot"], "--zero-shot", help="No exemplars; 'Let's think step by step.'"),
+    exemplars: int = typer.Option(TEACHER["n_exemplars"], "--exemplars", help="Number of few-shot exemplars."),
     exemplar_file: Optional[Path] = typer.Option(None, "--exemplar-file", help="JSON list of {question, rationale, answer}, or a text prompt."),
-    samples: int = typer.Option(1, "--samples", help="CoTs per question."),
-    temperature: float = typer.Option(0.0, "--temperature"),
-    top_p: float = typer.Option(1.0, "--top-p"),
-    max_tokens: int = typer.Option(256, "--max-tokens", help="Teacher output limit; longer CoTs are 'truncated'."),
+    samples: int = typer.Option(TEACHER["samples"], "--samples", help="CoTs per question."),
+    temperature: float = typer.Option(TEACHER["temperature"], "--temperature"),
+    top_p: float = typer.Option(TEACHER["top_p"], "--top-p"),
+    max_tokens: int = typer.Option(TEACHER["max_tokens"], "--max-tokens", help="Teacher output limit; longer CoTs are 'truncated'."),
     seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(8, "--batch-size", help="Requests per teacher call (each answer is cached as it arrives)."),
-    no_gold: bool = typer.Option(False, "--no-gold", help="Unlabelled data: the majority answer across samples is the label."),
+    batch_size: int = typer.Option(TEACHER["batch_size"], "--batch-size", help="Requests per teacher call (each answer is cached as it arrives)."),
+    no_gold: bool = typer.Option(TEACHER["no_gold"], "--no-gold", help="Unlabelled data: the majority answer across samples is the label."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Annotate only the first N questions."),
     max_chars: Optional[int] = typer.Option(None, "--max-cot-chars", help="Drop CoTs longer than this ('too_long')."),
-    leak_filter: bool = typer.Option(True, "--leak-filter/--no-leak-filter"),
-    underived_filter: bool = typer.Option(True, "--underived-filter/--no-underived-filter"),
-    step_filter: bool = typer.Option(True, "--step-filter/--no-step-filter",
+    leak_filter: bool = typer.Option(FILTERS["leak"], "--leak-filter/--no-leak-filter"),
+    underived_filter: bool = typer.Option(FILTERS["underived"], "--underived-filter/--no-underived-filter"),
+    step_filter: bool = typer.Option(FILTERS["steps"], "--step-filter/--no-step-filter",
                                      help="Drop CoTs with a false step (arithmetic, coin state, last letter)."),
-    dedupe: bool = typer.Option(True, "--dedupe/--no-dedupe"),
-    dedupe_similarity: float = typer.Option(0.9, "--dedupe-similarity",
+    dedupe: bool = typer.Option(FILTERS["dedupe"], "--dedupe/--no-dedupe"),
+    dedupe_similarity: float = typer.Option(FILTERS["dedupe_similarity"], "--dedupe-similarity",
                                             help="Samples of a question this alike (word-level, 0-1) count as duplicates."),
     max_per_question: Optional[int] = typer.Option(None, "--max-per-question", help="Keep at most N samples per question."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Teacher cache (default: RUN_DIR/cache.sqlite); share it between runs."),
@@ -273,28 +281,28 @@ def _bf16_option(value: str) -> bool | str:
 @app.command()
 def train(
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory: reads RUN/distill.jsonl, writes RUN/students/MODE."),
-    student: str = typer.Option("embedded:gemma-3-270m", "--student", help="Model directory, hub name, or embedded:NAME."),
+    student: str = typer.Option(STUDENT_DEFAULT, "--student", help="Model directory, hub name, or embedded:NAME."),
     mode: str = typer.Option("cot", "--mode", help="cot | answer-only | multitask (rationale and answer as two tasks)."),
     data: Optional[Path] = typer.Option(None, "--data", help="distill.jsonl to train on (default: RUN/distill.jsonl)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN/students/MODE)."),
-    lora: bool = typer.Option(True, "--lora/--full", help="LoRA adapters (default) or full fine-tuning."),
-    lora_r: int = typer.Option(16, "--lora-r", help="LoRA rank."),
-    lora_dropout: float = typer.Option(0.0, "--lora-dropout", help="Dropout on the LoRA adapters' input (0.05 is "
-                                       "common; it costs ~20 % of a step on a CPU)."),
-    merge: bool = typer.Option(True, "--merge/--no-merge", help="Save LoRA merged into the model (default) or the adapter alone."),
-    epochs: float = typer.Option(3.0, "--epochs"),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps (overrides --epochs)."),
-    lr: float = typer.Option(2e-4, "--lr", help="Peak learning rate (2e-4 suits LoRA; try 2e-5 for --full)."),
-    batch_size: int = typer.Option(8, "--batch-size", help="Examples per micro-batch and process (memory grows with it)."),
-    grad_accum: int = typer.Option(1, "--grad-accum", help="Micro-batches per optimizer step: --batch-size 4 --grad-accum 2 "
-                                   "trains like --batch-size 8 in about half the memory."),
-    max_len: int = typer.Option(384, "--max-len", help="Longer examples are dropped (counted), not cut."),
-    schedule: str = typer.Option("cosine", "--schedule", help="cosine | linear | constant, after a linear warm-up."),
-    warmup: float = typer.Option(0.05, "--warmup", help="Warm-up: a fraction of the steps (< 1) or a number of steps."),
-    bf16: str = typer.Option("auto", "--bf16", help="auto (bf16 autocast where it is faster here) | true | false."),
+    lora: bool = typer.Option(TRAIN["lora"], "--lora/--full", help="LoRA adapters (default) or full fine-tuning."),
+    lora_r: int = typer.Option(TRAIN["lora_r"], "--lora-r", help="LoRA rank."),
+    lora_dropout: float = typer.Option(TRAIN["lora_dropout"], "--lora-dropout", help="Dropout on the LoRA adapters' input "
+                                       "(0.05 is common; it costs CPU time: docs/benchmarks.md)."),
+    merge: bool = typer.Option(TRAIN["merge_lora"], "--merge/--no-merge", help="Save LoRA merged into the model (default) or the adapter alone."),
+    epochs: float = typer.Option(TRAIN["epochs"], "--epochs"),
+    max_steps: Optional[int] = typer.Option(TRAIN["max_steps"], "--max-steps", help="Stop after N optimizer steps (overrides --epochs)."),
+    lr: float = typer.Option(TRAIN["lr"], "--lr", help="Peak learning rate (2e-4 suits LoRA; try 2e-5 for --full)."),
+    batch_size: int = typer.Option(TRAIN["batch_size"], "--batch-size", help="Examples per micro-batch and process (memory grows with it)."),
+    grad_accum: int = typer.Option(TRAIN["grad_accum"], "--grad-accum", help="Micro-batches per optimizer step: --batch-size 4 "
+                                   "--grad-accum 2 trains like --batch-size 8 in about half the memory."),
+    max_len: int = typer.Option(TRAIN["max_len"], "--max-len", help="Longer examples are dropped (counted), not cut."),
+    schedule: str = typer.Option(TRAIN["schedule"], "--schedule", help="cosine | linear | constant, after a linear warm-up."),
+    warmup: float = typer.Option(TRAIN["warmup"], "--warmup", help="Warm-up: a fraction of the steps (< 1) or a number of steps."),
+    bf16: str = typer.Option(str(TRAIN["bf16"]), "--bf16", help="auto (bf16 autocast where it is faster here) | true | false."),
     seed: int = typer.Option(0, "--seed"),
-    save_steps: int = typer.Option(50, "--save-steps", help="Checkpoint (and eval) every N steps; rerun the command to resume."),
-    eval_fraction: float = typer.Option(0.05, "--eval-fraction", help="Questions held out for the eval loss."),
+    save_steps: int = typer.Option(TRAIN["save_steps"], "--save-steps", help="Checkpoint (and eval) every N steps; rerun the command to resume."),
+    eval_fraction: float = typer.Option(TRAIN["eval_fraction"], "--eval-fraction", help="Questions held out for the eval loss."),
     restart: bool = typer.Option(False, "--restart", help="Discard checkpoints or a model of another configuration in --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -310,7 +318,7 @@ def train(
         raise UserError("give --run RUN_DIR, or both --data and --out")
     from cotdistill.training.train import TrainConfig, train_student
 
-    config = TrainConfig(
+    config = TrainConfig.from_options(
         student=student, mode=mode, data=data or run / "distill.jsonl", out=out or run / "students" / mode,
         lora=lora, lora_r=lora_r, lora_dropout=lora_dropout, merge_lora=merge, epochs=epochs, max_steps=max_steps, lr=lr,
         batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, schedule=schedule, warmup=warmup,
@@ -407,12 +415,12 @@ def evaluate(
     few_shot: Optional[int] = typer.Option(None, "--few-shot", help="Exemplars in the prompt (no hint). Default: 0 for "
                                            "students fine-tuned here (bare question), 8 for other models."),
     exemplars: Optional[Path] = typer.Option(None, "--exemplar-file", help="Exemplars for --few-shot (default: the project's)."),
-    samples: int = typer.Option(1, "--samples", help="Self-consistency: majority vote over K samples (needs --temperature)."),
-    temperature: float = typer.Option(0.0, "--temperature", help="0: greedy."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Sequences generated together."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+    samples: int = typer.Option(EVAL["samples"], "--samples", help="Self-consistency: majority vote over K samples (needs --temperature)."),
+    temperature: float = typer.Option(EVAL["temperature"], "--temperature", help="0: greedy."),
+    batch_size: int = typer.Option(EVAL["batch_size"], "--batch-size", help="Sequences generated together."),
+    max_new_tokens: int = typer.Option(EVAL["max_new_tokens"], "--max-new-tokens"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
-    dtype: str = typer.Option("float32", "--dtype", help="transformers models: float32 | bfloat16 (half the memory; "
+    dtype: str = typer.Option(EVAL["dtype"], "--dtype", help="transformers models: float32 | bfloat16 (half the memory; "
                               "2.6x faster on CPUs with AVX512-BF16/AMX, slower on others; greedy outputs may differ)."),
     seed: int = typer.Option(0, "--seed"),
     strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help="Only a 'The answer is X.' sentence counts "
@@ -425,7 +433,7 @@ def evaluate(
     from cotdistill.evaluate import EvalOptions, evaluate_model
     from cotdistill.rundir import RunDir
 
-    options = EvalOptions(
+    options = EvalOptions.from_options(
         data=data, few_shot=few_shot, exemplars=exemplars, samples=samples, temperature=temperature,
         batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, dtype=dtype, seed=seed, strict=strict,
         method=method, teacher_options=_parse_assignments(teacher_option, "--teacher-option"), quiet=quiet,

@@ -99,6 +99,7 @@ class TeacherConfig(Section):
     exemplars: str | None = None
     samples: int = Field(1, ge=1)
     temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(256, ge=1)
     batch_size: int = Field(8, ge=1)
     no_gold: bool = False
@@ -109,32 +110,49 @@ class TeacherConfig(Section):
     budget: dict[str, float] = {}  # tokens / usd / minutes: a clean stop once spent (not part of the fingerprint)
 
 
-class StudentConfig(Section):
-    model: str = "embedded:gemma-3-270m"
-    # cot-k1: a cot student on each question's first teacher sample only (the baseline for teacher.samples > 1)
-    modes: list[Literal["cot", "cot-k1", "answer-only", "multitask"]] = ["cot", "answer-only"]
+class TrainSettings(Section):
+    """How a student is fine-tuned: the one definition of these options, their bounds and defaults.
+    The config's `student` section, `cotdistill train`'s options and training.train.TrainConfig
+    are all this class (plus what each adds)."""
+
     lora: bool = True
     lora_r: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)  # PEFT's and torchtune's default; 0.05 costs CPU time (bench/)
+    merge_lora: bool = True  # save the merged model (loadable anywhere) rather than the adapter
     epochs: float = Field(3.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
     lr: float = Field(2e-4, gt=0)
     batch_size: int = Field(8, ge=1)
     grad_accum: int = Field(1, ge=1)
-    max_len: int = Field(384, ge=8)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    warmup: float = Field(0.05, ge=0)
-    bf16: bool | Literal["auto"] = "auto"
+    max_len: int = Field(384, ge=8)  # longer examples are dropped (and counted), never cut before their answer
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # all after a linear warm-up
+    warmup: float = Field(0.05, ge=0)  # < 1: a fraction of the steps; >= 1: a number of steps
+    bf16: bool | Literal["auto"] = "auto"  # "auto": bf16 autocast where this CPU/GPU computes bf16 faster
     save_steps: int = Field(50, ge=1)
     eval_fraction: float = Field(0.05, ge=0, lt=1)
 
 
-class EvaluateConfig(Section):
+class StudentConfig(TrainSettings):
+    model: str = "embedded:gemma-3-270m"
+    # cot-k1: a cot student on each question's first teacher sample only (the baseline for teacher.samples > 1)
+    modes: list[Literal["cot", "cot-k1", "answer-only", "multitask"]] = ["cot", "answer-only"]
+
+
+class EvalSettings(Section):
+    """How a model is scored: the one definition of these options and defaults, shared by the
+    config's `evaluate` section, `cotdistill evaluate`'s options and evaluate.EvalOptions."""
+
     batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(192, ge=1)
+    max_new_tokens: int = Field(256, ge=1)
     limit: int | None = Field(None, ge=1)
-    samples: int = Field(1, ge=1)
+    samples: int = Field(1, ge=1)  # > 1: self-consistency vote over this many samples
     temperature: float = Field(0.0, ge=0)
+    # transformers models: float32 (the reference numerics) | bfloat16 (faster only where the CPU or
+    # GPU has a bf16 path; greedy outputs can differ: docs/benchmarks.md)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class EvaluateConfig(EvalSettings):
     few_shot_student: bool = True  # baseline: the student before fine-tuning, few-shot CoT prompted
     teacher: bool = True  # baseline: the teacher's own few-shot accuracy (no hint)
     teacher_limit: int | None = Field(None, ge=1)  # the teacher is the slowest model to score: the first N test questions
@@ -203,10 +221,20 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
+        raise validation_error(e, f"{path}: ", ".") from None
+
+
+def validation_error(e: ValidationError, prefix: str, style: str) -> UserError:
+    """pydantic's first complaint as one line naming the field: `a.b` (style ".") for configs,
+    `--a-b` (style "--") for command-line options."""
+    err = e.errors()[0]
+    if style == "--":
+        where = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "(options)"
+    else:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-        raise UserError(f"{path}: {where}: {err['msg']}{more}") from None
+    more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
+    got = f", got {err['input']!r}" if err.get("input") is not None and not isinstance(err["input"], dict) else ""
+    return UserError(f"{prefix}{where}: {err['msg']}{got}{more}")
 
 
 def dump_config(config: RunConfig, path: Path) -> None:

@@ -26,11 +26,14 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import Field, ValidationError
+
 from cotdistill.answers import answers_match, extract_answer
+from cotdistill.config import EvalSettings, validation_error
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant, write_jsonl
 from cotdistill.fileio import read_json_object, write_json_atomic
@@ -56,25 +59,25 @@ FINE_TUNED_METHODS = {
 }
 
 
-@dataclass
-class EvalOptions:
+class EvalOptions(EvalSettings):
+    """One evaluation: the shared settings (config.EvalSettings) plus what to score and how to label it."""
+
     data: Path | None = None  # default: RUN_DIR/data/test.jsonl
-    few_shot: int | None = None  # None: 0 for students fine-tuned here, else 8
+    few_shot: int | None = Field(None, ge=0)  # None: 0 for students fine-tuned here, else 8
     exemplars: Path | None = None  # default: the project's exemplars for the answer type
-    samples: int = 1  # > 1: self-consistency vote over this many samples
-    temperature: float = 0.0
-    batch_size: int = 16
-    max_new_tokens: int = 256
-    limit: int | None = None
-    # transformers models: float32 | bfloat16. fp32 by default, the reference numerics: bf16 greedy
-    # outputs can differ (7 of 32 did, bench/eval_dtype.py). bf16 generated 2.6-2.7x faster on a CPU with
-    # AVX512-BF16 and 3x slower on an AVX2-only one (fp16 has no fast CPU path at all).
-    dtype: str = "float32"
     seed: int = 0
     strict: bool | None = None  # None: strict for fine-tuned students, lenient for prompted models
     method: str | None = None  # label in the report; default derived from the model and prompt
-    teacher_options: dict[str, Any] = field(default_factory=dict)  # passed to load_teacher
+    teacher_options: dict[str, Any] = {}  # passed to load_teacher
     quiet: bool = False
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "EvalOptions":
+        """From command-line values: a value out of bounds is a one-line error naming the option."""
+        try:
+            return cls(**options)
+        except ValidationError as e:
+            raise validation_error(e, "", "--") from None
 
 
 @dataclass

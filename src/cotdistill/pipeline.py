@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from rich.console import Console
 
-from cotdistill.config import RunConfig, dump_config
+from cotdistill.config import EvalSettings, RunConfig, dump_config
 from cotdistill.hashing import fingerprint
 from cotdistill.data.records import write_examples, write_jsonl
 from cotdistill.memory import PeakMemory
@@ -92,7 +92,7 @@ def annotate_options(config: RunConfig) -> "AnnotateOptions":
         prompt=PromptOptions(hint=t.hint, zero_shot=t.zero_shot, n_exemplars=t.n_exemplars,
                              exemplars_path=Path(t.exemplars) if t.exemplars else None),
         filters=FilterOptions(**t.filters.model_dump()),
-        samples=t.samples, temperature=t.temperature, max_tokens=t.max_tokens, seed=config.seed,
+        samples=t.samples, temperature=t.temperature, top_p=t.top_p, max_tokens=t.max_tokens, seed=config.seed,
         batch_size=t.batch_size, no_gold=t.no_gold, quiet=config.quiet,
     )
 
@@ -125,12 +125,8 @@ def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
 
     s = config.student
     data = first_samples(run) if mode == ONE_SAMPLE else run.distill
-    return TrainConfig(
-        student=s.model, mode="cot" if mode == ONE_SAMPLE else mode, data=data, out=run.student(mode), lora=s.lora, lora_r=s.lora_r,
-        lora_dropout=s.lora_dropout, epochs=s.epochs, max_steps=s.max_steps, lr=s.lr, batch_size=s.batch_size,
-        grad_accum=s.grad_accum, max_len=s.max_len, schedule=s.schedule, warmup=s.warmup, bf16=s.bf16, seed=config.seed,
-        save_steps=s.save_steps, eval_fraction=s.eval_fraction, quiet=config.quiet,
-    )
+    return TrainConfig(**s.model_dump(exclude={"model", "modes"}), student=s.model, mode="cot" if mode == ONE_SAMPLE else mode,
+                       data=data, out=run.student(mode), seed=config.seed, quiet=config.quiet)
 
 
 # ------------------------------------------------------------------ stage: evaluate
@@ -165,8 +161,7 @@ def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptio
     from cotdistill.evaluate import EvalOptions
 
     e = config.evaluate
-    options = dict(batch_size=e.batch_size, max_new_tokens=e.max_new_tokens, limit=e.limit, samples=e.samples,
-                   temperature=e.temperature, seed=config.seed, quiet=config.quiet)
+    options = {**e.model_dump(include=set(EvalSettings.model_fields)), "seed": config.seed, "quiet": config.quiet}
     return EvalOptions(**{**options, **overrides})
 
 
@@ -214,7 +209,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
 
     for mode in config.student.modes:
         tc, stage = train_config(config, run, mode), f"train:{mode}"
-        fp = fingerprint(tc.__dict__, tc.data)
+        fp = fingerprint(tc.model_dump(), tc.data)
         # Same fingerprint as a crashed attempt: resume its checkpoints. A changed config or
         # distill set: the old checkpoints belong to another model, start afresh.
         previous = run.read_manifest().get("stages", {}).get(stage, {}).get("fingerprint")
@@ -225,7 +220,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
     for name, spec, overrides in evaluations(config, run):
         opts = evaluate_options(config, overrides)
         inputs = [opts.data or run.test_data] + model_files(Path(spec))
-        run_stage(run, f"evaluate:{name}", fingerprint(spec, opts.__dict__, *inputs), [run.predictions(name)],
+        run_stage(run, f"evaluate:{name}", fingerprint(spec, opts.model_dump(), *inputs), [run.predictions(name)],
                   lambda name=name, spec=spec, opts=opts: {"summary": evaluate_model(run, spec, name, opts).to_dict()})
 
     peaks = [info.get("peak_rss_gib") or 0 for info in run.read_manifest()["stages"].values()]

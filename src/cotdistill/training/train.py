@@ -26,7 +26,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,9 @@ from cotdistill.training.collate import (
     read_pairs,
     split_eval,
 )
+from pydantic import ValidationError
+
+from cotdistill.config import StudentConfig, TrainSettings, validation_error
 from cotdistill.cpu import cpu
 from cotdistill.errors import UserError
 from cotdistill.fileio import write_json_atomic
@@ -46,30 +49,25 @@ from cotdistill.memory import PeakMemory
 _NOT_FINGERPRINTED = ("out", "quiet", "restart", "save_steps")
 
 
-@dataclass
-class TrainConfig:
-    student: str = "embedded:gemma-3-270m"
+class TrainConfig(TrainSettings):
+    """One training job: the shared settings (config.TrainSettings) plus what to train, on what data,
+    into which folder. Built from the config's `student` section or from `cotdistill train`'s options."""
+
+    student: str = StudentConfig.model_fields["model"].default
     mode: str = "cot"  # cot | answer-only | multitask
     data: str | Path = "distill.jsonl"
     out: str | Path = "students/cot"
-    lora: bool = True
-    lora_r: int = 16
-    lora_dropout: float = 0.0  # PEFT's and torchtune's default; 0.05 costs ~20 % of a CPU step (bench/)
-    merge_lora: bool = True  # save the merged model (loadable anywhere) rather than the adapter
-    epochs: float = 3.0
-    max_steps: int | None = None  # overrides epochs when set
-    lr: float = 2e-4
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_len: int = 384  # longer examples are dropped (and counted), never cut before their answer
-    schedule: str = "cosine"  # cosine | linear | constant (all with linear warm-up)
-    warmup: float = 0.05  # < 1: fraction of the steps; >= 1: a number of steps
-    bf16: bool | str = "auto"  # "auto": bf16 autocast when this device computes bf16 faster
     seed: int = 0
-    save_steps: int = 50
-    eval_fraction: float = 0.05
     restart: bool = False  # discard this output directory's checkpoints / model from another configuration
     quiet: bool = False
+
+    @classmethod
+    def from_options(cls, **options: Any) -> "TrainConfig":
+        """From command-line values: a value out of bounds is a one-line error naming the option."""
+        try:
+            return cls(**options)
+        except ValidationError as e:
+            raise validation_error(e, "", "--") from None
 
 
 @dataclass
@@ -182,25 +180,8 @@ def _metrics(config: TrainConfig, trainer: Any, world_size: int, fingerprint: st
 
 
 def _validated(config: TrainConfig) -> TrainConfig:
-    """Normalise the mode and reject values a user could mistype, naming the option."""
+    """Normalise the mode and check the data exists (bounds are checked when the config is built)."""
     config.mode = normalise_mode(config.mode)
-    from cotdistill.training.student_trainer import SCHEDULES
-
-    if config.schedule not in SCHEDULES:
-        raise UserError(f"--schedule {config.schedule!r}: expected one of {', '.join(SCHEDULES)}")
-    for name in ("lora_r", "batch_size", "grad_accum", "max_len", "save_steps"):
-        if getattr(config, name) < 1:
-            raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
-    if config.max_steps is not None and config.max_steps < 1:
-        raise UserError(f"--max-steps must be at least 1, got {config.max_steps}")
-    if not 0 <= config.lora_dropout < 1:
-        raise UserError(f"--lora-dropout must be in [0, 1), got {config.lora_dropout}")
-    if config.epochs <= 0 or config.lr <= 0 or config.warmup < 0:
-        raise UserError("--epochs and --lr must be positive and --warmup not negative")
-    if not 0 <= config.eval_fraction < 1:
-        raise UserError(f"--eval-fraction must be in [0, 1), got {config.eval_fraction}")
-    if isinstance(config.bf16, str) and config.bf16 != "auto":
-        raise UserError(f"bf16 must be true, false or 'auto', got {config.bf16!r}")
     if not Path(config.data).is_file():
         raise UserError(f"{config.data}: training data not found (run `cotdistill annotate` first, or pass --data)")
     return config
@@ -208,7 +189,7 @@ def _validated(config: TrainConfig) -> TrainConfig:
 
 def _fingerprint(config: TrainConfig) -> str:
     """A hash of everything that decides the trained weights, the data file's bytes included."""
-    fields = {k: v for k, v in asdict(config).items() if k not in _NOT_FINGERPRINTED}
+    fields = {k: v for k, v in config.model_dump().items() if k not in _NOT_FINGERPRINTED}
     fields["data"] = hashlib.sha256(Path(config.data).read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -306,7 +287,7 @@ def _save_final(model: Any, tokenizer: Any, out: Path, config: TrainConfig, metr
         os.replace(f, out / f.name)
     tmp.rmdir()
     write_json_atomic(out / "loss_curve.json", loss_curve(log_history))
-    write_json_atomic(out / "train_config.json", asdict(config))
+    write_json_atomic(out / "train_config.json", config.model_dump(mode="json"))
     metrics["wall_s"] = time.perf_counter() - t_start
     write_json_atomic(out / "train_metrics.json", metrics)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)  # superseded by the finished model
