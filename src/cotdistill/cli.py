@@ -28,7 +28,7 @@ app.add_typer(data_app, name="data")
 # ------------------------------------------------------------------ data
 
 from cotdistill.data.load import format_names  # noqa: E402  (light: no heavy imports)
-from cotdistill.config import EvalSettings, FiltersConfig, StudentConfig, TeacherConfig, TrainSettings  # noqa: E402
+from cotdistill.config import EvalSettings, FiltersConfig, StudentConfig, TeacherConfig, TrainSettings, from_options  # noqa: E402
 
 # The commands' defaults are the config schema's (config.py): one place for each.
 TRAIN = {name: f.default for name, f in TrainSettings.model_fields.items()}
@@ -318,7 +318,8 @@ def train(
         raise UserError("give --run RUN_DIR, or both --data and --out")
     from cotdistill.training.train import TrainConfig, train_student
 
-    config = TrainConfig.from_options(
+    config = from_options(
+        TrainConfig,
         student=student, mode=mode, data=data or run / "distill.jsonl", out=out or run / "students" / mode,
         lora=lora, lora_r=lora_r, lora_dropout=lora_dropout, merge_lora=merge, epochs=epochs, max_steps=max_steps, lr=lr,
         batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, schedule=schedule, warmup=warmup,
@@ -433,7 +434,8 @@ def evaluate(
     from cotdistill.evaluate import EvalOptions, evaluate_model
     from cotdistill.rundir import RunDir
 
-    options = EvalOptions.from_options(
+    options = from_options(
+        EvalOptions,
         data=data, few_shot=few_shot, exemplars=exemplars, samples=samples, temperature=temperature,
         batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, dtype=dtype, seed=seed, strict=strict,
         method=method, teacher_options=_parse_assignments(teacher_option, "--teacher-option"), quiet=quiet,

@@ -8,7 +8,7 @@ Secrets never live here: HTTP teachers name the environment variable that holds 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -222,6 +222,17 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
         return RunConfig.model_validate(raw)
     except ValidationError as e:
         raise validation_error(e, f"{path}: ", ".") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def from_options(cls: type[M], **options: Any) -> M:
+    """`cls` built from command-line values: a value out of bounds is a one-line error naming the option."""
+    try:
+        return cls(**options)
+    except ValidationError as e:
+        raise validation_error(e, "", "--") from None
 
 
 def validation_error(e: ValidationError, prefix: str, style: str) -> UserError:

@@ -30,10 +30,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from cotdistill.answers import answers_match, extract_answer
-from cotdistill.config import EvalSettings, validation_error
+from cotdistill.config import EvalSettings
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant, write_jsonl
 from cotdistill.fileio import read_json_object, write_json_atomic
@@ -70,14 +70,6 @@ class EvalOptions(EvalSettings):
     method: str | None = None  # label in the report; default derived from the model and prompt
     teacher_options: dict[str, Any] = {}  # passed to load_teacher
     quiet: bool = False
-
-    @classmethod
-    def from_options(cls, **options: Any) -> "EvalOptions":
-        """From command-line values: a value out of bounds is a one-line error naming the option."""
-        try:
-            return cls(**options)
-        except ValidationError as e:
-            raise validation_error(e, "", "--") from None
 
 
 @dataclass

@@ -37,9 +37,7 @@ from cotdistill.training.collate import (
     read_pairs,
     split_eval,
 )
-from pydantic import ValidationError
-
-from cotdistill.config import StudentConfig, TrainSettings, validation_error
+from cotdistill.config import StudentConfig, TrainSettings
 from cotdistill.cpu import cpu
 from cotdistill.errors import UserError
 from cotdistill.fileio import write_json_atomic
@@ -60,14 +58,6 @@ class TrainConfig(TrainSettings):
     seed: int = 0
     restart: bool = False  # discard this output directory's checkpoints / model from another configuration
     quiet: bool = False
-
-    @classmethod
-    def from_options(cls, **options: Any) -> "TrainConfig":
-        """From command-line values: a value out of bounds is a one-line error naming the option."""
-        try:
-            return cls(**options)
-        except ValidationError as e:
-            raise validation_error(e, "", "--") from None
 
 
 @dataclass
