@@ -414,6 +414,9 @@ def test_cli_run_dir_trains_into_students_mode_and_records_the_stage(causal_dir,
     assert "trained 3 steps" in done.stdout and (run / "students" / "answer-only" / "train_metrics.json").is_file()
     stage = json.loads((run / "manifest.json").read_text())["stages"]["train:answer-only"]
     assert stage["status"] == "done" and stage["steps"] == 3
+    # the fingerprint `cotdistill run` compares: a run after this command finds the stage done
+    metrics = json.loads((run / "students" / "answer-only" / "train_metrics.json").read_text())
+    assert stage["fingerprint"] == metrics["fingerprint"]
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:

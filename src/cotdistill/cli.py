@@ -336,7 +336,7 @@ def train(
     if run is not None and result.main_process and not result.already_trained:
         keys = ("student", "steps", "train_s", "tokens_per_s", "final_train_loss", "final_eval_loss")
         RunDir(run).record_stage(f"train:{mode}", status="done", out=str(result.out_dir),
-                                 train_fingerprint=m.get("fingerprint"), **{k: m.get(k) for k in keys})
+                                 fingerprint=m.get("fingerprint"), **{k: m.get(k) for k in keys})
     if result.already_trained:
         print(f"already trained with this configuration: {result.out_dir} (pass --restart to train again)")
         return

@@ -183,7 +183,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
     from cotdistill.evaluate import evaluate_model
     from cotdistill.reporting.report import summary_markdown, write_report
     from cotdistill.teachers import load_teacher
-    from cotdistill.training.train import train_student
+    from cotdistill.training.train import train_fingerprint, train_student
 
     dump_config(config, run.config)
     t0 = time.perf_counter()
@@ -209,7 +209,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
 
     for mode in config.student.modes:
         tc, stage = train_config(config, run, mode), f"train:{mode}"
-        fp = fingerprint(tc.model_dump(), tc.data)
+        fp = train_fingerprint(tc)
         # Same fingerprint as a crashed attempt: resume its checkpoints. A changed config or
         # distill set: the old checkpoints belong to another model, start afresh.
         previous = run.read_manifest().get("stages", {}).get(stage, {}).get("fingerprint")

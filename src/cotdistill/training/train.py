@@ -73,7 +73,7 @@ def train_student(config: TrainConfig) -> TrainResult:
     t_start = time.perf_counter()
     config = _validated(config)
     out, ckpts = Path(config.out), Path(config.out) / "checkpoints"
-    fingerprint = _fingerprint(config)
+    fingerprint = train_fingerprint(config)
     finished = _finished_metrics(out)
     if finished and finished.get("fingerprint") == fingerprint and not config.restart:
         return TrainResult(out, finished, already_trained=True, main_process=os.environ.get("RANK", "0") == "0")
@@ -177,8 +177,9 @@ def _validated(config: TrainConfig) -> TrainConfig:
     return config
 
 
-def _fingerprint(config: TrainConfig) -> str:
-    """A hash of everything that decides the trained weights, the data file's bytes included."""
+def train_fingerprint(config: TrainConfig) -> str:
+    """A hash of everything that decides the trained weights, the data file's bytes included: the
+    train stage's fingerprint, whether `cotdistill run` or `cotdistill train` (e.g. under accelerate) ran it."""
     fields = {k: v for k, v in config.model_dump().items() if k not in _NOT_FINGERPRINTED}
     fields["data"] = hashlib.sha256(Path(config.data).read_bytes()).hexdigest()
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
