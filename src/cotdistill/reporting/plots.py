@@ -90,7 +90,8 @@ def size_curve_plot(points: dict[str, list[tuple[int, float, float, float]]]) ->
         ax.errorbar(n, acc, yerr=err, marker="o", capsize=4, label=name)
     ax.set_xlabel("training questions")
     ax.set_ylabel("test accuracy (%), 95 % CI")
-    ax.set_ylim(0, 100)
+    top = max(100 * p[3] for pts in points.values() for p in pts)
+    ax.set_ylim(0, min(100, max(10, 1.25 * top)))  # low accuracies stay readable
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
