@@ -143,7 +143,7 @@ def baseline_trainer(model: Any, tok: Any, data: list, is_seq2seq: bool, args: A
 
 def our_trainer(model: Any, tok: Any, data: list, is_seq2seq: bool, args: Any, bf16: bool) -> tuple[Trainer, CountingCollator]:
     cfg = TrainConfig(student=args.student, mode=args.mode, lora=not args.full, max_steps=args.warmup + args.steps,
-                      batch_size=args.batch_size, save_steps=10**6, quiet=True)
+                      batch_size=args.batch_size, save_steps=10**6, quiet=True, out="/tmp/bench-ours")
     trainer = build_trainer(model, data, [], Path("/tmp/bench-ours"), cfg, is_seq2seq, bf16,
                             pad_id=tok.pad_token_id, decoder_start_id=None)
     collator = CountingCollator(trainer.data_collator, is_seq2seq)
