@@ -87,7 +87,7 @@ def size_plot(runs: list[RunDir], names: list[str]) -> list:
 def dev_choice(runs: list[RunDir], names: list[str]) -> list:
     """For each fine-tuned student, the variant with the best dev accuracy and that variant's test
     accuracy: settings chosen on dev, reported on test (ties go to the earlier variant)."""
-    from cotdistill.reporting.report import Heading, Para, RunData, Table, pct
+    from cotdistill.reporting.report import Heading, Para, RunData, Table, accuracy_cell, pct
 
     best: dict[str, tuple[float, str, dict, dict | None]] = {}
     for run, name in zip(runs, names):
@@ -100,7 +100,7 @@ def dev_choice(runs: list[RunDir], names: list[str]) -> list:
     if not best:
         return []
     rows = [[student, name, f"{pct(dev['accuracy'])} (n={dev['n']})",
-             f"{pct(test['accuracy'])} [{pct(test['ci_low'])}–{pct(test['ci_high'])}] (n={test['n']})" if test else "–"]
+             accuracy_cell(test) if test else "–"]
             for student, (_, name, dev, test) in best.items()]
     return [Heading(2, "Chosen on dev"),
             Table(["student", "variant chosen", "dev accuracy %", "its test accuracy % [95 % CI]"], rows),

@@ -52,15 +52,11 @@ def _results_table(evals: list[dict[str, Any]], student: str) -> str:
     return "\n".join(lines)
 
 
-def _num(x: Any) -> str:
-    return f"{x:.3f}" if isinstance(x, (int, float)) else "–"
-
-
 def model_card(run: RunDir, mode: str) -> str:
     """The README.md of students/MODE, from the run's config, manifest and evaluations."""
     import yaml
 
-    from cotdistill.reporting.report import RunData
+    from cotdistill.reporting.report import RunData, num
 
     d = RunData.load(run)
     config = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.exists() else {}
@@ -117,8 +113,8 @@ first "The answer is X." sentence of the output.
 ## Training
 
 {", ".join(f"{k} {v}" for k, v in settings.items())}; bf16 {train.get('bf16', '?')}; {train.get('steps', '?')} steps,
-training loss {_num(train.get('first_train_loss'))} → {_num(train.get('final_train_loss'))}, held-out loss
-{_num(train.get('final_eval_loss'))}.
+training loss {num(train.get('first_train_loss'))} → {num(train.get('final_train_loss'))}, held-out loss
+{num(train.get('final_eval_loss'))}.
 
 ## Results (this run)
 

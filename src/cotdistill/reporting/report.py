@@ -161,6 +161,11 @@ def pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def accuracy_cell(e: dict[str, Any]) -> str:
+    """One evaluation as `accuracy [95 % CI] (n=N)`, the form comparison tables use."""
+    return f"{pct(e['accuracy'])} [{pct(e['ci_low'])}–{pct(e['ci_high'])}] (n={e['n']})"
+
+
 # ---------------------------------------------------------------- sections
 
 
@@ -177,7 +182,7 @@ def comparison(data: list[RunData]) -> list:
         cells = []
         for d in data:
             e = next((e for e in d.evals if e["name"] == name), None)
-            cells.append(f"{pct(e['accuracy'])} [{pct(e['ci_low'])}–{pct(e['ci_high'])}] (n={e['n']})" if e else "not run")
+            cells.append(accuracy_cell(e) if e else "not run")
         rows.append([name] + cells)
     return blocks + [Table(["evaluation"] + [d.label for d in data], rows),
                      Para("Accuracy % [95 % Wilson confidence interval] (number of held-out questions).")]
@@ -346,8 +351,8 @@ def training(d: RunData, prefix: str, level: int) -> list:
     rows = []
     for s in students:
         m = read_json_object(s / "train_metrics.json")
-        rows.append([s.name, str(m.get("steps", "–")), _num(m.get("first_train_loss")), _num(m.get("final_train_loss")),
-                     _num(m.get("final_eval_loss")), _num(m.get("tokens_per_s"), 0), _num(m.get("wall_s"), 0)])
+        rows.append([s.name, str(m.get("steps", "–")), num(m.get("first_train_loss")), num(m.get("final_train_loss")),
+                     num(m.get("final_eval_loss")), num(m.get("tokens_per_s"), 0), num(m.get("wall_s"), 0)])
     if rows:
         blocks.append(Table(["student", "steps", "first train loss", "final train loss", "final eval loss", "tokens/s", "seconds"], rows))
     if curves:
@@ -357,7 +362,8 @@ def training(d: RunData, prefix: str, level: int) -> list:
     return blocks
 
 
-def _num(x: Any, digits: int = 3) -> str:
+def num(x: Any, digits: int = 3) -> str:
+    """A metric to `digits` places, or a dash when it is missing."""
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "–"
 
 
@@ -404,7 +410,7 @@ def timings(d: RunData, level: int) -> list:
     # pipeline order, then the order the stages finished in (train:cot ran before train:answer-only)
     for stage, info in sorted(d.stages.items(), key=lambda kv: (_stage_rank(kv[0]), str(kv[1].get("updated", "")))):
         secs = next((info[k] for k in ("seconds", "wall_s", "train_s") if isinstance(info.get(k), (int, float))), None)
-        rows.append([stage, str(info.get("status", "")), _num(secs, 1), _num(info.get("peak_rss_gib"), 2),
+        rows.append([stage, str(info.get("status", "")), num(secs, 1), num(info.get("peak_rss_gib"), 2),
                      str(info.get("updated", ""))])
     if not rows:
         return blocks + [Para("No manifest.json: no stage has run.")]

@@ -41,6 +41,7 @@ from cotdistill.config import StudentConfig, TrainSettings
 from cotdistill.cpu import cpu
 from cotdistill.errors import UserError
 from cotdistill.fileio import write_json_atomic
+from cotdistill.hashing import stream_sha256
 from cotdistill.memory import PeakMemory
 
 # Fields that do not change the trained model: they may differ between a run and its resumption.
@@ -181,7 +182,7 @@ def train_fingerprint(config: TrainConfig) -> str:
     """A hash of everything that decides the trained weights, the data file's bytes included: the
     train stage's fingerprint, whether `cotdistill run` or `cotdistill train` (e.g. under accelerate) ran it."""
     fields = {k: v for k, v in config.model_dump().items() if k not in _NOT_FINGERPRINTED}
-    fields["data"] = hashlib.sha256(Path(config.data).read_bytes()).hexdigest()
+    fields["data"] = stream_sha256(Path(config.data))
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
