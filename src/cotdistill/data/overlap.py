@@ -40,10 +40,11 @@ def decontaminate(train: Iterable[Example], held_out: Iterable[Example], n: int)
             index.setdefault(gram, e)
     kept, dropped = [], []
     for e in train:
-        hit = next((g for g in sorted(ngrams(e.question, n)) if g in index), None)
-        if hit is None:
+        hits = ngrams(e.question, n) & index.keys()
+        if not hits:
             kept.append(e)
         else:
+            hit = min(hits)  # the same run every time, whatever the set's order
             dropped.append({"id": e.id, "question": e.question, "matched_id": index[hit].id,
                             "matched_question": index[hit].question, "shared": " ".join(hit)})
     return kept, dropped
