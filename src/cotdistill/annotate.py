@@ -24,43 +24,15 @@ from typing import Any
 from rich.table import Table
 
 from cotdistill.budget import Budget, BudgetReached, Estimate, Spent, extrapolate
+from cotdistill.config import TeacherConfig
 from cotdistill.teachers.cache import CompletionCache, Key
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, write_jsonl
-from cotdistill.filters import VERDICTS, FilterOptions, judge
+from cotdistill.filters import VERDICTS, judge
 from cotdistill.progress import console, progress_bar
-from cotdistill.prompts import COMPLETION_STOP, PromptOptions, build_teacher_prompt, prompt_hash, select_exemplars
+from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, prompt_hash, select_exemplars
 from cotdistill.rundir import RunDir
 from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, Prompt, Request, SamplingParams, Teacher
-
-@dataclass(frozen=True)
-class AnnotateOptions:
-    prompt: PromptOptions = field(default_factory=PromptOptions)
-    filters: FilterOptions = field(default_factory=FilterOptions)
-    samples: int = 1  # CoTs per question ("diverse reasoning" when > 1 with temperature > 0)
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    seed: int = 0
-    batch_size: int = 8  # requests per teacher.generate call
-    no_gold: bool = False  # self-consistency: the majority answer across samples is the label
-    limit: int | None = None  # annotate only the first N questions
-    quiet: bool = False
-
-    def validate(self) -> None:
-        if self.samples < 1:
-            raise UserError(f"--samples must be at least 1, got {self.samples}")
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.max_tokens < 1:
-            raise UserError(f"--max-tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise UserError(f"--temperature must be >= 0, got {self.temperature}")
-        if self.limit is not None and self.limit < 1:
-            raise UserError(f"--limit must be at least 1, got {self.limit}")
-        if self.no_gold and self.samples < 2:
-            raise UserError("--no-gold votes across samples: give --samples 3 or more (and --temperature > 0)")
-
 
 @dataclass(frozen=True)
 class Job:
@@ -93,21 +65,21 @@ def load_examples(path: str | Path, format: str | None = None) -> list[Example]:
     return result.examples
 
 
-def plan(examples: list[Example], chat: bool, options: AnnotateOptions, params: SamplingParams) -> list[Job]:
+def plan(examples: list[Example], chat: bool, config: TeacherConfig, params: SamplingParams) -> list[Job]:
     """Every (question, sample) request in order; samples of one question are adjacent so that the
     teacher reuses their common prompt."""
-    hint = options.prompt.hint and not options.no_gold
+    hint = config.hint and not config.no_gold
     exemplars: dict[str, list] = {}
     jobs = []
     for ex in examples:
         if ex.answer_type not in exemplars:
-            exemplars[ex.answer_type] = select_exemplars(ex.answer_type, options.prompt)
+            exemplars[ex.answer_type] = select_exemplars(ex.answer_type, config.n_exemplars, config.exemplars)
         prompt = build_teacher_prompt(
             ex.question, ex.answer_type, exemplars[ex.answer_type], chat=chat, choices=ex.choices,
-            hint=ex.answer if hint else None, zero_shot=options.prompt.zero_shot,
+            hint=ex.answer if hint else None, zero_shot=config.zero_shot,
         )
         phash = prompt_hash(prompt, params)
-        jobs.extend(Job(ex, k, prompt, phash) for k in range(options.samples))
+        jobs.extend(Job(ex, k, prompt, phash) for k in range(config.samples))
     return jobs
 
 
@@ -171,7 +143,8 @@ def fetch(
             if reached:
                 raise BudgetReached(
                     f"teacher budget reached ({reached}): {stats.cached + spent.requests} of {len(jobs)} answers are "
-                    "in the cache; rerun the same command (with a larger budget, or none) to continue from there")
+                    "in the cache; rerun the same command (with a larger budget, or none) to continue from there",
+                    {"budget": asdict(budget), "spent": asdict(spent)})
     if dry_run:
         return {}, stats
     return {(j.example.id, j.sample): found[k] for j, k in zip(jobs, keys)}, stats
@@ -189,12 +162,12 @@ def majority(predictions: list[str | None]) -> tuple[str | None, dict[str, int]]
 
 
 def judge_example(
-    example: Example, jobs: list[Job], completions: dict[tuple[str, int], Completion], options: AnnotateOptions
+    example: Example, jobs: list[Job], completions: dict[tuple[str, int], Completion], config: TeacherConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Annotation rows (one per sample) and distill rows (one per kept sample) for one question."""
     answers = [completions[(example.id, j.sample)] for j in jobs]
     label, vote = example.answer, None
-    if options.no_gold:  # first read every sample's answer, then judge them against the vote
+    if config.no_gold:  # first read every sample's answer, then judge them against the vote
         first = [judge(c.text, c.finish_reason, example.answer_type, None, choices=example.choices) for c in answers]
         label, vote = majority([j.predicted for j in first])
     kept_texts: set[str] = set()
@@ -202,7 +175,7 @@ def judge_example(
     for job, c in zip(jobs, answers):
         j = judge(
             c.text, c.finish_reason, example.answer_type, label, question=example.question,
-            choices=example.choices, kept_texts=kept_texts, options=options.filters,
+            choices=example.choices, kept_texts=kept_texts, options=config.filters,
         )
         row = {
             "example_id": example.id, "sample": job.sample, "prompt_hash": job.prompt_hash, "text": c.text,
@@ -214,7 +187,7 @@ def judge_example(
         annotations.append(row)
         if j.verdict == "kept":
             d = {
-                "id": example.id if options.samples == 1 else f"{example.id}#{job.sample}",
+                "id": example.id if config.samples == 1 else f"{example.id}#{job.sample}",
                 "example_id": example.id, "sample": job.sample, "question": example.question,
                 "rationale": j.rationale, "answer": label, "answer_type": example.answer_type,
             }
@@ -253,44 +226,38 @@ def print_yield(table: dict[str, Any]) -> None:
 
 
 def annotate(
-    examples: list[Example], teacher: Teacher, run: RunDir, options: AnnotateOptions = AnnotateOptions(),
-    cache_path: Path | None = None, budget: Budget = Budget(), dry_run: bool = False,
+    examples: list[Example], teacher: Teacher, run: RunDir, config: TeacherConfig = TeacherConfig(), *,
+    seed: int = 0, limit: int | None = None, quiet: bool = False, dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Annotate and filter `examples` with `teacher` into `run`; returns what the manifest records.
+    """Annotate and filter `examples` with `teacher` into `run` as the `teacher` section `config`
+    says (its cache, budget, sampling, prompt and filters); returns what the manifest records.
 
-    `dry_run`: stop after the estimate (the first batch's answers are cached) and write nothing but
-    the estimate. `budget`: stop cleanly (BudgetReached) once this call has spent it."""
-    options.validate()
+    `limit`: only the first N questions. `dry_run`: stop after the estimate (the first batch's
+    answers are cached) and write nothing. A spent `config.budget` stops cleanly (BudgetReached)."""
     ids = Counter(e.id for e in examples)
     dup = next((i for i, n in ids.items() if n > 1), None)
     if dup is not None:
         raise UserError(f"example id {dup!r} occurs {ids[dup]} times in the data; ids must be unique")
-    if options.limit is not None:
-        examples = examples[: options.limit]
+    if limit is not None:
+        examples = examples[:limit]
     t0 = time.perf_counter()
     params = SamplingParams(
-        temperature=options.temperature, top_p=options.top_p, max_tokens=options.max_tokens,
-        stop=() if teacher.chat else COMPLETION_STOP, seed=options.seed,
+        temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
+        stop=() if teacher.chat else COMPLETION_STOP, seed=seed,
     )
-    jobs = plan(examples, teacher.chat, options, params)
+    jobs = plan(examples, teacher.chat, config, params)
     run.root.mkdir(parents=True, exist_ok=True)
-    with CompletionCache(cache_path or run.cache) as cache:
-        try:
-            completions, stats = fetch(teacher, jobs, params, cache, batch_size=options.batch_size, quiet=options.quiet,
-                                       budget=budget, dry_run=dry_run)
-        except BudgetReached:
-            run.record_stage("annotate", status="stopped", budget=asdict(budget))
-            raise
+    with CompletionCache(Path(config.cache) if config.cache else run.cache) as cache:
+        completions, stats = fetch(teacher, jobs, params, cache, batch_size=config.batch_size, quiet=quiet,
+                                   budget=Budget.from_dict(config.budget), dry_run=dry_run)
     if dry_run:
-        info = {"status": "estimated", "teacher": teacher.name, "estimate": asdict(stats.estimate) if stats.estimate else None,
-                "cached": stats.cached, "requests": len(jobs)}
-        run.record_stage("annotate", **info)
         if stats.estimate is None:
             console.print(f"teacher estimate: all {len(jobs)} requests are cached: nothing to pay for")
-        return info
+        return {"status": "estimated", "teacher": teacher.name, "estimate": asdict(stats.estimate) if stats.estimate else None,
+                "cached": stats.cached, "requests": len(jobs)}
     annotations, distill = [], []
     for i, ex in enumerate(examples):
-        a, d = judge_example(ex, jobs[i * options.samples : (i + 1) * options.samples], completions, options)
+        a, d = judge_example(ex, jobs[i * config.samples : (i + 1) * config.samples], completions, config)
         annotations += a
         distill += d
     write_jsonl(run.annotations, annotations)
@@ -301,39 +268,32 @@ def annotate(
                       f"(e.g. {', '.join(too_long[:3])}; verdict prompt_too_long); raise its n_ctx to include them[/yellow]")
     table = yield_table(annotations, len(examples))
     seconds, spent = time.perf_counter() - t0, stats.spent
-    info = {
-        "status": "done", "teacher": teacher.name, "chat": teacher.chat, "n_examples": len(examples),
-        "hint_given": options.prompt.hint and not options.no_gold,
-        "n_distill": len(distill), "yield": table, "teacher_calls": spent.requests, "cached": stats.cached,
-        "seconds": round(seconds, 1), "teacher_seconds": round(spent.seconds, 1),
-        "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens, "cost_usd": round(spent.usd, 6),
-        "samples_per_min": round(60 * spent.requests / spent.seconds, 2) if spent.seconds else None,
-        "estimate": asdict(stats.estimate) if stats.estimate else None,
-        "options": _jsonable(asdict(options)), "sampling": params.to_dict(),
-    }
-    run.record_stage("annotate", **info)
-    if not options.quiet:
+    if not quiet:
         print_yield(table)
     console.print(
         f"teacher calls: {spent.requests} (cached: {stats.cached}); "
         f"{len(distill)} CoTs → {run.distill}; {seconds:.0f} s"
     )
-    return info
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _jsonable(v) if isinstance(v, dict) else str(v) if isinstance(v, Path) else v for k, v in d.items()}
+    return {
+        "teacher": teacher.name, "chat": teacher.chat, "n_examples": len(examples),
+        "hint_given": config.hint and not config.no_gold,
+        "n_distill": len(distill), "yield": table, "teacher_calls": spent.requests, "cached": stats.cached,
+        "teacher_seconds": round(spent.seconds, 1),
+        "prompt_tokens": spent.prompt_tokens, "completion_tokens": spent.completion_tokens, "cost_usd": round(spent.usd, 6),
+        "samples_per_min": round(60 * spent.requests / spent.seconds, 2) if spent.seconds else None,
+        "estimate": asdict(stats.estimate) if stats.estimate else None,
+        "options": config.model_dump(), "sampling": params.to_dict(), "limit": limit,
+    }
 
 
 def run_annotate(
-    data: str | Path | None, teacher_spec: str, out: str | Path, options: AnnotateOptions = AnnotateOptions(),
-    cache_path: Path | None = None, teacher_options: dict[str, Any] | None = None, data_format: str | None = None,
-    budget: Budget = Budget(), dry_run: bool = False,
+    data: str | Path | None, config: TeacherConfig, out: str | Path, *, seed: int = 0, limit: int | None = None,
+    quiet: bool = False, data_format: str | None = None, dry_run: bool = False,
 ) -> dict[str, Any]:
-    """The `annotate` command: load the data (default RUN_DIR/data/train.jsonl) and the teacher."""
+    """The `annotate` command: load the data (default RUN_DIR/data/train.jsonl) and the teacher,
+    annotate, and record the stage in the run's manifest."""
     from cotdistill.teachers import load_teacher
 
-    options.validate()  # before the (slow) data and teacher loading
     run = RunDir(Path(out))
     if data is None and not run.train_data.exists():
         raise UserError(f"no --data given and {run.train_data} does not exist; give --data PATH")
@@ -341,11 +301,11 @@ def run_annotate(
     if not examples:
         raise UserError(f"{data or run.train_data}: no examples to annotate")
     with run.lock():  # before the teacher loads: a busy or unwritable --out fails at once
-        teacher = load_teacher(teacher_spec, **(teacher_options or {}))
+        teacher = load_teacher(config.model, **config.backend_options())
         try:
-            info = annotate(examples, teacher, run, options, cache_path, budget=budget, dry_run=dry_run)
+            with run.stage("annotate") as done:
+                done.update(annotate(examples, teacher, run, config, seed=seed, limit=limit, quiet=quiet, dry_run=dry_run),
+                            data=str(data or run.train_data))
         finally:
             teacher.close()
-        if not dry_run:
-            run.record_stage("annotate", data=str(data or run.train_data))
-    return info
+    return done

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from cotdistill.errors import UserError
+from cotdistill.errors import StageStopped, UserError
 
 
-class BudgetReached(UserError):
+class BudgetReached(StageStopped):
     """The teacher budget was spent: a clean stop, every paid answer is cached."""
 
 

@@ -252,21 +252,22 @@ def annotate(
     budget: list[str] = BUDGET_OPTION,
 ) -> None:
     """Annotate a dataset with teacher CoTs and filter them (resumable: rerun to continue)."""
-    from cotdistill.annotate import AnnotateOptions, run_annotate
-    from cotdistill.budget import Budget
-    from cotdistill.filters import FilterOptions
-    from cotdistill.prompts import PromptOptions
+    from cotdistill.annotate import run_annotate
 
-    options = AnnotateOptions(
-        prompt=PromptOptions(hint=hint, zero_shot=zero_shot, n_exemplars=exemplars, exemplars_path=exemplar_file),
-        filters=FilterOptions(leak=leak_filter, underived=underived_filter, steps=step_filter, dedupe=dedupe,
-                              dedupe_similarity=dedupe_similarity, max_per_question=max_per_question, max_chars=max_chars),
-        samples=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-        batch_size=batch_size, no_gold=no_gold, limit=limit, quiet=quiet,
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit must be at least 1, got {limit}")
+    config = from_options(
+        TeacherConfig, flags={"model": "--teacher", "n_exemplars": "--exemplars", "exemplars": "--exemplar-file",
+                              "max_chars": "--max-cot-chars", "options": "--teacher-option"},
+        model=teacher, hint=hint, zero_shot=zero_shot, n_exemplars=exemplars,
+        exemplars=str(exemplar_file) if exemplar_file else None, samples=samples, temperature=temperature, top_p=top_p,
+        max_tokens=max_tokens, batch_size=batch_size, no_gold=no_gold,
+        filters=dict(leak=leak_filter, underived=underived_filter, steps=step_filter, dedupe=dedupe,
+                     dedupe_similarity=dedupe_similarity, max_per_question=max_per_question, max_chars=max_chars),
+        cache=str(cache) if cache else None, options=_parse_assignments(teacher_option, "--teacher-option"),
+        budget=_parse_assignments(budget, "--budget"),
     )
-    run_annotate(data, teacher, out, options, cache_path=cache, data_format=data_format,
-                 teacher_options=_parse_assignments(teacher_option, "--teacher-option"),
-                 budget=Budget.from_dict(_parse_assignments(budget, "--budget")), dry_run=dry_run)
+    run_annotate(data, config, out, seed=seed, limit=limit, quiet=quiet, data_format=data_format, dry_run=dry_run)
 
 
 # ------------------------------------------------------------------ train
@@ -316,7 +317,7 @@ def train(
     mode = normalise_mode(mode)
     if run is None and (data is None or out is None):
         raise UserError("give --run RUN_DIR, or both --data and --out")
-    from cotdistill.training.train import TrainConfig, train_student
+    from cotdistill.training.train import TrainConfig, train_fingerprint, train_student
 
     config = from_options(
         TrainConfig,
@@ -328,15 +329,17 @@ def train(
     )
     from cotdistill.rundir import RunDir
 
-    # Under accelerate/torchrun every rank runs this command; rank 0 holds the directory.
+    # Under accelerate/torchrun every rank runs this command; rank 0 holds the directory and, in a
+    # run directory, records the stage as `cotdistill run` does (so `run` sees it up to date).
     rank0 = os.environ.get("RANK", "0") == "0"
-    with RunDir(run or config.out).lock() if rank0 else contextlib.nullcontext():
+    recorded = run is not None and rank0
+    with contextlib.ExitStack() as stack:
+        if rank0:
+            stack.enter_context(RunDir(run or config.out).lock())
+        done = stack.enter_context(RunDir(run).stage(f"train:{mode}", fingerprint=train_fingerprint(config))) if recorded else {}
         result = train_student(config)
+        done["metrics"] = result.metrics
     m = result.metrics
-    if run is not None and result.main_process and not result.already_trained:
-        keys = ("student", "steps", "train_s", "tokens_per_s", "final_train_loss", "final_eval_loss")
-        RunDir(run).record_stage(f"train:{mode}", status="done", out=str(result.out_dir),
-                                 fingerprint=m.get("fingerprint"), **{k: m.get(k) for k in keys})
     if result.already_trained:
         print(f"already trained with this configuration: {result.out_dir} (pass --restart to train again)")
         return
@@ -440,8 +443,9 @@ def evaluate(
         batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, dtype=dtype, seed=seed, strict=strict,
         method=method, teacher_options=_parse_assignments(teacher_option, "--teacher-option"), quiet=quiet,
     )
-    with RunDir(run).lock():
+    with RunDir(run).lock(), RunDir(run).stage(f"evaluate:{name}") as done:
         s = evaluate_model(RunDir(run), model, name, options)
+        done["summary"] = s.to_dict()
     speed = f", {s.tokens_per_s:.1f} tokens/s" if s.tokens_per_s else ""
     print(
         f"{name}: accuracy {100 * s.accuracy:.1f} % (95 % CI {100 * s.ci_low:.1f}–{100 * s.ci_high:.1f}), "

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cotdistill.errors import UserError
 from cotdistill.fileio import read_text
@@ -92,6 +92,9 @@ class FiltersConfig(Section):
 
 
 class TeacherConfig(Section):
+    """The annotate stage's options: which teacher, how it is asked and sampled, what is kept.
+    `cotdistill annotate`'s options are this class."""
+
     model: str = "embedded:qwen2.5-0.5b"
     hint: bool = True
     zero_shot: bool = False
@@ -108,6 +111,26 @@ class TeacherConfig(Section):
     cache: str | None = None  # teacher cache file (default RUN_DIR/cache.sqlite); `study` variants share one
     options: dict[str, Any] = {}
     budget: dict[str, float] = {}  # tokens / usd / minutes: a clean stop once spent (not part of the fingerprint)
+
+    @field_validator("budget", mode="before")
+    @classmethod
+    def known_limits(cls, value: Any) -> Any:
+        from cotdistill.budget import Budget
+
+        if isinstance(value, dict):
+            Budget.from_dict(value)  # a UserError naming the bad limit
+        return value
+
+    @model_validator(mode="after")
+    def vote_needs_samples(self) -> "TeacherConfig":
+        if self.no_gold and self.samples < 2:
+            raise ValueError("no_gold (--no-gold) votes across samples: give samples (--samples) 3 or more, "
+                             "and a temperature above 0")
+        return self
+
+    def backend_options(self) -> dict[str, Any]:
+        """What load_teacher gets besides the model: `options`, and the name of the key's variable."""
+        return {**self.options, **({"api_key_env": self.api_key_env} if self.api_key_env else {})}
 
 
 class TrainSettings(Section):
@@ -227,25 +250,28 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConf
 M = TypeVar("M", bound=BaseModel)
 
 
-def from_options(cls: type[M], **options: Any) -> M:
-    """`cls` built from command-line values: a value out of bounds is a one-line error naming the option."""
+def from_options(cls: type[M], flags: dict[str, str] | None = None, **options: Any) -> M:
+    """`cls` built from command-line values: a value out of bounds is a one-line error naming the
+    option (`--field-name`, or `flags[field]` where the command spells it otherwise)."""
     try:
         return cls(**options)
     except ValidationError as e:
-        raise validation_error(e, "", "--") from None
+        raise validation_error(e, "", "--", flags) from None
 
 
-def validation_error(e: ValidationError, prefix: str, style: str) -> UserError:
+def validation_error(e: ValidationError, prefix: str, style: str, flags: dict[str, str] | None = None) -> UserError:
     """pydantic's first complaint as one line naming the field: `a.b` (style ".") for configs,
-    `--a-b` (style "--") for command-line options."""
+    `--a-b` (style "--") for command-line options (a nested field is named by its own option)."""
     err = e.errors()[0]
     if style == "--":
-        where = "--" + str(err["loc"][0]).replace("_", "-") if err["loc"] else "(options)"
+        field = str(err["loc"][-1]) if err["loc"] else None
+        where = (flags or {}).get(field) or ("--" + field.replace("_", "-") if field else "options")
     else:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
     got = f", got {err['input']!r}" if err.get("input") is not None and not isinstance(err["input"], dict) else ""
-    return UserError(f"{prefix}{where}: {err['msg']}{got}{more}")
+    msg = err["msg"].removeprefix("Value error, ")  # pydantic's wording for a validator's ValueError
+    return UserError(f"{prefix}{where}: {msg}{got}{more}")
 
 
 def dump_config(config: RunConfig, path: Path) -> None:

@@ -15,3 +15,12 @@ def missing_extra(package: str, extra: str) -> UserError:
         f"the Python package '{package}' is not installed; install it with: "
         f"pip install 'cotdistill[{extra}]'"
     )
+
+
+class StageStopped(UserError):
+    """A stage that stopped cleanly before its end (e.g. a spent teacher budget): what it did so far
+    is kept, `info` goes into the manifest with status "stopped", and rerunning continues it."""
+
+    def __init__(self, message: str, info: dict | None = None):
+        super().__init__(message)
+        self.info = info or {}

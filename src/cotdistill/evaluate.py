@@ -41,7 +41,6 @@ from cotdistill.generation import Generation, finish_text
 from cotdistill.progress import progress_bar
 from cotdistill.prompts import (
     COMPLETION_STOP,
-    PromptOptions,
     build_teacher_prompt,
     multitask_input,
     select_exemplars,
@@ -216,9 +215,7 @@ class Prompter:
         if self.few_shot == 0:
             return multitask_input("answer", e.question, e.choices) if self.multitask else student_input(e.question, e.choices)
         if e.answer_type not in self._shots:
-            self._shots[e.answer_type] = select_exemplars(
-                e.answer_type, PromptOptions(hint=False, n_exemplars=self.few_shot, exemplars_path=self.exemplars)
-            )
+            self._shots[e.answer_type] = select_exemplars(e.answer_type, self.few_shot, self.exemplars)
         return build_teacher_prompt(e.question, e.answer_type, self._shots[e.answer_type], chat=self.chat, choices=e.choices)
 
     def describe(self) -> str:
@@ -257,7 +254,8 @@ def score_question(e: Example, outputs: list[dict[str, Any]], strict: bool) -> d
 
 
 def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions | None = None) -> EvalSummary:
-    """Evaluate `model_spec` on the run's test questions; writes predictions, summary and manifest."""
+    """Evaluate `model_spec` on the run's test questions; writes predictions and their summary
+    (the caller records the stage: RunDir.stage)."""
     options = options or EvalOptions()
     examples, data = _examples(run, name, options)
     t0 = time.perf_counter()
@@ -302,7 +300,6 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
                          new_tokens, gen_seconds, time.perf_counter() - t0, prompter.describe())
     write_jsonl(run.predictions(name), rows)
     write_json_atomic(run.predictions(name).with_suffix(".summary.json"), summary.to_dict())
-    run.record_stage(f"evaluate:{name}", status="done", **summary.to_dict())
     partial.unlink(missing_ok=True)
     return summary
 

@@ -39,21 +39,11 @@ from cotdistill.answers import (
     format_number,
     parse_number,
 )
+from cotdistill.config import FiltersConfig
 from cotdistill.stepcheck import false_step
 from cotdistill.teachers.base import PROMPT_TOO_LONG
 
 VERDICTS = ("kept", "prompt_too_long", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "over_cap", "too_long")
-
-
-@dataclass(frozen=True)
-class FilterOptions:
-    leak: bool = True
-    underived: bool = True
-    steps: bool = True  # drop CoTs with a false step (stepcheck.py)
-    dedupe: bool = True
-    dedupe_similarity: float = 0.9  # 1.0: only exact (normalised) copies are duplicates
-    max_per_question: int | None = None  # None: every good sample of a question is kept
-    max_chars: int | None = None  # None: no length limit beyond the teacher's max_tokens
 
 
 @dataclass(frozen=True)
@@ -187,7 +177,7 @@ def judge(
     question: str = "",
     choices: list[str] | None = None,
     kept_texts: set[str] | None = None,
-    options: FilterOptions = FilterOptions(),
+    options: FiltersConfig = FiltersConfig(),
 ) -> Judgement:
     """The verdict on one teacher sample. `gold` None skips the correctness check (no-gold mode
     judges against the vote later); `kept_texts` holds normalised texts already kept for this

@@ -17,11 +17,9 @@ from rich.console import Console
 from cotdistill.config import EvalSettings, RunConfig, dump_config
 from cotdistill.hashing import fingerprint
 from cotdistill.data.records import write_examples, write_jsonl
-from cotdistill.memory import PeakMemory
 from cotdistill.rundir import RunDir
 
 if TYPE_CHECKING:
-    from cotdistill.annotate import AnnotateOptions
     from cotdistill.evaluate import EvalOptions
     from cotdistill.training.train import TrainConfig
 
@@ -43,19 +41,15 @@ def model_files(model_dir: Path) -> list[Path]:
                   and not p.name.startswith(".") and p.relative_to(model_dir) != Path(CARD))
 
 
-def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable[[], dict[str, Any] | None]) -> None:
+def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable[[], dict[str, Any]]) -> None:
     """Run `fn` unless the manifest shows this stage done with fingerprint `fp` and outputs exist."""
-    done = run.read_manifest().get("stages", {}).get(name, {})
-    if done.get("status") == "done" and done.get("fingerprint") == fp and all(p.exists() for p in outputs):
+    previous = run.read_manifest().get("stages", {}).get(name, {})
+    if previous.get("status") == "done" and previous.get("fingerprint") == fp and all(p.exists() for p in outputs):
         console.print(f"[dim]{name}: up to date, skipped[/dim]")
         return
     console.rule(f"[bold]{name}")
-    run.record_stage(name, status="running", fingerprint=fp)
-    start = time.perf_counter()
-    with PeakMemory() as memory:
-        info = fn() or {}
-    run.record_stage(name, **{**info, "status": "done", "fingerprint": fp,
-                                "seconds": round(time.perf_counter() - start, 1), "peak_rss_gib": memory.gib})
+    with run.stage(name, fingerprint=fp) as done:
+        done.update(fn())
 
 
 # ------------------------------------------------------------------ stage: data
@@ -80,28 +74,6 @@ def prepare_data(config: RunConfig, run: RunDir) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ stage: annotate
-
-
-def annotate_options(config: RunConfig) -> "AnnotateOptions":
-    from cotdistill.annotate import AnnotateOptions
-    from cotdistill.filters import FilterOptions
-    from cotdistill.prompts import PromptOptions
-
-    t = config.teacher
-    return AnnotateOptions(
-        prompt=PromptOptions(hint=t.hint, zero_shot=t.zero_shot, n_exemplars=t.n_exemplars,
-                             exemplars_path=Path(t.exemplars) if t.exemplars else None),
-        filters=FilterOptions(**t.filters.model_dump()),
-        samples=t.samples, temperature=t.temperature, top_p=t.top_p, max_tokens=t.max_tokens, seed=config.seed,
-        batch_size=t.batch_size, no_gold=t.no_gold, quiet=config.quiet,
-    )
-
-
-def teacher_options(config: RunConfig) -> dict[str, Any]:
-    opts = dict(config.teacher.options)
-    if config.teacher.api_key_env:
-        opts["api_key_env"] = config.teacher.api_key_env
-    return opts
 
 
 # ------------------------------------------------------------------ stage: train
@@ -146,7 +118,7 @@ def evaluations(config: RunConfig, run: RunDir) -> list[tuple[str, str, dict[str
     if e.teacher:
         limits = [x for x in (e.limit, e.teacher_limit) if x is not None]
         models.append(("teacher-few-shot", config.teacher.model,
-                       {"few_shot": e.few_shot, "teacher_options": teacher_options(config),
+                       {"few_shot": e.few_shot, "teacher_options": config.teacher.backend_options(),
                         "limit": min(limits) if limits else None}))
     # Every model again on each extra test set: NAME.TESTSET, data/tests/TESTSET.jsonl.
     extra = [(f"{name}.{t.name}", spec, {**overrides, "data": run.extra_test(t.name)})
@@ -178,7 +150,6 @@ def run_pipeline(config: RunConfig, dry_run: bool = False) -> RunDir:
 
 def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir:
     from cotdistill.annotate import annotate, load_examples
-    from cotdistill.budget import Budget
     from cotdistill.reporting.cards import write_model_cards
     from cotdistill.evaluate import evaluate_model
     from cotdistill.reporting.report import summary_markdown, write_report
@@ -193,16 +164,16 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
               lambda: prepare_data(config, run))
 
     def do_annotate() -> dict[str, Any]:
-        teacher = load_teacher(config.teacher.model, **teacher_options(config))
+        teacher = load_teacher(config.teacher.model, **config.teacher.backend_options())
         try:
-            cache = Path(config.teacher.cache) if config.teacher.cache else None
-            return annotate(load_examples(run.train_data), teacher, run, annotate_options(config), cache_path=cache,
-                            budget=Budget.from_dict(config.teacher.budget), dry_run=dry_run)
+            return annotate(load_examples(run.train_data), teacher, run, config.teacher, seed=config.seed,
+                            quiet=config.quiet, dry_run=dry_run)
         finally:
             teacher.close()
 
     if dry_run:
-        do_annotate()
+        with run.stage("annotate") as done:
+            done.update(do_annotate())
         return run
     run_stage(run, "annotate", fingerprint(config.teacher.model_dump(exclude={"budget"}), config.seed, run.train_data),
               [run.annotations, run.distill], do_annotate)

@@ -95,16 +95,6 @@ class Exemplar:
     choices: list[str] | None = None
 
 
-@dataclass(frozen=True)
-class PromptOptions:
-    """How the teacher is asked. Defaults are the paper's: 8 exemplars, gold answer as a hint."""
-
-    hint: bool = True
-    zero_shot: bool = False
-    n_exemplars: int = 8
-    exemplars_path: Path | None = None  # None: the project's own set for the answer type
-
-
 def system_instruction(hint: bool) -> str:
     """The chat system message: the answer format, and (with a hint) not to mention the hint."""
     text = "Solve the problem step by step. End your reply with one sentence of the form \"The answer is X.\""
@@ -199,13 +189,13 @@ def load_exemplars(path: str | Path) -> list[Exemplar]:
     return _exemplars_from_text(text, str(path))
 
 
-def select_exemplars(answer_type: str, options: PromptOptions) -> list[Exemplar]:
-    """The first `n_exemplars` of the user's file, or of the default set for the answer type."""
-    pool = load_exemplars(options.exemplars_path) if options.exemplars_path else default_exemplars(answer_type)
-    if options.n_exemplars < 0 or options.n_exemplars > len(pool):
-        source = options.exemplars_path or f"the default {answer_type} exemplars"
-        raise UserError(f"--exemplars {options.n_exemplars}: {source} has {len(pool)}; choose 0..{len(pool)}")
-    return pool[: options.n_exemplars]
+def select_exemplars(answer_type: str, n_exemplars: int, path: str | Path | None = None) -> list[Exemplar]:
+    """The first `n_exemplars` of the user's file `path`, or of the default set for the answer type."""
+    pool = load_exemplars(path) if path else default_exemplars(answer_type)
+    if n_exemplars < 0 or n_exemplars > len(pool):
+        source = path or f"the default {answer_type} exemplars"
+        raise UserError(f"--exemplars {n_exemplars}: {source} has {len(pool)}; choose 0..{len(pool)}")
+    return pool[:n_exemplars]
 
 
 _FINAL_RE = re.compile(r"\s*The answer is\s+(?P<answer>.+?)\.?\s*$", re.IGNORECASE | re.DOTALL)

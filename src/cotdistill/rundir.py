@@ -7,7 +7,9 @@
       predictions/<model>.jsonl   report.md  report.html  plots/*.png
 
 The manifest records, per stage, its status, timings and counts, so `run` can skip stages whose
-outputs are up to date and `report` can show where the time went.
+outputs are up to date and `report` can show where the time went. `RunDir.stage` is the one place
+a stage's outcome is recorded: stages return what they did, and whoever runs them (the pipeline,
+a single-stage command) wraps the call in it.
 
 One process writes a run directory at a time: `RunDir.lock` holds an advisory lock (flock) on
 `.lock` while a stage writes. The kernel drops it when its holder exits, however it exits, so a
@@ -27,8 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotdistill.errors import UserError
+from cotdistill.errors import StageStopped, UserError
 from cotdistill.fileio import write_json_atomic
+from cotdistill.memory import PeakMemory
 
 try:
     import fcntl
@@ -141,10 +144,37 @@ class RunDir:
             return {"stages": {}}
         return json.loads(self.manifest.read_text(encoding="utf-8"))
 
-    def record_stage(self, stage: str, **info: Any) -> None:
-        """Merge `info` into manifest["stages"][stage] (atomic write; secrets must not be passed)."""
+    @contextlib.contextmanager
+    def stage(self, name: str, **known: Any) -> Iterator[dict[str, Any]]:
+        """`with run.stage("annotate", fingerprint=fp) as done: done.update(stage_fn(...))`.
+
+        Records `status: running` (with `known`) on entry; on exit merges what the stage put in
+        `done` with its status (`done["status"]`, else "done"), seconds and peak memory. A clean stop
+        (StageStopped) is recorded as "stopped" with its info, any other error as "failed"; both
+        propagate."""
+        self.record_stage(name, fresh=True, status="running", **known)
+        done: dict[str, Any] = {}
+        start = time.perf_counter()
+        with PeakMemory() as memory:
+            try:
+                yield done
+            except StageStopped as e:
+                self.record_stage(name, status="stopped", **e.info)
+                raise
+            except BaseException as e:
+                self.record_stage(name, status="failed", error=f"{type(e).__name__}: {e}"[:500])
+                raise
+        self.record_stage(name, **{**done, "status": done.get("status", "done"),
+                                   "seconds": round(time.perf_counter() - start, 1), "peak_rss_gib": memory.gib})
+
+    def record_stage(self, stage: str, *, fresh: bool = False, **info: Any) -> None:
+        """Merge `info` into manifest["stages"][stage], or replace it (`fresh`: a new attempt).
+        An atomic write; secrets must not be passed."""
         manifest = self.read_manifest()
-        manifest.setdefault("stages", {}).setdefault(stage, {}).update(info)
+        stages = manifest.setdefault("stages", {})
+        if fresh:
+            stages[stage] = {}
+        stages.setdefault(stage, {}).update(info)
         manifest["stages"][stage]["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         manifest.setdefault("environment", environment())
         write_json_atomic(self.manifest, manifest)
