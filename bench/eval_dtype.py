@@ -17,7 +17,7 @@ import torch
 
 from cotdistill.generation import generate_batched
 from cotdistill.prompts import COMPLETION_STOP
-from cotdistill.training.students import load_student
+from cotdistill.students import load_student
 from eval_throughput import questions
 
 DTYPES = ("float32", "bfloat16")

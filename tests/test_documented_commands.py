@@ -5,7 +5,8 @@ for data, annotation and baselines; `accelerate launch` of `cotdistill train` fo
 processes over gloo instead of 8 GPUs); and the final `cotdistill run`, which must find both
 students up to date (the flags match the config's student section) and evaluate and report them.
 What is swapped for what this machine has, and nothing else: the config's data (GSM8K on the hub)
-for generated coin flips (questions a 270M teacher gets right often enough), its teacher server for llama-cpp-python's serving the embedded
+for generated coin flips of 3 people (a 270M teacher kept 7 of 20 on an AVX2 EPYC; with the
+default 4 people it kept none there, and training on an empty file fails, as it should), its teacher server for llama-cpp-python's serving the embedded
 gemma-3-270m on 127.0.0.1 (a base model: completion prompts), its student (Qwen/Qwen2.5-0.5B) for a tiny local Llama, shorter
 generation limits; in the commands, the student name, `--num_processes 8` for 2 and a free port.
 """
@@ -60,7 +61,7 @@ def test_the_config_documents_a_data_parallel_sequence():
 @pytest.mark.usefixtures("one_torch_thread")
 def test_the_multi_gpu_commands_run_as_written_on_two_cpu_processes(server_root, causal_dir, tmp_path):  # noqa: F811
     config = yaml.safe_load(CONFIG.read_text())
-    config["data"] = {"generate": "coin_flip", "n_train": 20, "n_test": 4}
+    config["data"] = {"generate": "coin_flip", "generate_options": {"n_flips": 3}, "n_train": 20, "n_test": 4}
     config["teacher"].update(model=f"openai:gemma@{server_root}/v1", max_tokens=96, options={"chat": False})
     config["student"]["model"] = str(causal_dir)
     config["evaluate"].update(max_new_tokens=16, batch_size=4)

@@ -33,7 +33,7 @@ from cotdistill.training.collate import (
 from cotdistill.errors import UserError
 from cotdistill.data.records import write_jsonl
 from cotdistill.prompts import student_input
-from cotdistill.training.students import load_student
+from cotdistill.students import load_student
 from cotdistill.training.train import TrainConfig, train_student
 from cotdistill.training.student_trainer import token_loss, weights_digest
 
@@ -193,7 +193,7 @@ def test_every_loss_path_gives_the_models_own_loss_and_gradients(causal_dir, dis
     """Head on target positions only, and head + loss fused a chunk at a time (5 rows per chunk here,
     so a batch spans many chunks): same loss and same gradients as logits at every position."""
     from cotdistill.training import head_loss
-    from cotdistill.training.students import add_lora
+    from cotdistill.students import add_lora
 
     model, tok, _ = load_student(str(causal_dir))
     if lora:
@@ -255,7 +255,7 @@ def test_bf16_trainer_runs_the_fused_head_in_bf16_like_the_models_own_head(causa
 def test_a_frozen_heads_cached_bf16_copy_follows_edits_of_the_head(causal_dir, distill):
     """LoRA leaves the head frozen, so its bf16 copy is kept between steps, but never stale."""
     from cotdistill.training.head_loss import chunkable_head, linear_cross_entropy
-    from cotdistill.training.students import add_lora
+    from cotdistill.students import add_lora
 
     model = add_lora(load_student(str(causal_dir))[0], is_seq2seq=False, r=4)
     head = chunkable_head(model)
@@ -413,7 +413,7 @@ def test_cli_run_dir_trains_into_students_mode_and_records_the_stage(causal_dir,
     assert done.returncode == 0, done.stderr
     assert "trained 3 steps" in done.stdout and (run / "students" / "answer-only" / "train_metrics.json").is_file()
     stage = json.loads((run / "manifest.json").read_text())["stages"]["train:answer-only"]
-    assert stage["status"] == "done" and stage["steps"] == 3
+    assert stage["status"] == "done" and stage["metrics"]["steps"] == 3  # as `cotdistill run` records it
     # the fingerprint `cotdistill run` compares: a run after this command finds the stage done
     metrics = json.loads((run / "students" / "answer-only" / "train_metrics.json").read_text())
     assert stage["fingerprint"] == metrics["fingerprint"]
@@ -505,7 +505,7 @@ def test_bf16_auto_follows_the_cpus_bf16_flags_and_times_matmuls_only_where_it_c
     """A timing of small matmuls flipped between runs of the same config; the CPU's flags do not."""
     import platform
 
-    from cotdistill.training import train
+    from cotdistill import cpu
     from cotdistill.cpu import CpuInfo
     from cotdistill.training.train import choose_bf16
 
@@ -514,7 +514,7 @@ def test_bf16_auto_follows_the_cpus_bf16_flags_and_times_matmuls_only_where_it_c
     assert choose_bf16(True) == (True, "requested") and choose_bf16(False) == (False, "requested")
     monkeypatch.setattr(platform, "machine", lambda: "x86_64")
     for flags, fast in [("avx2 avx512_bf16", True), ("avx2 amx_tile amx_bf16", True), ("avx2 fma", False)]:
-        monkeypatch.setattr(train, "cpu", lambda f=flags: CpuInfo("test cpu", frozenset(f.split()), 2))
+        monkeypatch.setattr(cpu, "cpu", lambda f=flags: CpuInfo("test cpu", frozenset(f.split()), 2))
         assert {choose_bf16("auto")[0] for _ in range(5)} == {fast}
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert "matmul" in choose_bf16("auto")[1]

@@ -17,7 +17,7 @@ import torch
 from test_train import causal_dir, distill_rows, tokenizer  # noqa: F401  (the tiny student fixtures)
 
 from cotdistill.data.records import write_jsonl
-from cotdistill.training.students import load_student
+from cotdistill.students import load_student
 from cotdistill.training.train import TrainConfig, train_student
 from cotdistill.training.student_trainer import weights_digest
 

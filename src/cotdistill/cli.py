@@ -424,8 +424,8 @@ def evaluate(
     batch_size: int = typer.Option(EVAL["batch_size"], "--batch-size", help="Sequences generated together."),
     max_new_tokens: int = typer.Option(EVAL["max_new_tokens"], "--max-new-tokens"),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
-    dtype: str = typer.Option(EVAL["dtype"], "--dtype", help="transformers models: float32 | bfloat16 (half the memory; "
-                              "2.6x faster on CPUs with AVX512-BF16/AMX, slower on others; greedy outputs may differ)."),
+    dtype: str = typer.Option(EVAL["dtype"], "--dtype", help="transformers models: auto (bfloat16 where it is the faster dtype here, "
+                              "e.g. CPUs with AVX512-BF16/AMX) | float32 | bfloat16 (greedy outputs may differ between them)."),
     seed: int = typer.Option(0, "--seed"),
     strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help="Only a 'The answer is X.' sentence counts "
                                           "(default for fine-tuned students), or also the last number (default for prompted models)."),

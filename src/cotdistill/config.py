@@ -171,8 +171,9 @@ class EvalSettings(Section):
     samples: int = Field(1, ge=1)  # > 1: self-consistency vote over this many samples
     temperature: float = Field(0.0, ge=0)
     # transformers models: float32 (the reference numerics) | bfloat16 (faster only where the CPU or
-    # GPU has a bf16 path; greedy outputs can differ: docs/benchmarks.md)
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    # GPU has a bf16 path; greedy outputs can differ: docs/benchmarks.md) | auto: bfloat16 exactly
+    # where it is the faster dtype here (cpu.bf16_is_faster), as training's bf16 "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
 
 
 class EvaluateConfig(EvalSettings):

@@ -1,7 +1,8 @@
 """What this CPU is and can do, read once from /proc/cpuinfo: the one place that looks.
 
 Three decisions hang on it: how many threads llama.cpp gets (physical cores: hyper-threads add
-nothing), whether training autocasts to bf16 (only where AVX512-BF16 or AMX makes it fast), and
+nothing), whether training autocasts to bf16 and evaluation loads students in bf16 (only where
+AVX512-BF16 or AMX makes it fast: `bf16_is_faster`), and
 whether llama.cpp may use its "extra" weight buffer types (the AMX and repacked-Q4 kernels), which
 crash on some AMX CPUs (see `llama_extra_buffers`). Every benchmark names the CPU with `describe`.
 """
@@ -82,6 +83,43 @@ def cpu() -> CpuInfo:
     except OSError:
         return CpuInfo(model=platform.processor() or "unknown CPU", flags=frozenset(), cores=max(1, allowed))
     return parse_cpuinfo(text, allowed)
+
+
+def bf16_is_faster() -> tuple[bool, str]:
+    """(whether bf16 matmuls beat fp32 on this device, why).
+
+    x86 CPUs without AVX512-BF16/AMX run bf16 matmuls 10-100x slower than fp32, those with them
+    2-3x faster. The CPU's own flags decide: timing small matmuls did too, but 0.2 vs 0.3 ms is
+    noise, and the same run then trained in bf16 one time and in fp32 the next. On a GPU its bf16
+    support decides; elsewhere (ARM, ...) a timing."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported(), "cuda bf16 support"
+    info = cpu()
+    if info.x86 and info.flags:
+        if info.fast_bf16:
+            return True, f"{info.kind} CPU: fast bf16 matmuls"
+        return False, f"{info.kind} CPU lacks AVX512-BF16 and AMX (bf16 matmuls are slow)"
+    return _bf16_timing()
+
+
+def _bf16_timing(n: int = 256, repeats: int = 5) -> tuple[bool, str]:
+    import time
+
+    import torch
+
+    def seconds(dtype: torch.dtype) -> float:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t)
+        return sorted(times)[repeats // 2]
+
+    fp32, bf16 = seconds(torch.float32), seconds(torch.bfloat16)
+    return bf16 * 1.3 < fp32, f"cpu matmul {n}^3: fp32 {fp32 * 1e3:.1f} ms, bf16 {bf16 * 1e3:.1f} ms"
 
 
 def physical_cores() -> int:

@@ -122,18 +122,28 @@ class GenerationJob:
     prompt: Prompt
 
 
+def eval_dtype(setting: str) -> str:
+    """The dtype a transformers model is loaded in: `auto` is bfloat16 where that is faster here."""
+    if setting == "auto":
+        from cotdistill.cpu import bf16_is_faster
+
+        return "bfloat16" if bf16_is_faster()[0] else "float32"
+    if setting not in ("float32", "bfloat16"):
+        raise UserError(f"--dtype {setting}: use auto, float32 or bfloat16")
+    return setting
+
+
 class HFModel:
     """A transformers model on our batched generation."""
 
     def __init__(self, spec: str, options: EvalOptions):
         import torch
 
-        from cotdistill.training.students import load_student, resolve
+        from cotdistill.students import load_student, resolve
 
-        if options.dtype not in ("float32", "bfloat16"):
-            raise UserError(f"--dtype {options.dtype}: use float32 or bfloat16")
         source = resolve(spec, quiet=options.quiet)
-        self.model, self.tokenizer, _ = load_student(spec, dtype=getattr(torch, options.dtype), quiet=options.quiet)
+        self.dtype = eval_dtype(options.dtype)
+        self.model, self.tokenizer, _ = load_student(spec, dtype=getattr(torch, self.dtype), quiet=options.quiet)
         if torch.cuda.is_available():
             self.model.to("cuda")
         self.model.eval()

@@ -151,7 +151,7 @@ def run_pipeline(config: RunConfig, dry_run: bool = False) -> RunDir:
 def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir:
     from cotdistill.annotate import annotate, load_examples
     from cotdistill.reporting.cards import write_model_cards
-    from cotdistill.evaluate import evaluate_model
+    from cotdistill.evaluate import eval_dtype, evaluate_model
     from cotdistill.reporting.report import summary_markdown, write_report
     from cotdistill.teachers import load_teacher
     from cotdistill.training.train import train_fingerprint, train_student
@@ -191,7 +191,8 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
     for name, spec, overrides in evaluations(config, run):
         opts = evaluate_options(config, overrides)
         inputs = [opts.data or run.test_data] + model_files(Path(spec))
-        run_stage(run, f"evaluate:{name}", fingerprint(spec, opts.model_dump(), *inputs), [run.predictions(name)],
+        settings = {**opts.model_dump(), "dtype": eval_dtype(opts.dtype)}  # "auto" as resolved on this machine
+        run_stage(run, f"evaluate:{name}", fingerprint(spec, settings, *inputs), [run.predictions(name)],
                   lambda name=name, spec=spec, opts=opts: {"summary": evaluate_model(run, spec, name, opts).to_dict()})
 
     peaks = [info.get("peak_rss_gib") or 0 for info in run.read_manifest()["stages"].values()]

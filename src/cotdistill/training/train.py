@@ -38,7 +38,7 @@ from cotdistill.training.collate import (
     split_eval,
 )
 from cotdistill.config import StudentConfig, TrainSettings
-from cotdistill.cpu import cpu
+from cotdistill.cpu import bf16_is_faster
 from cotdistill.errors import UserError
 from cotdistill.fileio import write_json_atomic
 from cotdistill.hashing import stream_sha256
@@ -88,7 +88,7 @@ def train_student(config: TrainConfig) -> TrainResult:
 
     from transformers import set_seed
 
-    from cotdistill.training.students import add_lora, load_student
+    from cotdistill.students import add_lora, load_student
 
     pairs = read_pairs(config.data, config.mode)
     train_pairs, eval_pairs = split_eval(pairs, config.eval_fraction, config.seed)
@@ -187,51 +187,16 @@ def train_fingerprint(config: TrainConfig) -> str:
 
 
 def choose_bf16(setting: bool | str, world_size: int = 1) -> tuple[bool, str]:
-    """bf16 autocast on request, or under "auto" where this device multiplies bf16 faster than fp32.
-
-    x86 CPUs without AVX512-BF16/AMX run bf16 matmuls 10-100x slower than fp32, those with them
-    2-3x faster. The CPU's own flags decide: timing small matmuls did too, but 0.2 vs 0.3 ms is
-    noise, and the same run then trained in bf16 one time and in fp32 the next. Elsewhere (ARM, ...)
-    a timing decides. All ranks follow rank 0.
-    """
+    """bf16 autocast on request, or under "auto" where this device multiplies bf16 faster than
+    fp32 (cpu.bf16_is_faster). All ranks follow rank 0."""
     if setting != "auto":
         return bool(setting), "requested"
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported(), "cuda bf16 support"
-    choice = list(_cpu_bf16_flags() or _bf16_timing())
+    choice = list(bf16_is_faster())
     if world_size > 1:
         from accelerate.utils import broadcast_object_list
 
         broadcast_object_list(choice)
     return choice[0], choice[1]
-
-
-def _cpu_bf16_flags() -> tuple[bool, str] | None:
-    """(fast bf16?, why) from an x86 CPU's flags; None where it cannot tell."""
-    info = cpu()
-    if not info.x86 or not info.flags:
-        return None
-    if info.fast_bf16:
-        return True, f"{info.kind} CPU: fast bf16 matmuls"
-    return False, f"{info.kind} CPU lacks AVX512-BF16 and AMX (bf16 matmuls are slow)"
-
-
-def _bf16_timing(n: int = 256, repeats: int = 5) -> tuple[bool, str]:
-    import torch
-
-    def seconds(dtype: Any) -> float:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            a @ b
-            times.append(time.perf_counter() - t)
-        return sorted(times)[repeats // 2]
-
-    fp32, bf16 = seconds(torch.float32), seconds(torch.bfloat16)
-    return bf16 * 1.3 < fp32, f"cpu matmul {n}^3: fp32 {fp32 * 1e3:.1f} ms, bf16 {bf16 * 1e3:.1f} ms"
 
 
 # ---------------------------------------------------------------- output directory
@@ -270,7 +235,7 @@ def _prepare_output(out: Path, ckpts: Path, fingerprint: str, finished: dict | N
 def _save_final(model: Any, tokenizer: Any, out: Path, config: TrainConfig, metrics: dict,
                 log_history: list[dict], t_start: float) -> None:
     """Write the model files, then the curve, then train_metrics.json last (the completion mark)."""
-    from cotdistill.training.students import save_student
+    from cotdistill.students import save_student
 
     tmp = out / ".final-partial"
     shutil.rmtree(tmp, ignore_errors=True)
