@@ -1,7 +1,8 @@
 """Benchmark: batched generation in bfloat16 vs float32, same model, same questions, side by side.
 
-Evaluation defaults to float32 (the reference numerics); `cotdistill evaluate --dtype bfloat16`
-halves the weights' memory and, on CPUs with AVX512-BF16 or AMX, runs faster. Greedy outputs can
+Evaluation's default `--dtype auto` takes bfloat16 only where it is the faster dtype (cpu.py's
+`bf16_is_faster`); bfloat16 halves the weights' memory and, on CPUs with AVX512-BF16 or AMX, runs
+faster; `--dtype float32` pins the reference numerics. Greedy outputs can
 differ (bf16 rounds the logits), so the script counts how many are identical. Each dtype runs twice,
 alternating, and the times are summed (drift on a shared machine affects both alike).
 

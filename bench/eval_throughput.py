@@ -46,19 +46,9 @@ def questions(n: int) -> list[str]:
 
 
 def naive(model, tok, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...]) -> list[Generation]:
-    """What one writes without thinking about speed: one prompt per `generate` call."""
-    eos = model.generation_config.eos_token_id
-    out = []
-    for p in prompts:
-        ids = tok(p, return_tensors="pt")
-        with torch.inference_mode():
-            gen = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
-        new = gen[0, ids["input_ids"].shape[1] :].tolist()
-        eos_ids = set(eos if isinstance(eos, list) else [eos])
-        n = next((k + 1 for k, t in enumerate(new) if t in eos_ids), len(new))
-        text = finish_text(tok.decode(new[:n], skip_special_tokens=True), stop)
-        out.append(Generation(text, n, "stop" if n < max_new_tokens else "length"))
-    return out
+    """What one writes without thinking about speed: one prompt per `generate` call (a batch of one
+    needs no padding, so this is `batched` with batch size 1)."""
+    return batched(model, tok, prompts, max_new_tokens, stop, batch_size=1)
 
 
 def batched(model, tok, prompts: list[str], max_new_tokens: int, stop: tuple[str, ...], batch_size: int) -> list[Generation]:

@@ -104,6 +104,7 @@ def bf16_is_faster() -> tuple[bool, str]:
     return _bf16_timing()
 
 
+@functools.cache  # once per process: the pipeline's fingerprint and the model load must agree
 def _bf16_timing(n: int = 256, repeats: int = 5) -> tuple[bool, str]:
     import time
 

@@ -123,13 +123,12 @@ class GenerationJob:
 
 
 def eval_dtype(setting: str) -> str:
-    """The dtype a transformers model is loaded in: `auto` is bfloat16 where that is faster here."""
+    """The dtype a transformers model is loaded in: `auto` is bfloat16 where that is faster here.
+    `setting` is EvalSettings.dtype, which the schema already restricts to auto/float32/bfloat16."""
     if setting == "auto":
         from cotdistill.cpu import bf16_is_faster
 
         return "bfloat16" if bf16_is_faster()[0] else "float32"
-    if setting not in ("float32", "bfloat16"):
-        raise UserError(f"--dtype {setting}: use auto, float32 or bfloat16")
     return setting
 
 
