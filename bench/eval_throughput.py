@@ -4,12 +4,15 @@
   batched     plain transformers as most users batch it: the tokenizer left-pads `--batch-size`
               questions in their order, one `generate` per batch until every row hit EOS or the limit
   one+stop    one sequence at a time, with our stop at the first complete final-answer sentence
-  ours        generation.generate_batched: sorted by length, left-padded batches, KV cache, same stop
+  ours, F.linear   ours with plain `F.linear` in the decoding steps (--ablate: what W·xᵀ is worth)
+  ours        generation.generate_batched: continuous batching (a finished sequence leaves at once,
+              the next prompt takes its place), KV cache, same stop, W·xᵀ linears while decoding
 
 All three decode greedily the same questions with the same prompts in one process, so ratios are
 side by side (ours is timed before and after the others, and counts with the mean). Outputs are
 compared after `finish_text` (cut at the stop string and after the first
-final answer, as evaluation reads them): the script fails if ours differs from naive.
+final answer, as evaluation reads them): the script fails if ours differs from naive (or, with
+--skip-naive, from batched `generate`, which the script has shown equal to naive at smaller n).
 
 The student is the embedded gemma-3-270m (converted to transformers once) on GSM8K questions
 (../shared/datasets when present, else generated GSM-style ones), given the bare student input
@@ -17,18 +20,21 @@ The student is the embedded gemma-3-270m (converted to transformers once) on GSM
 "student before fine-tuning" baseline (long shared prompts: prefill-bound, batching gains less).
 
     python bench/eval_throughput.py --n 32 --batch-size 16 --threads 2
+    python bench/eval_throughput.py --n 128 --batch-size 16 --threads 2 --skip-naive --skip-middle --ablate
     python bench/eval_throughput.py --n 16 --batch-size 16 --max-new-tokens 64 --few-shot 2 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
 
 import torch
 
+from cotdistill import generation
 from cotdistill.cpu import cpu
 from cotdistill.generation import Generation, finish_text, generate_batched
 from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, default_exemplars
@@ -87,6 +93,8 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--skip-middle", action="store_true", help="skip the one+stop row (saves time)")
+    ap.add_argument("--skip-naive", action="store_true", help="skip the one-by-one row (large --n); batched is the reference")
+    ap.add_argument("--ablate", action="store_true", help="add ours with plain F.linear while decoding")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -105,11 +113,19 @@ def main() -> None:
     # Ours runs before and after the slow rows and counts with its mean time: on a shared machine
     # the load drifts during the minutes naive takes, and this cancels a linear drift.
     before = ours()
-    rows = [("naive", *timed(lambda: naive(model, tok, prompts, args.max_new_tokens, stop)))]
+    rows = []
+    if not args.skip_naive:
+        rows.append(("naive", *timed(lambda: naive(model, tok, prompts, args.max_new_tokens, stop))))
     rows.append((f"batched ({args.batch_size})", *timed(lambda: batched(model, tok, prompts, args.max_new_tokens, stop,
                                                                          args.batch_size))))
     if not args.skip_middle:
         rows.append(("one+stop", *timed(lambda: generate_batched(model, tok, prompts, batch_size=1, **kw))))
+    if args.ablate:
+        plain, generation.weights_first_linears = generation.weights_first_linears, lambda model: contextlib.nullcontext()
+        try:
+            rows.append(("ours, F.linear", *ours()))
+        finally:
+            generation.weights_first_linears = plain
     after = ours()
     rows.append((f"ours (batch {args.batch_size})", (before[0] + after[0]) / 2, after[1]))
     print(f"ours: {before[0]:.1f} s before the other rows, {after[0]:.1f} s after; same outputs both times: "
@@ -120,24 +136,26 @@ def main() -> None:
     for name, _, gens in rows[1:]:
         for i, (g, r) in enumerate(zip(gens, reference)):
             if g.text != r:
-                print(f"{name} differs from naive on question {i}:\n  naive: {r!r}\n  {name}: {g.text!r}")
+                print(f"{name} differs from {rows[0][0]} on question {i}:\n  {rows[0][0]}: {r!r}\n  {name}: {g.text!r}")
 
     base_s, base_gens = rows[0][1], rows[0][2]
     base_tps = sum(g.tokens for g in base_gens) / base_s
     print(f"\n{cpu().describe()}; model {args.model} ({args.dtype}, {args.threads} threads), {args.n} questions, {args.few_shot}-shot prompt "
           f"(~{sum(len(tok(p)['input_ids']) for p in prompts) // len(prompts)} tokens), max_new_tokens {args.max_new_tokens}")
     print(f"{'method':<18}{'seconds':>9}{'gen tokens':>12}{'tokens/s':>10}{'questions/s':>13}"
-          f"{'× tokens/s':>12}{'× questions/s':>15}{'same as naive':>15}")
+          f"{'× tokens/s':>12}{'× questions/s':>15}{'same as ' + rows[0][0]:>22}")
     for name, secs, gens in rows:
         tokens = sum(g.tokens for g in gens)
         print(f"{name:<18}{secs:>9.1f}{tokens:>12}{tokens / secs:>10.1f}{len(gens) / secs:>13.3f}"
-              f"{tokens / secs / base_tps:>12.2f}{base_s / secs:>15.2f}{same[name]!s:>15}")
+              f"{tokens / secs / base_tps:>12.2f}{base_s / secs:>15.2f}{same[name]!s:>22}")
     by = {name: secs for name, secs, _ in rows}
     print(f"ours / batched generate, questions/s: {by[f'batched ({args.batch_size})'] / rows[-1][1]:.2f}x")
+    if args.ablate:
+        print(f"ours / ours with F.linear: {by['ours, F.linear'] / rows[-1][1]:.2f}x")
     print("gen tokens: tokens each method generated (naive keeps going past the answer until EOS or the limit);"
           "\nthe outputs being equal, × questions/s is also the ratio of output tokens per second.")
     if not all(same.values()):
-        raise SystemExit("FAIL: batched greedy output differs from one-sequence generate")
+        raise SystemExit(f"FAIL: greedy outputs differ from {rows[0][0]}'s")
 
 
 if __name__ == "__main__":

@@ -53,17 +53,21 @@ def spy_prompts(monkeypatch) -> list[list[str]]:
     return calls
 
 
-def interrupt_after_first_batch(monkeypatch) -> None:
-    """Fault injection: Ctrl-C right after the first batch was handed over."""
+def interrupt_after_first_results(monkeypatch) -> list[int]:
+    """Fault injection: Ctrl-C right after the first finished generations were handed over.
+    Returns the indices of the prompts whose generations were handed over."""
+    handed: list[int] = []
 
     def crashing(model, tokenizer, prompts, on_batch, **kw):
         def then_interrupt(indices, gens):
             on_batch(indices, gens)
+            handed.extend(indices)
             raise KeyboardInterrupt
 
         return REAL_GENERATE(model, tokenizer, prompts, on_batch=then_interrupt, **kw)
 
     monkeypatch.setattr(generation, "generate_batched", crashing)
+    return handed
 
 
 @pytest.fixture
@@ -104,21 +108,22 @@ def test_a_fine_tuned_student_answers_bare_questions_and_its_accuracy_is_recorde
 
 
 def test_an_interrupted_evaluation_resumes_without_generating_finished_questions(run, monkeypatch):
-    interrupt_after_first_batch(monkeypatch)
+    handed = interrupt_after_first_results(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         evaluate_model(run, str(run.student("cot")), "cot", options())
-    assert len(read_jsonl(run.predictions("cot").with_suffix(".partial.jsonl"))) == 4  # one batch saved
+    assert 0 < len(handed) < N_TEST
+    assert len(read_jsonl(run.predictions("cot").with_suffix(".partial.jsonl"))) == len(handed)  # those saved
 
     seen = spy_prompts(monkeypatch)
     resumed = evaluate_model(run, str(run.student("cot")), "cot", options())
-    assert [len(p) for p in seen] == [N_TEST - 4]
+    assert [len(p) for p in seen] == [N_TEST - len(handed)]
     fresh = evaluate_model(run, str(run.student("cot")), "fresh", options())
     assert [r["output"] for r in read_jsonl(run.predictions("cot"))] == [r["output"] for r in read_jsonl(run.predictions("fresh"))]
     assert resumed.correct == fresh.correct
 
 
 def test_generations_of_other_settings_are_not_reused(run, monkeypatch):
-    interrupt_after_first_batch(monkeypatch)
+    interrupt_after_first_results(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         evaluate_model(run, str(run.student("cot")), "cot", options())
     seen = spy_prompts(monkeypatch)

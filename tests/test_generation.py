@@ -6,12 +6,8 @@ import pytest
 import torch
 from tiny_lm import addition_examples, build_tiny_causal, build_tiny_seq2seq
 
-from cotdistill.generation import (
-    PRUNE_EVERY,
-    answer_complete,
-    finish_text,
-    generate_batched,
-)
+from cotdistill import generation
+from cotdistill.generation import answer_complete, can_merge, finish_text, generate_batched
 from cotdistill.prompts import student_input
 
 
@@ -78,19 +74,53 @@ def test_a_sequence_stops_once_its_answer_sentence_is_complete(causal):
     assert gen.tokens < 25  # stopped at EOS or the answer, far from max_new_tokens
 
 
-def test_finished_sequences_leave_the_batch(causal, monkeypatch):
+def forward_shapes(model):
+    """Record the (rows, tokens) of every forward pass: prefills have several tokens, decoding steps one."""
+    shapes: list[tuple[int, int]] = []
+    hook = model.register_forward_pre_hook(lambda m, a, kw: shapes.append(tuple(kw["input_ids"].shape)), with_kwargs=True)
+    return shapes, hook
+
+
+def test_a_finished_sequence_makes_room_for_the_next_prompt(causal):
     model, tok = causal
-    rows_per_call: list[int] = []
-    real = model.generate
+    prompts = questions() + questions()[:4]  # 12 prompts, 3 at a time
+    shapes, hook = forward_shapes(model)
+    try:
+        gens = generate_batched(model, tok, prompts, max_new_tokens=32, batch_size=3)
+    finally:
+        hook.remove()
+    prefills = [i for i, (_, width) in enumerate(shapes) if width > 1]
+    assert sum(shapes[i][0] for i in prefills) == len(prompts)  # every prompt prefilled once
+    assert any(shapes[i][0] < 3 for i in prefills[1:])  # ... some joining a batch in flight
+    steps_while_waiting = [rows for rows, width in shapes[: prefills[-1]] if width == 1]
+    assert steps_while_waiting and set(steps_while_waiting) == {3}  # the batch stayed full while prompts waited
+    assert [g.text for g in gens] == one_at_a_time(model, tok, prompts, 32)
 
-    def spy(**kw):
-        rows_per_call.append(kw["input_ids"].shape[0])
-        return real(**kw)
 
-    monkeypatch.setattr(model, "generate", spy)
-    gens = generate_batched(model, tok, questions(), max_new_tokens=32, batch_size=8)
-    assert rows_per_call[0] == 8 and rows_per_call[1] < 8  # the quickest left after PRUNE_EVERY steps
-    assert max(g.tokens for g in gens) > PRUNE_EVERY  # ... while others went on
+def test_without_a_mergeable_cache_batches_are_fixed_and_finished_rows_still_leave(causal, monkeypatch):
+    model, tok = causal
+    monkeypatch.setattr(generation, "can_merge", lambda model, longest: False)
+    shapes, hook = forward_shapes(model)
+    try:
+        gens = generate_batched(model, tok, questions(), max_new_tokens=32, batch_size=5)
+    finally:
+        hook.remove()
+    prefills = [rows for rows, width in shapes if width > 1]
+    assert prefills == [5, 3]  # fixed batches: the second starts when the first is done
+    first_batch = [rows for rows, width in shapes[: [i for i, (_, w) in enumerate(shapes) if w > 1][1]] if width == 1]
+    assert first_batch[0] == 5 and min(first_batch) < 5  # the quickest rows left early
+    assert [g.text for g in gens] == one_at_a_time(model, tok, questions(), 32)
+
+
+def test_rows_join_a_batch_only_where_the_cache_can_be_padded_and_concatenated():
+    from transformers import Gemma3TextConfig, LlamaConfig, Gemma3ForCausalLM, LlamaForCausalLM
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "num_key_value_heads": 1, "vocab_size": 64}
+    assert can_merge(LlamaForCausalLM(LlamaConfig(**small)), longest=10_000)
+    gemma = Gemma3ForCausalLM(Gemma3TextConfig(**small, head_dim=16, sliding_window=64, layer_types=["sliding_attention", "full_attention"]))
+    assert can_merge(gemma, longest=63)  # the sliding window never slides
+    assert not can_merge(gemma, longest=64)  # it would: dropping its oldest keys per row is not padding
 
 
 def test_a_sequence_that_hits_the_token_limit_says_so(causal):
@@ -124,3 +154,40 @@ def test_an_answer_ending_the_text_is_not_final_until_the_next_character():
 def test_finish_text_cuts_at_the_stop_string_and_after_the_first_answer():
     assert finish_text("4. The answer is 4. The answer is 4.") == "4. The answer is 4."
     assert finish_text("so 4.\n\nQ: next question", stop=("\n\nQ:",)) == "so 4."
+
+
+def test_a_sliding_window_model_decodes_as_it_would_alone_when_rows_join(causal):
+    """gemma-3's cache mixes sliding-window and full layers; joined rows must not change its outputs."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    _, tok = causal
+    torch.manual_seed(0)
+    model = Gemma3ForCausalLM(Gemma3TextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, sliding_window=128, layer_types=["sliding_attention", "full_attention"],
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None,
+    )).eval()
+    prompts, stop = questions(), (" The", "j")  # random weights: rows stop at different steps only at stop strings
+    assert can_merge(model, longest=max(len(tok(p)["input_ids"]) for p in prompts) + 24)
+    shapes, hook = forward_shapes(model)
+    try:
+        batched = generate_batched(model, tok, prompts, max_new_tokens=24, batch_size=3, stop=stop)
+    finally:
+        hook.remove()
+    assert any(rows < 3 for rows, width in shapes[1:] if width > 1)  # rows joined a batch in flight
+    assert len({g.tokens for g in batched}) > 1
+    assert [g.text for g in batched] == one_at_a_time(model, tok, prompts, 24, stop)
+
+
+def test_weights_first_linears_compute_the_same_product_and_are_undone_afterwards():
+    from cotdistill.generation import FEW_ROWS, weights_first_linears
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 300), torch.nn.Linear(300, 8, bias=False))
+    for rows in (1, 5, FEW_ROWS + 3):
+        x = torch.randn(rows, 2, 32)[:, 0]  # not contiguous, like a slice of hidden states
+        with weights_first_linears(model):
+            fast = model(x)
+            assert "forward" in vars(model[0])
+        assert "forward" not in vars(model[0])
+        torch.testing.assert_close(fast, model(x), rtol=1e-5, atol=1e-5)

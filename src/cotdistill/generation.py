@@ -12,9 +12,11 @@ per step, the matmuls get rows enough to be efficient). So evaluation packs prom
   ("The answer is 72.") is complete: students and prompted models otherwise keep going
   ("The answer is 70. The answer is 70. ...") until max_new_tokens, which wastes most of the
   compute;
-- every PRUNE_EVERY steps, finished sequences leave a causal batch (their KV-cache rows are
-  dropped), so one long answer does not keep the whole batch running (measured 20 % faster on
-  32 GSM8K questions with gemma-3-270m, identical outputs).
+- continuous batching (causal models): a finished sequence leaves the batch at once (its KV-cache
+  row is dropped) and the next prompt is prefilled and joins, so the batch stays full instead of
+  running on with fewer and fewer rows while its slowest sequence finishes. On a CPU a decoding
+  step for 4 rows costs nearly what one for 16 does (the weights are read once per step either
+  way), so a shrinking batch wastes most of its tail (bench/eval_throughput.py, docs/benchmarks.md §4).
 
 Greedy batched output equals one-sequence `generate` output after `finish_text` (tests and
 bench/eval_throughput.py check it), so batching changes speed, never answers.
@@ -22,12 +24,13 @@ bench/eval_throughput.py check it), so batching changes speed, never answers.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
-from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from cotdistill.answers import cut_after_answer, extract_answer
 
@@ -56,11 +59,6 @@ def answer_complete(text: str) -> bool:
     """
     end = extract_answer(text, "text").end
     return end is not None and (end < len(text) or text[end - 1] == "\n")
-
-
-PRUNE_EVERY = 8  # decoding steps between removals of finished sequences from a causal batch
-# transformers 5 renamed generate's `past_key_values` (argument and output field) to `cache`.
-CACHE = "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
 
 
 class AnswerStop(StoppingCriteria):
@@ -133,46 +131,215 @@ def _decoding(temperature: float) -> dict:
     return settings
 
 
-def _generate_batch(model, tokenizer, rows: list[list[int]], pad_id: int, eos_ids: set[int], seq2seq: bool,
-                    max_new_tokens: int, temperature: float, stop: Sequence[str]) -> list[Generation]:
-    """One batch. Causal models run PRUNE_EVERY steps at a time and finished sequences leave the
-    batch (their rows of the KV cache are dropped), so the slowest sequence does not make every
-    finished one keep costing compute; seq2seq models run in one `generate` call."""
+def _generate_seq2seq(model, tokenizer, rows: list[list[int]], pad_id: int, eos_ids: set[int],
+                      max_new_tokens: int, temperature: float, stop: Sequence[str]) -> list[Generation]:
+    """One batch of an encoder-decoder model: one `generate` call, each row stopped by `AnswerStop`."""
     device = next(model.parameters()).device
-    ids, mask = (t.to(device) for t in _pad(rows, pad_id, left=not seq2seq))
-    start = 1 if seq2seq else ids.shape[1]  # generated tokens start after the decoder start / the padded prompt
-    active, cache = list(range(len(rows))), None
-    finished: list[tuple[list[int], bool] | None] = [None] * len(rows)  # (tokens, stopped by itself)
-    while active:
-        generated = ids.shape[1] - start if not seq2seq else 0
-        stopper = AnswerStop(tokenizer, start, eos_ids, stop)
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=ids, attention_mask=mask, **({CACHE: cache} if cache is not None else {}),
-                max_new_tokens=max_new_tokens - generated if seq2seq else min(PRUNE_EVERY, max_new_tokens - generated),
-                stopping_criteria=StoppingCriteriaList([stopper]), pad_token_id=pad_id,
-                eos_token_id=sorted(eos_ids) or None, use_cache=True, return_dict_in_generate=True, **_decoding(temperature),
-            )
-        seqs, done = out.sequences, stopper.done_at or [None] * len(active)
-        total = seqs.shape[1] - start
-        keep = []
-        for r, row in enumerate(active):
-            if done[r] is not None or seq2seq or total >= max_new_tokens:
-                n = done[r] if done[r] is not None else total
-                finished[row] = (seqs[r, start : start + n].tolist(), done[r] is not None)
-            else:
-                keep.append(r)
+    ids, mask = (t.to(device) for t in _pad(rows, pad_id, left=False))
+    stopper = AnswerStop(tokenizer, 1, eos_ids, stop)  # generated tokens start after the decoder start token
+    with torch.inference_mode():
+        seqs = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, stopping_criteria=StoppingCriteriaList([stopper]),
+            pad_token_id=pad_id, eos_token_id=sorted(eos_ids) or None, **_decoding(temperature),
+        )
+    done = stopper.done_at or [None] * len(rows)
+    out = []
+    for r, stopped in enumerate(done):
+        tokens = seqs[r, 1 : 1 + (stopped if stopped is not None else seqs.shape[1] - 1)].tolist()
+        out.append(Generation(finish_text(tokenizer.decode(tokens, skip_special_tokens=True), stop), len(tokens),
+                              "stop" if stopped is not None else "length"))
+    return out
+
+
+@dataclass
+class _Row:
+    """A sequence being decoded: which prompt, what it generated, the position id of its newest token."""
+
+    index: int
+    position: int
+    tokens: list[int] = field(default_factory=list)
+
+
+def _pad_left(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """`t` left-padded with zeros along `dim` to `width` (a cache's keys/values, or a mask)."""
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+class _Batch:
+    """The rows in flight with their KV cache: rows join (prefilled apart, then merged) and leave.
+
+    Every row's tokens are right-aligned in one left-padded cache of width T; the mask hides each
+    row's padding and `position` carries its own position ids, so a row computes what it would
+    alone. Joining rows is only done where the cache is a plain per-token one (`can_merge`).
+    """
+
+    def __init__(self, model, pad_id: int):
+        self.model, self.pad_id = model, pad_id
+        self.device = next(model.parameters()).device
+        accepts = inspect.signature(model.forward).parameters
+        self.keep_logits = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}  # no head at prompt positions
+        self.cache_arg = "cache" if "cache" in accepts else "past_key_values"  # renamed in transformers 5
+        self.rows: list[_Row] = []
+        self.cache = None
+        self.mask: torch.Tensor | None = None
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache) -> torch.Tensor:
+        """The last position's logits (float32) for every row."""
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{self.cache_arg: cache}, **self.keep_logits)
+        return out.logits[:, -1].float()
+
+    def admit(self, indices: list[int], prompts: list[list[int]]) -> torch.Tensor:
+        """Prefill `prompts` as one left-padded batch, merge them into the rows in flight; their logits."""
+        from transformers import DynamicCache
+
+        ids, mask = (t.to(self.device) for t in _pad(prompts, self.pad_id, left=True))
+        cache = DynamicCache(config=self.model.config)
+        logits = self.forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
+        rows = [_Row(i, len(p) - 1) for i, p in zip(indices, prompts)]
+        if self.cache is None:
+            self.cache, self.mask, self.rows = cache, mask, rows
+            return logits
+        width = max(self.mask.shape[1], mask.shape[1])
+        for old, new in zip(self.cache.layers, cache.layers):
+            old.keys = torch.cat([_pad_left(old.keys, width, 2), _pad_left(new.keys, width, 2)])
+            old.values = torch.cat([_pad_left(old.values, width, 2), _pad_left(new.values, width, 2)])
+            if hasattr(old, "cumulative_length"):  # a sliding-window layer that never slid (see can_merge)
+                old.cumulative_length = width
+        self.mask = torch.cat([_pad_left(self.mask, width, 1), _pad_left(mask, width, 1)])
+        self.rows += rows
+        return logits
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Feed each row its newest token; the logits of the next."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(self.rows), 1)], dim=1)
+        positions = torch.tensor([[r.position] for r in self.rows], device=self.device)
+        return self.forward(tokens[:, None], self.mask, positions, self.cache)
+
+    def drop(self, keep: list[int], merging: bool) -> None:
+        """Keep only the rows at `keep`; when rows will join later, also cut columns no row uses any more."""
         if not keep:
-            break
-        index = torch.tensor(keep, device=device)
-        cache = getattr(out, CACHE)
-        cache.batch_select_indices(index)
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], seqs.shape[1] - ids.shape[1])], dim=1)[index]
-        ids, active = seqs[index], [active[r] for r in keep]
-    return [
-        Generation(finish_text(tokenizer.decode(tokens, skip_special_tokens=True), stop), len(tokens), "stop" if ok else "length")
-        for tokens, ok in finished  # type: ignore[misc]
-    ]
+            self.rows, self.cache, self.mask = [], None, None
+            return
+        index = torch.tensor(keep, device=self.device)
+        self.cache.batch_select_indices(index)
+        self.mask, self.rows = self.mask[index], [self.rows[k] for k in keep]
+        unused = int(self.mask.any(dim=0).int().argmax()) if merging else 0  # leading all-padding columns
+        if unused:
+            for layer in self.cache.layers:
+                layer.keys, layer.values = layer.keys[:, :, unused:], layer.values[:, :, unused:]
+                if hasattr(layer, "cumulative_length"):
+                    layer.cumulative_length = layer.keys.shape[2]
+            self.mask = self.mask[:, unused:]
+
+
+def can_merge(model, longest: int) -> bool:
+    """Whether rows may join a batch in flight: the cache is per-token key/value tensors that can be
+    padded and concatenated (plain layers, or sliding-window layers the sequences never fill); other
+    caches (recurrent states, shared KV) get fixed batches whose finished rows still leave."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:  # noqa: BLE001 - a config transformers cannot build a cache from: no merging
+        return False
+    return bool(layers) and all(
+        type(layer) is DynamicLayer or (type(layer) is DynamicSlidingWindowLayer and longest < layer.sliding_window)
+        for layer in layers
+    )
+
+
+FEW_ROWS = 64  # below this many rows, a CPU float32 linear runs as W·xᵀ (see weights_first_linears)
+
+
+def _weights_first(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    rows = x.reshape(-1, x.shape[-1])
+    if rows.shape[0] >= FEW_ROWS:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+    y = torch.mm(self.weight, rows.T).T
+    if self.bias is not None:
+        y = y + self.bias
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+@contextmanager
+def weights_first_linears(model):
+    """While decoding on a CPU, compute each float32 linear layer over a few rows as (W·xᵀ)ᵀ.
+
+    WHY: a decoding step multiplies a handful of rows by every weight matrix. `F.linear` computes
+    x·Wᵀ, for which the CPU BLAS repacks all of W on every call; W·xᵀ reads W as it lies. Same
+    product, measured 1.4-3.8× faster for gemma-3-270m's 262k-row output head at 4-16 rows on the
+    AVX2 EPYC (docs/benchmarks.md §4); prefills (many rows) keep `F.linear`. Summation order
+    differs, so logits may differ in the last bits; bench/eval_throughput.py checks the greedy
+    outputs stay identical to plain `generate`'s.
+    """
+    layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
+              and m.weight.dtype == torch.float32]
+    for m in layers:
+        m.forward = _weights_first.__get__(m)
+    try:
+        yield
+    finally:
+        for m in layers:
+            del m.forward
+
+
+def _decode_causal(model, tokenizer, prompts: list[list[int]], order: list[int], pad_id: int, eos_ids: set[int],
+                   max_new_tokens: int, temperature: float, stop: Sequence[str], batch_size: int, seed: int,
+                   on_done: Callable[[list[int], list[Generation]], None]) -> None:
+    """Continuous batching: up to `batch_size` rows decode together; a row leaves as soon as it
+    stops (EOS, stop string, complete answer, token limit) and the next prompt in `order` takes its
+    place, so the batch stays full until the queue runs dry instead of shrinking while its slowest
+    row finishes. A decoding step costs nearly as much for a few rows as for a full batch on a CPU
+    (the weights are read once per step), so keeping the batch full is what saves time."""
+    queue = list(reversed(order))  # pop() takes the next one: longest prompts first
+    merging = can_merge(model, max((len(p) for p in prompts), default=0) + max_new_tokens)
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
+    batch = _Batch(model, pad_id)
+
+    def choose(logits: torch.Tensor) -> torch.Tensor:
+        if generator is None:
+            return logits.argmax(dim=-1)
+        return torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator)[:, 0]
+
+    def settle(first: int, tokens: torch.Tensor) -> list[int]:
+        """Give rows `first`... their next tokens; report and drop those that stopped. The kept rows."""
+        keep, finished = list(range(first)), []
+        for k, token in enumerate(tokens.tolist(), start=first):
+            row = batch.rows[k]
+            row.tokens.append(token)
+            row.position += 1
+            text = tokenizer.decode(row.tokens, skip_special_tokens=True)
+            if token in eos_ids or answer_complete(text) or any(s in text for s in stop):
+                finished.append((row, text, "stop"))
+            elif len(row.tokens) >= max_new_tokens:
+                finished.append((row, text, "length"))
+            else:
+                keep.append(k)
+        if finished:
+            on_done([row.index for row, _, _ in finished],
+                    [Generation(finish_text(text, stop), len(row.tokens), why) for row, text, why in finished])
+            batch.drop(keep, merging)
+        return keep
+
+    feed = torch.empty(0, dtype=torch.long, device=device)  # each row's newest token, not yet fed to the model
+    while queue or batch.rows:
+        while queue and len(batch.rows) < batch_size and (merging or not batch.rows):
+            first = len(batch.rows)
+            joining = [queue.pop() for _ in range(min(batch_size - first, len(queue)))]
+            tokens = choose(batch.admit(joining, [prompts[i] for i in joining]))
+            kept = settle(first, tokens)[first:]
+            feed = torch.cat([feed, tokens[[k - first for k in kept]]])
+        if batch.rows:
+            tokens = choose(batch.step(feed))
+            feed = tokens[settle(0, tokens)]
 
 
 def generate_batched(
@@ -187,11 +354,11 @@ def generate_batched(
     seed: int = 0,
     on_batch: Callable[[list[int], list[Generation]], None] | None = None,
 ) -> list[Generation]:
-    """Generate for every prompt, `batch_size` at a time; results come back in prompt order.
+    """Generate for every prompt, up to `batch_size` at a time; results come back in prompt order.
 
-    temperature 0 is greedy decoding; above 0, sampling with a seed per batch (reproducible for
-    the same prompts, batch size and seed). `on_batch(indices, generations)` is called after each
-    batch (progress bars, saving partial results).
+    temperature 0 is greedy decoding; above 0, sampling from one seeded generator (reproducible for
+    the same prompts, batch size and seed). `on_batch(indices, generations)` is called as
+    sequences finish (progress bars, saving partial results).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
@@ -202,14 +369,21 @@ def generate_batched(
     order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
     results: list[Generation | None] = [None] * len(prompts)
 
-    for b, first in enumerate(range(0, len(order), batch_size)):
-        batch = order[first : first + batch_size]
-        if temperature > 0:
-            torch.manual_seed(seed * 100_003 + b)
-        gens = _generate_batch(model, tokenizer, [encoded[i] for i in batch], pad_id, eos_ids, seq2seq,
-                               max_new_tokens, temperature, stop)
-        for i, gen in zip(batch, gens):
+    def done(indices: list[int], gens: list[Generation]) -> None:
+        for i, gen in zip(indices, gens):
             results[i] = gen
         if on_batch:
-            on_batch(batch, gens)
+            on_batch(indices, gens)
+
+    if seq2seq:
+        for b, first in enumerate(range(0, len(order), batch_size)):
+            batch = order[first : first + batch_size]
+            if temperature > 0:
+                torch.manual_seed(seed * 100_003 + b)
+            done(batch, _generate_seq2seq(model, tokenizer, [encoded[i] for i in batch], pad_id, eos_ids,
+                                          max_new_tokens, temperature, stop))
+    else:
+        with torch.inference_mode(), weights_first_linears(model):
+            _decode_causal(model, tokenizer, encoded, order, pad_id, eos_ids, max_new_tokens, temperature, stop,
+                           batch_size, seed, done)
     return [r for r in results if r is not None]
