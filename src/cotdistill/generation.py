@@ -273,11 +273,11 @@ def weights_first_linears(model):
     """While decoding on a CPU, compute each float32 linear layer over a few rows as (W·xᵀ)ᵀ.
 
     WHY: a decoding step multiplies a handful of rows by every weight matrix. `F.linear` computes
-    x·Wᵀ, for which the CPU BLAS repacks all of W on every call; W·xᵀ reads W as it lies. Same
-    product, measured 1.4-3.8× faster for gemma-3-270m's 262k-row output head at 4-16 rows on the
-    AVX2 EPYC (docs/benchmarks.md §4); prefills (many rows) keep `F.linear`. Summation order
-    differs, so logits may differ in the last bits; bench/eval_throughput.py checks the greedy
-    outputs stay identical to plain `generate`'s.
+    x·Wᵀ, and for a few rows the CPU BLAS runs that shape far slower than the same product as W·xᵀ
+    (gemma-3-270m's output head at 16 rows: 165 vs 114 ms on an AVX2 EPYC); a whole evaluation of gemma-3-270m ran 1.24× faster with it (AVX2 EPYC,
+    `bench/eval_throughput.py --ablate`, docs/benchmarks.md §4). Prefills (many rows) keep
+    `F.linear`. Summation order differs, so logits may differ in the last bits; the bench checks
+    that greedy outputs stay identical to plain `generate`'s.
     """
     layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
               and m.weight.dtype == torch.float32]
