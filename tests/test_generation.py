@@ -191,3 +191,20 @@ def test_weights_first_linears_compute_the_same_product_and_are_undone_afterward
             assert "forward" in vars(model[0])
         assert "forward" not in vars(model[0])
         torch.testing.assert_close(fast, model(x), rtol=1e-5, atol=1e-5)
+
+
+def test_a_peft_wrapped_model_still_runs_its_head_only_at_the_last_prompt_position(causal):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = causal
+    wrapped = get_peft_model(copy.deepcopy(model), LoraConfig(r=4, target_modules=["q_proj"])).eval()
+    kept: list = []
+    hook = wrapped.get_base_model().register_forward_pre_hook(lambda m, a, kw: kept.append(kw.get("logits_to_keep")), with_kwargs=True)
+    try:
+        gens = generate_batched(wrapped, tok, questions()[:3], max_new_tokens=8)
+    finally:
+        hook.remove()
+    assert kept and set(kept) == {1}  # never the full vocabulary at every prompt position
+    assert [g.text for g in gens] == one_at_a_time(model, tok, questions()[:3], 8)  # LoRA B starts at zero

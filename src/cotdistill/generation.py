@@ -181,7 +181,8 @@ class _Batch:
     def __init__(self, model, pad_id: int):
         self.model, self.pad_id = model, pad_id
         self.device = next(model.parameters()).device
-        accepts = inspect.signature(model.forward).parameters
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # a PeftModel passes kwargs on
+        accepts = inspect.signature(inner.forward).parameters
         self.keep_logits = {"logits_to_keep": 1} if "logits_to_keep" in accepts else {}  # no head at prompt positions
         self.cache_arg = "cache" if "cache" in accepts else "past_key_values"  # renamed in transformers 5
         self.rows: list[_Row] = []
