@@ -122,6 +122,20 @@ def test_an_interrupted_evaluation_resumes_without_generating_finished_questions
     assert resumed.correct == fresh.correct
 
 
+def test_an_interrupted_sampling_evaluation_resumes_with_the_samples_an_uninterrupted_one_draws(run, monkeypatch):
+    sampling = options(samples=3, temperature=1.0)
+    handed = interrupt_after_first_results(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(run, str(run.student("cot")), "sc", sampling)
+    assert 0 < len(handed) < 3 * N_TEST
+    monkeypatch.setattr(generation, "generate_batched", REAL_GENERATE)
+    evaluate_model(run, str(run.student("cot")), "sc", sampling)
+    evaluate_model(run, str(run.student("cot")), "sc-fresh", sampling)
+    resumed, fresh = read_jsonl(run.predictions("sc")), read_jsonl(run.predictions("sc-fresh"))
+    assert [r["samples"] for r in resumed] == [r["samples"] for r in fresh]
+    assert len({s for r in fresh for s in r["samples"]}) > N_TEST  # samples differ within questions too
+
+
 def test_generations_of_other_settings_are_not_reused(run, monkeypatch):
     interrupt_after_first_results(monkeypatch)
     with pytest.raises(KeyboardInterrupt):

@@ -136,6 +136,16 @@ def test_results_come_back_in_prompt_order_whatever_the_batch_size(causal):
     assert texts[3] == texts[8]
 
 
+def test_a_sampled_answer_depends_on_its_seed_not_on_the_prompts_beside_it(causal):
+    model, tok = causal
+    prompts, seeds = questions(), [11, 12, 13, 14, 15, 16, 17, 18]
+    alone = [generate_batched(model, tok, [p], max_new_tokens=20, temperature=1.5, seeds=[s])[0].text for p, s in zip(prompts, seeds)]
+    together = generate_batched(model, tok, prompts, max_new_tokens=20, temperature=1.5, seeds=seeds, batch_size=3)
+    assert [g.text for g in together] == alone
+    other = generate_batched(model, tok, prompts, max_new_tokens=20, temperature=1.5, seeds=[s + 100 for s in seeds], batch_size=3)
+    assert [g.text for g in other] != alone  # the seed does decide
+
+
 def test_sampling_with_a_seed_is_reproducible(causal):
     model, tok = causal
     prompts = questions()[:4]

@@ -122,6 +122,13 @@ class GenerationJob:
     prompt: Prompt
 
 
+def job_seed(seed: int, job: GenerationJob) -> int:
+    """The sampling seed of one generation: a function of (seed, prompt, sample index) only, so a rerun
+    or a resumed evaluation draws the same sample, and questions and samples draw independently."""
+    digest = hashlib.sha256(json.dumps([seed, job.sample, job.prompt]).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
 def eval_dtype(setting: str) -> str:
     """The dtype a transformers model is loaded in: `auto` is bfloat16 where that is faster here.
     `setting` is EvalSettings.dtype, which the schema already restricts to auto/float32/bfloat16."""
@@ -156,8 +163,8 @@ class HFModel:
 
         generate_batched(
             self.model, self.tokenizer, [j.prompt for j in jobs], max_new_tokens=self.options.max_new_tokens,
-            batch_size=self.options.batch_size, stop=stop, temperature=self.options.temperature, seed=self.options.seed,
-            on_batch=lambda idx, gens: on_batch([jobs[i] for i in idx], gens),
+            batch_size=self.options.batch_size, stop=stop, temperature=self.options.temperature,
+            seeds=[job_seed(self.options.seed, j) for j in jobs], on_batch=lambda idx, gens: on_batch([jobs[i] for i in idx], gens),
         )
 
     def close(self) -> None:

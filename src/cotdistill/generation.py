@@ -153,10 +153,12 @@ def _generate_seq2seq(model, tokenizer, rows: list[list[int]], pad_id: int, eos_
 
 @dataclass
 class _Row:
-    """A sequence being decoded: which prompt, what it generated, the position id of its newest token."""
+    """A sequence being decoded: which prompt, what it generated, the position id of its newest token,
+    and (when sampling) its own random generator."""
 
     index: int
     position: int
+    generator: torch.Generator | None = None
     tokens: list[int] = field(default_factory=list)
 
 
@@ -195,14 +197,14 @@ class _Batch:
                          **{self.cache_arg: cache}, **self.keep_logits)
         return out.logits[:, -1].float()
 
-    def admit(self, indices: list[int], prompts: list[list[int]]) -> torch.Tensor:
+    def admit(self, indices: list[int], prompts: list[list[int]], generators: list[torch.Generator | None]) -> torch.Tensor:
         """Prefill `prompts` as one left-padded batch, merge them into the rows in flight; their logits."""
         from transformers import DynamicCache
 
         ids, mask = (t.to(self.device) for t in _pad(prompts, self.pad_id, left=True))
         cache = DynamicCache(config=self.model.config)
         logits = self.forward(ids, mask, (mask.cumsum(-1) - 1).clamp(min=0), cache)
-        rows = [_Row(i, len(p) - 1) for i, p in zip(indices, prompts)]
+        rows = [_Row(i, len(p) - 1, g) for i, p, g in zip(indices, prompts, generators)]
         if self.cache is None:
             self.cache, self.mask, self.rows = cache, mask, rows
             return logits
@@ -292,7 +294,7 @@ def weights_first_linears(model):
 
 
 def _decode_causal(model, tokenizer, prompts: list[list[int]], order: list[int], pad_id: int, eos_ids: set[int],
-                   max_new_tokens: int, temperature: float, stop: Sequence[str], batch_size: int, seed: int,
+                   max_new_tokens: int, temperature: float, stop: Sequence[str], batch_size: int, seeds: Sequence[int],
                    on_done: Callable[[list[int], list[Generation]], None]) -> None:
     """Continuous batching: up to `batch_size` rows decode together; a row leaves as soon as it
     stops (EOS, stop string, complete answer, token limit) and the next prompt in `order` takes its
@@ -302,13 +304,17 @@ def _decode_causal(model, tokenizer, prompts: list[list[int]], order: list[int],
     queue = list(reversed(order))  # pop() takes the next one: longest prompts first
     merging = can_merge(model, max((len(p) for p in prompts), default=0) + max_new_tokens)
     device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed) if temperature > 0 else None
     batch = _Batch(model, pad_id)
 
-    def choose(logits: torch.Tensor) -> torch.Tensor:
-        if generator is None:
+    def generator(i: int) -> torch.Generator | None:
+        return torch.Generator(device=device).manual_seed(seeds[i]) if temperature > 0 else None
+
+    def choose(logits: torch.Tensor, first: int) -> torch.Tensor:
+        """Next tokens of rows `first`...: the argmax, or a draw from each row's own generator."""
+        if temperature == 0:
             return logits.argmax(dim=-1)
-        return torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator)[:, 0]
+        probs = torch.softmax(logits / temperature, dim=-1)
+        return torch.cat([torch.multinomial(p, 1, generator=row.generator) for p, row in zip(probs, batch.rows[first:])])
 
     def settle(first: int, tokens: torch.Tensor) -> list[int]:
         """Give rows `first`... their next tokens; report and drop those that stopped. The kept rows."""
@@ -335,11 +341,11 @@ def _decode_causal(model, tokenizer, prompts: list[list[int]], order: list[int],
         while queue and len(batch.rows) < batch_size and (merging or not batch.rows):
             first = len(batch.rows)
             joining = [queue.pop() for _ in range(min(batch_size - first, len(queue)))]
-            tokens = choose(batch.admit(joining, [prompts[i] for i in joining]))
+            tokens = choose(batch.admit(joining, [prompts[i] for i in joining], [generator(i) for i in joining]), first)
             kept = settle(first, tokens)[first:]
             feed = torch.cat([feed, tokens[[k - first for k in kept]]])
         if batch.rows:
-            tokens = choose(batch.step(feed))
+            tokens = choose(batch.step(feed), 0)
             feed = tokens[settle(0, tokens)]
 
 
@@ -353,16 +359,21 @@ def generate_batched(
     stop: Sequence[str] = (),
     temperature: float = 0.0,
     seed: int = 0,
+    seeds: Sequence[int] | None = None,
     on_batch: Callable[[list[int], list[Generation]], None] | None = None,
 ) -> list[Generation]:
     """Generate for every prompt, up to `batch_size` at a time; results come back in prompt order.
 
-    temperature 0 is greedy decoding; above 0, sampling from one seeded generator (reproducible for
-    the same prompts, batch size and seed). `on_batch(indices, generations)` is called as
-    sequences finish (progress bars, saving partial results).
+    temperature 0 is greedy decoding; above 0, sampling, each prompt from its own generator seeded
+    with `seeds[i]` (default: derived from `seed` and i), so a causal model's sample of a prompt does
+    not depend on which prompts share its batch: a resumed evaluation draws what an uninterrupted one
+    would. (Seq2seq models sample one `generate` per batch, seeded per batch.)
+    `on_batch(indices, generations)` is called as sequences finish (progress bars, partial results).
     """
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    if seeds is not None and len(seeds) != len(prompts):
+        raise ValueError(f"{len(seeds)} seeds for {len(prompts)} prompts")
     eos_ids = eos_token_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(eos_ids, default=0)
     seq2seq = bool(getattr(model.config, "is_encoder_decoder", False))
@@ -386,5 +397,5 @@ def generate_batched(
     else:
         with torch.inference_mode(), weights_first_linears(model):
             _decode_causal(model, tokenizer, encoded, order, pad_id, eos_ids, max_new_tokens, temperature, stop,
-                           batch_size, seed, done)
+                           batch_size, seeds if seeds is not None else [seed * 100_003 + i for i in range(len(prompts))], done)
     return [r for r in results if r is not None]
