@@ -105,9 +105,9 @@ def test_without_a_mergeable_cache_batches_are_fixed_and_finished_rows_still_lea
         gens = generate_batched(model, tok, questions(), max_new_tokens=32, batch_size=5)
     finally:
         hook.remove()
-    prefills = [rows for rows, width in shapes if width > 1]
-    assert prefills == [5, 3]  # fixed batches: the second starts when the first is done
-    first_batch = [rows for rows, width in shapes[: [i for i, (_, w) in enumerate(shapes) if w > 1][1]] if width == 1]
+    prefills = [i for i, (_, width) in enumerate(shapes) if width > 1]
+    assert [shapes[i][0] for i in prefills] == [5, 3]  # fixed batches: the second starts when the first is done
+    first_batch = [rows for rows, width in shapes[: prefills[1]] if width == 1]
     assert first_batch[0] == 5 and min(first_batch) < 5  # the quickest rows left early
     assert [g.text for g in gens] == one_at_a_time(model, tok, questions(), 32)
 

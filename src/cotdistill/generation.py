@@ -61,6 +61,12 @@ def answer_complete(text: str) -> bool:
     return end is not None and (end < len(text) or text[end - 1] == "\n")
 
 
+def stops(text: str, stop: Sequence[str]) -> bool:
+    """Whether a sequence whose generated text is `text` stops now (EOS aside): its first answer
+    sentence is complete, or a stop string appeared."""
+    return answer_complete(text) or any(s in text for s in stop)
+
+
 class AnswerStop(StoppingCriteria):
     """Per-sequence stop: EOS, a stop string, or a complete final-answer sentence.
 
@@ -87,7 +93,7 @@ class AnswerStop(StoppingCriteria):
                 self.done_at[row] = length
                 continue
             text = self.tokenizer.decode(new[row], skip_special_tokens=True)
-            if answer_complete(text) or any(s in text for s in self.stop):
+            if stops(text, self.stop):
                 self.done_at[row] = length
         return torch.tensor([d is not None for d in self.done_at], device=input_ids.device)
 
@@ -277,9 +283,9 @@ def weights_first_linears(model):
 
     WHY: a decoding step multiplies a handful of rows by every weight matrix. `F.linear` computes
     x·Wᵀ, and for a few rows the CPU BLAS runs that shape far slower than the same product as W·xᵀ
-    (gemma-3-270m's output head at 16 rows: 165 vs 114 ms on an AVX2 EPYC); a whole evaluation of gemma-3-270m ran 1.24× faster with it (AVX2 EPYC,
-    `bench/eval_throughput.py --ablate`, docs/benchmarks.md §4). Prefills (many rows) keep
-    `F.linear`. Summation order differs, so logits may differ in the last bits; the bench checks
+    (gemma-3-270m's output head at 16 rows: 165 vs 114 ms on an AVX2 EPYC). Whole evaluations ran
+    1.04-1.48× faster with it there (`bench/eval_throughput.py --ablate`, docs/benchmarks.md §4).
+    Prefills of 64 rows or more keep `F.linear`. Summation order differs, so logits may differ in the last bits; the bench checks
     that greedy outputs stay identical to plain `generate`'s.
     """
     layers = [m for m in model.modules() if type(m) is torch.nn.Linear and m.weight.device.type == "cpu"
@@ -303,8 +309,8 @@ def _decode_causal(model, tokenizer, prompts: list[list[int]], order: list[int],
     (the weights are read once per step), so keeping the batch full is what saves time."""
     queue = list(reversed(order))  # pop() takes the next one: longest prompts first
     merging = can_merge(model, max((len(p) for p in prompts), default=0) + max_new_tokens)
-    device = next(model.parameters()).device
     batch = _Batch(model, pad_id)
+    device = batch.device
 
     def generator(i: int) -> torch.Generator | None:
         return torch.Generator(device=device).manual_seed(seeds[i]) if temperature > 0 else None
@@ -324,7 +330,7 @@ def _decode_causal(model, tokenizer, prompts: list[list[int]], order: list[int],
             row.tokens.append(token)
             row.position += 1
             text = tokenizer.decode(row.tokens, skip_special_tokens=True)
-            if token in eos_ids or answer_complete(text) or any(s in text for s in stop):
+            if token in eos_ids or stops(text, stop):
                 finished.append((row, text, "stop"))
             elif len(row.tokens) >= max_new_tokens:
                 finished.append((row, text, "length"))
