@@ -445,3 +445,37 @@ def test_run_dry_run_prepares_the_data_estimates_the_teacher_and_trains_nothing(
     stage = run.read_manifest()["stages"]["annotate"]
     assert stage["status"] == "estimated" and stage["estimate"]["requests"] == 6 and stage["estimate"]["measured_on"] == 2
     assert run.train_data.exists() and not run.distill.exists() and not (run.root / "students").exists()
+
+
+def test_before_annotating_labels_the_teacher_is_checked_unhinted_on_dev_and_a_teacher_at_chance_is_warned_of(
+        tiny_model, tmp_path, capsys):
+    """The tiny teacher knows nothing of coin flips: the check (on dev, before any annotation is paid
+    for, in a dry run too) says it is not above always giving the majority answer."""
+    from cotdistill.config import load_config
+    from cotdistill.pipeline import run_pipeline
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"name: dry\nrun_dir: {tmp_path / 'run'}\ndata: {{generate: coin_flip, n_train: 6, n_test: 4, n_dev: 8}}\n"
+                    f"teacher: {{model: 'hf:{tiny_model}', options: {{local_files_only: true}}, max_tokens: 12, "
+                    "batch_size: 2, n_exemplars: 2}\nevaluate: {few_shot: 1, max_new_tokens: 12, teacher_check: 6}\n")
+    run = run_pipeline(load_config(path, ["quiet=true"]), dry_run=True)
+    stages = run.read_manifest()["stages"]
+    check = stages["evaluate:teacher-few-shot.dev"]["summary"]
+    assert check["n"] == 6 and check["data"] == str(run.dev_data) and check["few_shot"] == 1
+    assert check["majority_rate"] >= 0.5 and check["chance_rate"] == 0.5
+    err = capsys.readouterr().err
+    assert f"teacher check: {100 * check['accuracy']:.1f} % without the hint on 6 dev questions" in err
+    assert "warning: the teacher is not shown to know this task better than always answering" in " ".join(err.split())
+    assert stages["annotate"]["status"] == "estimated"  # the check comes first; nothing else was paid for
+
+
+def test_a_task_with_open_answers_gets_no_teacher_check(tiny_model, tmp_path):
+    from cotdistill.config import load_config
+    from cotdistill.pipeline import run_pipeline
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"name: dry\nrun_dir: {tmp_path / 'run'}\ndata: {{generate: last_letters, n_train: 6, n_test: 4, n_dev: 8}}\n"
+                    f"teacher: {{model: 'hf:{tiny_model}', options: {{local_files_only: true}}, max_tokens: 12, "
+                    "batch_size: 2, n_exemplars: 2}\n")
+    run = run_pipeline(load_config(path, ["quiet=true"]), dry_run=True)
+    assert "evaluate:teacher-few-shot.dev" not in run.read_manifest()["stages"]

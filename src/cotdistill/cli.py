@@ -434,6 +434,7 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Accuracy (95 % Wilson CI) of a model on held-out questions; resumable: rerun to continue."""
+    from cotdistill.baserates import rates_note
     from cotdistill.evaluate import EvalOptions, evaluate_model
     from cotdistill.rundir import RunDir
 
@@ -449,7 +450,7 @@ def evaluate(
     speed = f", {s.tokens_per_s:.1f} tokens/s" if s.tokens_per_s else ""
     print(
         f"{name}: accuracy {100 * s.accuracy:.1f} % (95 % CI {100 * s.ci_low:.1f}–{100 * s.ci_high:.1f}), "
-        f"{s.correct}/{s.n} correct, {s.unparsed} without an answer; {s.method}; {s.seconds:.0f} s{speed}\n"
+        f"{s.correct}/{s.n} correct, {s.unparsed} without an answer{rates_note(s.to_dict())}; {s.method}; {s.seconds:.0f} s{speed}\n"
         f"predictions: {RunDir(run).predictions(name)}"
     )
 

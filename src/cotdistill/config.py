@@ -182,6 +182,10 @@ class EvaluateConfig(EvalSettings):
     teacher_limit: int | None = Field(None, ge=1)  # the teacher is the slowest model to score: the first N test questions
     few_shot: int = Field(8, ge=0)
     dev: bool = True  # also score each fine-tuned student on the dev split (NAME.dev), to choose settings on
+    # Before the teacher annotates a set of labels (yes/no, multiple choice): its own accuracy, without
+    # the hint, on this many dev questions (teacher-few-shot.dev), with a warning when it is not above
+    # always giving the majority answer: its hinted CoTs would then be rationalisations. 0: no check.
+    teacher_check: int = Field(20, ge=0)
 
 
 class Variant(Section):

@@ -33,6 +33,7 @@ from typing import Any
 from pydantic import Field
 
 from cotdistill.answers import answers_match, extract_answer
+from cotdistill.baserates import BaseRates, base_rates
 from cotdistill.config import EvalSettings
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant, write_jsonl
@@ -94,6 +95,11 @@ class EvalSummary:
     data: str
     max_new_tokens: int | None = None
     prompt: str = ""  # the prompt format, in words (the report's protocol card)
+    # What always giving the most common gold answer scores on these questions, and uniform guessing
+    # (baserates.py): None where the answers are open and no answer is common.
+    majority_answer: str | None = None
+    majority_rate: float | None = None
+    chance_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -313,7 +319,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
         model.close()
     rows = [score_question(e, [done[(e.id, s)] for s in range(options.samples)], strict) for e in examples]
     summary = _summarise(name, model_spec, tc, few_shot, strict, options, data, rows,
-                         new_tokens, gen_seconds, time.perf_counter() - t0, prompter.describe())
+                         new_tokens, gen_seconds, time.perf_counter() - t0, prompter.describe(), base_rates(examples))
     write_jsonl(run.predictions(name), rows)
     write_json_atomic(run.predictions(name).with_suffix(".summary.json"), summary.to_dict())
     partial.unlink(missing_ok=True)
@@ -349,7 +355,8 @@ def _fingerprint(model_name: str, few_shot: int, o: EvalOptions, data: Path) -> 
 
 
 def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: bool, o: EvalOptions, data: Path,
-               rows: list[dict[str, Any]], new_tokens: int, gen_seconds: float, seconds: float, prompt: str) -> EvalSummary:
+               rows: list[dict[str, Any]], new_tokens: int, gen_seconds: float, seconds: float, prompt: str,
+               rates: BaseRates | None) -> EvalSummary:
     n, correct = len(rows), sum(r["correct"] for r in rows)
     low, high = wilson_interval(correct, n)
     if o.method:
@@ -369,5 +376,5 @@ def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: 
         tokens_per_s=round(new_tokens / gen_seconds, 2) if new_tokens and gen_seconds > 0 else None,
         seconds=round(seconds, 1), few_shot=few_shot, samples=o.samples, temperature=o.temperature,
         extraction="strict" if strict else "lenient", data=str(data), max_new_tokens=o.max_new_tokens,
-        prompt=prompt,
+        prompt=prompt, **(rates.to_dict() if rates else {}),
     )

@@ -137,6 +137,46 @@ def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptio
     return EvalOptions(**{**options, **overrides})
 
 
+def evaluate_stage(config: RunConfig, run: RunDir, name: str, spec: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The stage evaluate:NAME (skipped when up to date); returns the evaluation's summary."""
+    from cotdistill.evaluate import eval_dtype, evaluate_model
+
+    opts = evaluate_options(config, overrides)
+    inputs = [opts.data or run.test_data] + model_files(Path(spec))
+    settings = {**opts.model_dump(), "dtype": eval_dtype(opts.dtype)}  # "auto" as resolved on this machine
+    run_stage(run, f"evaluate:{name}", fingerprint(spec, settings, *inputs), [run.predictions(name)],
+              lambda: {"summary": evaluate_model(run, spec, name, opts).to_dict()})
+    return run.read_manifest()["stages"][f"evaluate:{name}"]["summary"]
+
+
+TEACHER_CHECK = "teacher-few-shot.dev"
+
+
+def check_teacher(config: RunConfig, run: RunDir) -> None:
+    """Before annotation, on a set of labels: the teacher's unhinted accuracy on the first
+    `evaluate.teacher_check` dev questions, against always giving the majority answer. A teacher that
+    does not beat it writes CoTs that rationalise the hinted answer, and the gold filter keeps them
+    (any label can be explained): say so before hours are spent on them (`run --dry-run` too)."""
+    from cotdistill.baserates import LABEL_TYPES, above_majority, rates_note
+    from cotdistill.data.records import read_examples
+
+    e = config.evaluate
+    if not (e.teacher_check and e.teacher and run.dev_data.exists()):
+        return
+    dev = read_examples(run.dev_data)
+    if not dev or not all(x.answer_type in LABEL_TYPES for x in dev):
+        return
+    summary = evaluate_stage(config, run, TEACHER_CHECK, config.teacher.model,
+                             {"few_shot": e.few_shot, "teacher_options": config.teacher.backend_options(),
+                              "limit": e.teacher_check, "data": run.dev_data})
+    console.print(f"teacher check: {100 * summary['accuracy']:.1f} % without the hint on {summary['n']} dev questions"
+                  f"{rates_note(summary)}", markup=False, highlight=False)
+    if above_majority(summary["ci_low"], summary.get("majority_rate")) is False:
+        console.print("[bold yellow]warning:[/bold yellow] the teacher is not shown to know this task better than always "
+                      f"answering {summary['majority_answer']!r}: its hinted CoTs are likely rationalisations, and a "
+                      "student cannot learn the task from them. Consider a stronger teacher before annotating.")
+
+
 # ------------------------------------------------------------------ the whole run
 
 
@@ -151,7 +191,6 @@ def run_pipeline(config: RunConfig, dry_run: bool = False) -> RunDir:
 def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir:
     from cotdistill.annotate import annotate, load_examples
     from cotdistill.reporting.cards import write_model_cards
-    from cotdistill.evaluate import eval_dtype, evaluate_model
     from cotdistill.reporting.report import summary_markdown, write_report
     from cotdistill.teachers import load_teacher
     from cotdistill.training.train import train_fingerprint, train_student
@@ -162,6 +201,8 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
     data_outputs = [run.train_data, run.dev_data, run.test_data, run.decontamination] + [run.extra_test(t.name) for t in config.data.extra_tests]
     run_stage(run, "data", fingerprint(config.data.model_dump(), config.data_seed), data_outputs,
               lambda: prepare_data(config, run))
+
+    check_teacher(config, run)
 
     def do_annotate() -> dict[str, Any]:
         teacher = load_teacher(config.teacher.model, **config.teacher.backend_options())
@@ -189,11 +230,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
                   lambda tc=tc: {"metrics": train_student(tc).metrics})
 
     for name, spec, overrides in evaluations(config, run):
-        opts = evaluate_options(config, overrides)
-        inputs = [opts.data or run.test_data] + model_files(Path(spec))
-        settings = {**opts.model_dump(), "dtype": eval_dtype(opts.dtype)}  # "auto" as resolved on this machine
-        run_stage(run, f"evaluate:{name}", fingerprint(spec, settings, *inputs), [run.predictions(name)],
-                  lambda name=name, spec=spec, opts=opts: {"summary": evaluate_model(run, spec, name, opts).to_dict()})
+        evaluate_stage(config, run, name, spec, overrides)
 
     peaks = [info.get("peak_rss_gib") or 0 for info in run.read_manifest()["stages"].values()]
     run.record_stage("run", seconds=round(time.perf_counter() - t0, 1), peak_rss_gib=max(peaks, default=None))

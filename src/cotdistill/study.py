@@ -94,7 +94,7 @@ def dev_choice(runs: list[RunDir], names: list[str]) -> list:
         evals = {e["name"]: e for e in RunData.load(run).evals}
         for dev_name, dev in evals.items():
             student = dev_name.removesuffix(".dev")
-            if student == dev_name or (student in best and best[student][0] >= dev["accuracy"]):
+            if student == dev_name or not student.startswith("student-") or (student in best and best[student][0] >= dev["accuracy"]):
                 continue
             best[student] = (dev["accuracy"], name, dev, evals.get(student))
     if not best:

@@ -42,13 +42,13 @@ def _data_sources(config: dict[str, Any]) -> str:
 
 def _results_table(evals: list[dict[str, Any]], student: str) -> str:
     """This student's rows and the baselines', on every test set they were scored on."""
-    from cotdistill.reporting.report import pct, test_set
+    from cotdistill.reporting.report import accuracy_mark, base_rate_cells, pct, test_set
 
     shown = {student, "student-answer-only", "student-few-shot", "teacher-few-shot"}
     rows = [e for e in evals if e["name"].partition(".")[0] in shown]
-    lines = ["| evaluation | split / test set | accuracy % | 95 % CI | n |", "|---|---|---|---|---|"]
-    lines += [f"| {e['name'].partition('.')[0]} | {test_set(e)} | {pct(e['accuracy'])} | "
-              f"{pct(e['ci_low'])}–{pct(e['ci_high'])} | {e['n']} |" for e in rows]
+    lines = ["| evaluation | split / test set | accuracy % | 95 % CI | n | majority % | chance % |", "|---|---|---|---|---|---|---|"]
+    lines += [f"| {e['name'].partition('.')[0]} | {test_set(e)} | {accuracy_mark(e)} | "
+              f"{pct(e['ci_low'])}–{pct(e['ci_high'])} | {e['n']} | {' | '.join(base_rate_cells(e))} |" for e in rows]
     return "\n".join(lines)
 
 
@@ -122,7 +122,9 @@ training loss {num(train.get('first_train_loss'))} → {num(train.get('final_tra
 
 Accuracy on held-out questions, greedy decoding, 95 % Wilson interval; `dev` rows are the split settings
 were chosen on, `test` rows were looked at only after. Baselines for context: the same base model
-prompted few-shot, and trained on answers only.
+prompted few-shot, and trained on answers only. Majority: what always giving the set's most common gold
+answer scores; chance: guessing among the options (– for open answers); `≤ maj.` marks an accuracy whose
+95 % interval reaches the majority rate, i.e. not shown to be above it.
 
 ## Reproduce
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cotdistill.baserates import above_majority, base_rates, majority_correct
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant
 from cotdistill.fileio import read_json_object
@@ -114,7 +115,16 @@ def _evaluations(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
             found[path.name[: -len(".summary.json")]] = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             continue
+    for e in found.values():
+        if "majority_rate" not in e:  # a summary from before base rates were recorded
+            rates = base_rates(evaluated_examples(run, e))
+            e.update(rates.to_dict() if rates else {"majority_rate": None})
     return sorted(found.values(), key=lambda e: (METHOD_RANK.get(e.get("method", ""), 0), e["name"]))
+
+
+def evaluated_examples(run: RunDir, e: dict[str, Any]) -> list[Example]:
+    """The questions an evaluation scored: the first n of its data file (evaluate's --limit takes the first)."""
+    return list(_examples(Path(e.get("data") or run.test_data)).values())[: e["n"]]
 
 
 def _loss_curves(run: RunDir) -> dict[str, dict[str, list[tuple[float, float]]]]:
@@ -163,7 +173,37 @@ def pct(x: float) -> str:
 
 def accuracy_cell(e: dict[str, Any]) -> str:
     """One evaluation as `accuracy [95 % CI] (n=N)`, the form comparison tables use."""
-    return f"{pct(e['accuracy'])} [{pct(e['ci_low'])}–{pct(e['ci_high'])}] (n={e['n']})"
+    return f"{accuracy_mark(e)} [{pct(e['ci_low'])}–{pct(e['ci_high'])}] (n={e['n']})"
+
+
+def accuracy_mark(e: dict[str, Any]) -> str:
+    """The accuracy, marked `≤ maj.` when its 95 % CI does not clear the set's majority rate."""
+    return pct(e["accuracy"]) + (" ≤ maj." if above_majority(e["ci_low"], e.get("majority_rate")) is False else "")
+
+
+def base_rate_cells(e: dict[str, Any]) -> list[str]:
+    """`majority %` (with the answer) and `chance %` cells of one evaluation."""
+    if e.get("majority_rate") is None:
+        return ["–", "–"]
+    chance = e.get("chance_rate")
+    return [f"{pct(e['majority_rate'])} ({e['majority_answer']})", pct(chance) if chance is not None else "–"]
+
+
+def teacher_warning(d: RunData) -> list:
+    """One plain sentence when the teacher, asked without the hint, is not above the majority rate:
+    then its hinted CoTs mostly explain answers it could not have found, and the student cannot learn
+    the task from them (the gold filter removes little on label sets: any label can be rationalised)."""
+    evals = {e["name"]: e for e in d.evals}
+    teacher = evals.get("teacher-few-shot") or evals.get("teacher-few-shot.dev")
+    if teacher is None or above_majority(teacher["ci_low"], teacher.get("majority_rate")) is not False:
+        return []
+    found = _yield(d.run, d.stages)
+    kept = f" while it kept {found[0].get('kept', 0)} of its {found[1]} hinted CoTs" if found else ""
+    split = "test" if teacher["name"] == "teacher-few-shot" else "dev"
+    return [Para(f"Warning: the teacher without the hint scores {accuracy_cell(teacher)} on the {split} questions, not above "
+                 f"always answering {teacher['majority_answer']!r} ({pct(teacher['majority_rate'])} %){kept}. Its CoTs are "
+                 "likely rationalisations of the given answers, and a student cannot learn the task from them: "
+                 "use a stronger teacher, or check the task.")]
 
 
 # ---------------------------------------------------------------- sections
@@ -177,15 +217,22 @@ def comparison(data: list[RunData]) -> list:
     blocks: list = [Heading(2, "Comparison across runs")]
     if not names:
         return blocks + [Para("evaluate: not run in any of these runs.")]
-    rows = []
+    rows, rates = [], False
     for name in names:
-        cells = []
-        for d in data:
-            e = next((e for e in d.evals if e["name"] == name), None)
-            cells.append(accuracy_cell(e) if e else "not run")
-        rows.append([name] + cells)
-    return blocks + [Table(["evaluation"] + [d.label for d in data], rows),
-                     Para("Accuracy % [95 % Wilson confidence interval] (number of held-out questions).")]
+        found = [next((e for e in d.evals if e["name"] == name), None) for d in data]
+        rated = next((e for e in found if e and e.get("majority_rate") is not None), None)
+        rates = rates or rated is not None
+        rows.append([name] + [accuracy_cell(e) if e else "not run" for e in found] + [base_rate_cells(rated or {})])
+    header = ["evaluation"] + [d.label for d in data]
+    if rates:
+        rows = [row[:-1] + row[-1] for row in rows]
+        header += ["majority %", "chance %"]
+    else:
+        rows = [row[:-1] for row in rows]
+    return blocks + [Table(header, rows),
+                     Para("Accuracy % [95 % Wilson confidence interval] (number of held-out questions)."
+                          + (" Majority and chance: what always giving the most common gold answer, and guessing, score "
+                             "on the first run's questions; ≤ maj.: the CI reaches the majority rate." if rates else ""))]
 
 
 def run_section(d: RunData, prefix: str, level: int) -> list:
@@ -209,16 +256,23 @@ def results(d: RunData, prefix: str, level: int) -> list:
     blocks: list = [Heading(level, "Results")]
     if not d.evals:
         return blocks + [Para("evaluate: not run.")]
+    rates = any(e.get("majority_rate") is not None for e in d.evals)
     rows = [
-        [test_set(e), e["name"], str(e.get("model", "")), str(e.get("method", "")), pct(e["accuracy"]),
-         f"{pct(e['ci_low'])}–{pct(e['ci_high'])}", str(e["n"]), str(e.get("unparsed", "")),
-         str(e.get("extraction", "")), f"{e['tokens_per_s']:.1f}" if e.get("tokens_per_s") else "–"]
+        [test_set(e), e["name"], str(e.get("model", "")), str(e.get("method", "")), accuracy_mark(e),
+         f"{pct(e['ci_low'])}–{pct(e['ci_high'])}", str(e["n"])]
+        + (base_rate_cells(e) if rates else [])
+        + [str(e.get("unparsed", "")), str(e.get("extraction", "")), f"{e['tokens_per_s']:.1f}" if e.get("tokens_per_s") else "–"]
         for e in sorted(d.evals, key=lambda e: test_set(e) != "test")  # the run's own test set first (stable)
     ]
-    blocks.append(Table(["test set", "evaluation", "model", "method", "accuracy %", "95 % CI", "n", "no answer",
-                         "answers read", "tokens/s"], rows))
+    blocks.append(Table(["test set", "evaluation", "model", "method", "accuracy %", "95 % CI", "n"]
+                        + (["majority %", "chance %"] if rates else [])
+                        + ["no answer", "answers read", "tokens/s"], rows))
     blocks.append(Para("95 % CI: Wilson score interval. Answers read strictly: only a final 'The answer is X.' sentence "
-                       "counts; leniently: otherwise the last number or yes/no (prompted baselines)."))
+                       "counts; leniently: otherwise the last number or yes/no (prompted baselines)."
+                       + (" Majority: the accuracy of always giving the set's most common gold answer (named); chance: "
+                          "guessing uniformly among the options. An accuracy marked ≤ maj. has a 95 % CI that reaches "
+                          "the majority rate: it is not shown to be above it." if rates else "")))
+    blocks += teacher_warning(d)
     blocks += paired_table(d)
     blocks += protocol_card(d)
     blocks.append(Image(f"{prefix}accuracy.png", accuracy_plot(d.evals), "accuracy per evaluation with 95 % CI"))
@@ -245,6 +299,11 @@ def paired_table(d: RunData) -> list:
                 continue
             p = compare(correct[e["name"]], correct[other])
             rows.append([test_set(e), e["name"], other, str(p.n), str(p.only_first), str(p.only_second), f"{p.p_value:.2g}"])
+        if e.get("majority_rate") is not None and correct[e["name"]]:
+            constant = majority_correct(evaluated_examples(d.run, e), e["majority_answer"])
+            p = compare(correct[e["name"]], constant)
+            rows.append([test_set(e), e["name"], f"always {e['majority_answer']!r}", str(p.n), str(p.only_first),
+                         str(p.only_second), f"{p.p_value:.2g}"])
     if not rows:
         return []
     return [Table(["test set", "model", "against", "paired n", "only model right", "only other right", "McNemar p"], rows),
