@@ -91,10 +91,6 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> None:
-    write_files_atomic({path: [data]})
-
-
 def write_files_atomic(files: Mapping[str | Path, Iterable[bytes]]) -> None:
     """Write several files as one: each goes to a temporary beside it (beside its target, where the
     path is a symlink: the link is kept), and only once every one is written and fsynced are they
@@ -165,8 +161,8 @@ def _write_temp(path: Path, chunks: Iterable[bytes]) -> str:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     try:
-        os.chmod(tmp, _mode_for(target))
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _mode_for(target))
             for chunk in chunks:
                 f.write(chunk)
             f.flush()

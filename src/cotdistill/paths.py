@@ -99,7 +99,7 @@ def storage_error(e: OSError, path: str | Path | None = None, needed: int | None
     space = ""
     if needed is not None and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         free = _free_bytes(Path(where)) if where and e.errno != errno.EFBIG else None
-        space = f" (it needs {human_bytes(needed)}" + (f", {human_bytes(free)} are free there)" if free is not None else ")")
+        space = f": it needs {human_bytes(needed)}" + (f", {human_bytes(free)} are free there" if free is not None else "")
     return UserError(f"{where}: {happened}{space}; {fix} and rerun the same command" if where else
                      f"{happened} while writing; {fix} and rerun the same command")
 
@@ -108,7 +108,7 @@ def human_bytes(n: int) -> str:
     """1234567 -> "1.2 MB" (decimal units, as df -H and file managers show them)."""
     if n < 1000:
         return f"{n} bytes"
-    size, unit = float(n), "bytes"
+    size = float(n)
     for unit in ("kB", "MB", "GB", "TB"):
         size /= 1000
         if size < 1000:
@@ -144,7 +144,7 @@ def _check_writable(path: Path, folder: Path, option: str, what: str) -> None:
     """`folder` (where the temporary and the rename happen) must take new files."""
     if os.access(folder, os.W_OK | os.X_OK):
         return
-    read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    read_only = hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     reason = f"{folder} is on a read-only file system" if read_only else f"{folder} is not writable by this user"
     raise _refuse(path, what, option, reason)
 
