@@ -260,6 +260,11 @@ def _link_to_a_device(tmp: Path, wants: str) -> Path:
     return tmp / "null-link"
 
 
+def _link_loop(tmp: Path, wants: str) -> Path:
+    (tmp / "loop").symlink_to("loop")
+    return tmp / "loop"
+
+
 def _read_only(tmp: Path, wants: str) -> Path:
     ro = read_only_mount(tmp / "ro", existing_folder="existing")
     return ro / ("existing" if wants == "folder" else "out.jsonl")
@@ -271,6 +276,7 @@ BAD_OUTPUTS = {
     "under a regular file": (_under_a_file, "which is a file"),
     "a FIFO": (_fifo, "named pipe"),
     "a symlink to a character device": (_link_to_a_device, "character device"),
+    "a symlink loop": (_link_loop, "symbolic links"),
     "on a read-only mount": (_read_only, "read-only file system"),
 }
 

@@ -49,6 +49,8 @@ def _open_binary(path: str | Path):
         raise UserError(f"{path}: file not found") from None
     except PermissionError:
         raise UserError(f"{path}: permission denied; check its permissions") from None
+    except OSError as e:  # e.g. a symlink loop
+        raise UserError(f"{path}: cannot open it ({e.strerror.lower()})") from None
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)

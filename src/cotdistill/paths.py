@@ -64,6 +64,8 @@ def output_file(path: str | Path, option: str, what: str = "output file") -> Pat
     except (FileNotFoundError, NotADirectoryError):
         _check_can_create(path, target.parent, option, what)
         return path
+    except OSError as e:  # e.g. a symlink loop
+        raise _refuse(path, what, option, e.strerror.lower()) from None
     if stat.S_ISDIR(mode):
         raise _refuse(path, what, option, "it is a folder; give a file name")
     if kind := special_kind(mode):
@@ -82,6 +84,8 @@ def output_dir(path: str | Path, option: str, what: str = "output folder") -> Pa
     except (FileNotFoundError, NotADirectoryError):
         _check_can_create(path, target.parent, option, what)
         return path
+    except OSError as e:  # e.g. a symlink loop
+        raise _refuse(path, what, option, e.strerror.lower()) from None
     if not stat.S_ISDIR(mode):
         raise _refuse(path, what, option, f"it is {special_kind(mode) or 'a file'}, not a folder")
     _check_writable(path, target, option, what)
