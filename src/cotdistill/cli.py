@@ -14,6 +14,8 @@ from typing import Optional
 import typer
 
 from cotdistill.errors import UserError
+from cotdistill.fileio import input_file
+from cotdistill.paths import expand, output_dir, output_file, storage_error
 
 app = typer.Typer(
     help="Teach small language models to reason: annotate with a teacher, filter, fine-tune a student, evaluate, report.",
@@ -125,6 +127,7 @@ def data_generate(
     from cotdistill.data.records import write_examples
     from cotdistill.data.generators import generate_split
 
+    out = output_dir(out, "--out")
     opts = {k: v for k, v in (("test_fraction", test_fraction), ("n_words", n_words), ("n_flips", n_flips)) if v is not None}
     train, dev, test = generate_split(task, n_train, n_test, seed, split=split, n_dev=n_dev, **opts)
     write_examples(out / "train.jsonl", train)
@@ -152,6 +155,7 @@ def data_prepare(
     from cotdistill.data.load import load_dataset
     from cotdistill.data.records import write_examples
 
+    out = output_file(out, "--out")
     result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=limit)
     examples = _decontaminate(result.examples, exclude, ngram, None)
     write_examples(out, examples)
@@ -174,6 +178,8 @@ def data_decontaminate(
     from cotdistill.data.load import load_dataset
     from cotdistill.data.records import write_examples
 
+    out = output_file(out, "--out")
+    dropped = output_file(dropped, "--dropped") if dropped else None
     examples = load_dataset(path, format=format).examples
     kept = _decontaminate(examples, against, ngram, dropped)
     write_examples(out, kept)
@@ -256,6 +262,9 @@ def annotate(
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
+    out = output_dir(out, "--out", "run directory")
+    cache = output_file(cache, "--cache", "teacher cache") if cache else None
+    exemplar_file = input_file(exemplar_file) if exemplar_file else None
     config = from_options(
         TeacherConfig, flags={"model": "--teacher", "n_exemplars": "--exemplars", "exemplars": "--exemplar-file",
                               "max_chars": "--max-cot-chars", "options": "--teacher-option"},
@@ -317,6 +326,9 @@ def train(
     mode = normalise_mode(mode)
     if run is None and (data is None or out is None):
         raise UserError("give --run RUN_DIR, or both --data and --out")
+    run = output_dir(run, "--run", "run directory") if run else None
+    out = output_dir(out, "--out", "run directory") if out else None  # it holds the lock, as a run directory
+    data = input_file(data) if data else None
     from cotdistill.training.train import TrainConfig, train_fingerprint, train_student
 
     config = from_options(
@@ -438,6 +450,9 @@ def evaluate(
     from cotdistill.evaluate import EvalOptions, evaluate_model
     from cotdistill.rundir import RunDir
 
+    run = output_dir(run, "--run", "run directory")
+    data = expand(data) if data else None
+    exemplars = input_file(exemplars) if exemplars else None
     options = from_options(
         EvalOptions,
         data=data, few_shot=few_shot, exemplars=exemplars, samples=samples, temperature=temperature,
@@ -468,7 +483,7 @@ def report(
     from cotdistill.reporting.report import write_report
     from cotdistill.rundir import RunDir
 
-    md, html = write_report([RunDir(r) for r in runs], out)
+    md, html = write_report([RunDir(expand(r)) for r in runs], out)
     print(f"report: {html}\n        {md}")
 
 
@@ -481,7 +496,8 @@ def export(
     from cotdistill.reporting.cards import export_dataset
     from cotdistill.rundir import RunDir
 
-    export_dataset(RunDir(run_dir), out)
+    out = output_dir(out, "--out", "dataset folder")
+    export_dataset(RunDir(expand(run_dir)), out)
     print(f"dataset: {out} (datasets.load_dataset('{out}'))")
 
 
@@ -499,7 +515,9 @@ def run(
     from cotdistill.config import load_config
     from cotdistill.pipeline import run_pipeline
 
-    run_pipeline(load_config(config, set_), dry_run=dry_run)
+    run_config = load_config(config, set_)
+    output_dir(run_config.run_path, "run_dir", "run directory")
+    run_pipeline(run_config, dry_run=dry_run)
 
 
 @app.command()
@@ -532,7 +550,9 @@ def demo(
 
     overrides = list(set_) + ([f"run_dir={out}"] if out else [])
     with resources.as_file(resources.files("cotdistill") / "configs" / "demo.yaml") as path:
-        run_pipeline(load_config(path, overrides))
+        config = load_config(path, overrides)
+        output_dir(config.run_path, "--out" if out else "run_dir", "run directory")
+        run_pipeline(config)
 
 
 def main() -> None:
@@ -540,6 +560,12 @@ def main() -> None:
         app()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # a full disk or a read-only place the writers did not name (e.g. in a library)
+        error = storage_error(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume", file=sys.stderr)

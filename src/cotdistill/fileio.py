@@ -5,19 +5,26 @@ anything else is a UserError naming the file and line, never a UnicodeDecodeErro
 
 A file is written to a temporary name unique to this writer (process id + random suffix) and
 renamed over the target, so a reader never sees half a file, a killed writer leaves at most a
-stray temporary, and two writers never rename each other's temporaries away.
+stray temporary, and two writers never rename each other's temporaries away. A symlink is written
+through (its target replaced, the link kept: paths.py). A write that fails for want of space,
+a file size limit or a read-only location removes its temporary and is a UserError naming the
+file and the bytes needed; several files written as one set (write_files_atomic) are all
+replaced or none.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import UserError
+from cotdistill.paths import STORAGE_ERRNOS, expand, special_kind, storage_error
 
 
 def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:
@@ -32,13 +39,32 @@ def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:
 
 
 def _open_binary(path: str | Path):
-    """The file opened for reading bytes; a directory or a missing file is a UserError."""
+    """The file opened for reading bytes; a directory, a missing file, an unreadable one or a
+    special file (a FIFO would block forever, a device never ends) is a UserError."""
+    path = expand(path)
     try:
-        return Path(path).open("rb")
-    except IsADirectoryError:
-        raise UserError(f"{path}: is a directory, expected a file") from None
-    except FileNotFoundError:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer before we can refuse it.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (FileNotFoundError, NotADirectoryError):
         raise UserError(f"{path}: file not found") from None
+    except PermissionError:
+        raise UserError(f"{path}: permission denied; check its permissions") from None
+    except OSError as e:  # e.g. a symlink loop
+        raise UserError(f"{path}: cannot open it ({e.strerror.lower()})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(mode) else special_kind(mode)
+        raise UserError(f"{path}: is {kind}, expected a file")
+    return os.fdopen(fd, "rb")
+
+
+def input_file(path: str | Path) -> Path:
+    """`path` expanded, once it is known to open as a readable regular file (a UserError otherwise):
+    for a command to check, before any work, an input it reads only late."""
+    path = expand(path)
+    with _open_binary(path):
+        return path
 
 
 def read_text(path: str | Path) -> str:
@@ -56,19 +82,7 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
 
 def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> None:
     """Write `lines` (each ending in a newline) to `path` atomically, fsynced before the rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_files_atomic({path: (line.encode("utf-8") for line in lines)})
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:
@@ -77,6 +91,88 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n")
+
+
+def write_files_atomic(files: Mapping[str | Path, Iterable[bytes]]) -> None:
+    """Write several files as one: each goes to a temporary beside it (beside its target, where the
+    path is a symlink: the link is kept), and only once every one is written and fsynced are they
+    renamed into place, so a failure leaves the old set or the new one, never a mix. On any error
+    the temporaries are removed; a full disk, a file size limit or a read-only location is a
+    UserError naming the file and the bytes the whole set needed."""
+    counted = {Path(path): _Counted(chunks) for path, chunks in files.items()}
+    temps: list[tuple[str, Path]] = []
+    current = None
+    try:
+        for current, chunks in counted.items():
+            temps.append((_write_temp(current, chunks), current))
+        for tmp, path in temps:
+            os.replace(tmp, os.path.realpath(path))
+    except BaseException as e:
+        for tmp, _ in temps:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
+            raise storage_error(e, current, _needed(counted.values())) from None
+        raise
+
+
+class _Counted:
+    """An iterator over a file's chunks that counts the bytes handed out: after a failed write,
+    `bytes` plus what is left to iterate is the file's whole size."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        chunk = next(self._chunks)
+        self.bytes += len(chunk)
+        return chunk
+
+
+def _mode_for(target: Path) -> int:
+    """The permissions of the file being replaced, or those `open` would give a new one (mkstemp's
+    0600 would make a shared report or dataset unreadable to others)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+@functools.cache
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _needed(files: Iterable[_Counted]) -> int | None:
+    """The bytes of every file of a set whose writing failed: what was handed out, plus the rest."""
+    try:
+        return sum(c.bytes + sum(len(rest) for rest in c) for c in files)
+    except Exception:  # the rest could not be produced either (e.g. text that cannot be encoded)
+        return None
+
+
+def _write_temp(path: Path, chunks: Iterable[bytes]) -> str:
+    """`chunks` in a new fsynced temporary beside `path`'s target, unique to this writer (two writers
+    never rename each other's); its name. On any error it is removed."""
+    target = Path(os.path.realpath(path))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _mode_for(target))
+            for chunk in chunks:
+                f.write(chunk)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def read_json_object(path: str | Path) -> dict[str, Any]:

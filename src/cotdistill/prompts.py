@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 
 from cotdistill.errors import UserError
+from cotdistill.fileio import read_text
 from cotdistill.tasks import EXEMPLAR_FILES, final_answer_sentence, format_question
 from cotdistill.teachers.base import Prompt, SamplingParams
 
@@ -177,9 +178,7 @@ def load_exemplars(path: str | Path) -> list[Exemplar]:
     prompt of blank-line-separated blocks "Question: ... / reasoning lines / The answer is X."
     (chain-of-thought-hub's format; a "Let's think step by step" line is dropped)."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: exemplar file not found")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path)
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

@@ -162,7 +162,10 @@ class RunDir:
                 self.record_stage(name, status="stopped", **e.info)
                 raise
             except BaseException as e:
-                self.record_stage(name, status="failed", error=f"{type(e).__name__}: {e}"[:500])
+                # Best effort: on a disk that is still full the record may not fit, and the
+                # stage's own error, not this one, is what the user must see.
+                with contextlib.suppress(UserError, OSError):
+                    self.record_stage(name, status="failed", error=f"{type(e).__name__}: {e}"[:500])
                 raise
         self.record_stage(name, **{**done, "status": done.get("status", "done"),
                                    "seconds": round(time.perf_counter() - start, 1), "peak_rss_gib": memory.gib})

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable
 from cotdistill.answers import normalise
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example
-from cotdistill.fileio import decode_utf8
+from cotdistill.fileio import decode_utf8, input_file
 from cotdistill.data.readers import (
     Raw,
     Skip,
@@ -158,9 +158,7 @@ def _classify_examples(examples: Any) -> str | None:
 
 def detect_format(path: str | Path) -> str:
     """Sniff a file's dataset format from its content (and extension); a UserError if unsure."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
+    path = input_file(path)  # a FIFO or a device is refused here, before it could block a read
     suffix = path.suffix.lower()
     with path.open("rb") as f:
         head = f.read(65536)

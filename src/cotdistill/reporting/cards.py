@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cotdistill.embedded import PREFIX, get_model
-from cotdistill.fileio import write_text_atomic
+from cotdistill.fileio import write_files_atomic, write_text_atomic
 from cotdistill.data.records import read_examples
 from cotdistill.prompts import student_input
 from cotdistill.rundir import RunDir
@@ -167,12 +167,11 @@ def export_dataset(run: RunDir, out: Path, source: Path | None = None) -> Path:
         from cotdistill.errors import UserError
 
         raise UserError(f"{source}: no distilled examples to export (run annotate first)")
-    parquet = out / "data" / "train-00000-of-00001.parquet"
-    parquet.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.Table.from_pylist(rows), parquet)
+    table = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(rows), table)
     manifest = run.read_manifest().get("stages", {})
     annotate = manifest.get("annotate", {})
-    write_text_atomic(out / CARD, f"""---
+    card = f"""---
 configs:
   - config_name: default
     data_files:
@@ -196,5 +195,8 @@ data = load_dataset("{out}")["train"]
 ```
 
 Licences: the training questions' (as their authors state them) and the teacher's terms for its outputs.
-""")
+"""
+    # The parquet file and its card as one set: a full disk leaves neither half-written.
+    write_files_atomic({out / "data" / "train-00000-of-00001.parquet": [table.getvalue().to_pybytes()],
+                        out / CARD: [card.encode("utf-8")]})
     return out

@@ -21,7 +21,8 @@ from typing import Any
 from cotdistill.baserates import above_majority, base_rates, majority_correct
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant
-from cotdistill.fileio import read_json_object
+from cotdistill.fileio import read_json_object, write_files_atomic
+from cotdistill.paths import output_dir
 from cotdistill.reporting.plots import accuracy_plot, funnel_plot, loss_plot
 from cotdistill.reporting.blocks import (
     Browser,
@@ -51,8 +52,7 @@ def write_report(runs: list[RunDir], out: Path | None = None, labels: list[str] 
     for run in runs:
         if not run.root.is_dir():
             raise UserError(f"{run.root}: run directory not found")
-    out = Path(out) if out else (runs[0].root if len(runs) == 1 else runs[0].root.parent / "comparison")
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out or (runs[0].root if len(runs) == 1 else runs[0].root.parent / "comparison"), "--out", "report folder")
     data = [RunData.load(run) for run in runs]
     for d, label in zip(data, labels or []):
         d.label = label
@@ -63,14 +63,10 @@ def write_report(runs: list[RunDir], out: Path | None = None, labels: list[str] 
     blocks += extra or []
     for i, d in enumerate(data):
         blocks += run_section(d, prefix="" if len(data) == 1 else f"{i + 1}-{d.label}-", level=2)
-    images = [b for b in blocks if isinstance(b, Image)]
-    if images:
-        (out / "plots").mkdir(exist_ok=True)
-    for img in images:
-        (out / "plots" / img.filename).write_bytes(img.png)
     md, html = out / "report.md", out / "report.html"
-    md.write_text(to_markdown(blocks), encoding="utf-8")
-    html.write_text(to_html(title, blocks), encoding="utf-8")
+    # One set: the plots, report.md and report.html are all replaced, or (a full disk) none is.
+    files = {out / "plots" / b.filename: [b.png] for b in blocks if isinstance(b, Image)}
+    write_files_atomic({**files, md: [to_markdown(blocks).encode("utf-8")], html: [to_html(title, blocks).encode("utf-8")]})
     return md, html
 
 

@@ -57,7 +57,8 @@ class CompletionCache:
             self._db.execute(_SCHEMA)
             self._db.commit()
         except sqlite3.DatabaseError as e:
-            raise UserError(f"{self.path}: cannot open the teacher cache ({e}); move it away to start afresh") from None
+            raise self._write_error(e) or UserError(
+                f"{self.path}: cannot open the teacher cache ({e}); move it away to start afresh") from None
 
     def get_many(self, keys: Iterable[Key]) -> dict[Key, Completion]:
         """The cached completion of each key that has one."""
@@ -79,12 +80,30 @@ class CompletionCache:
             (t, h, params_key(p), s, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, c.cost_usd)
             for (t, h, p, s), c in items
         ]
-        with self._lock, self._db:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO completions (teacher, prompt_hash, params, sample, text, finish_reason,"
-                " prompt_tokens, completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+        try:
+            with self._lock, self._db:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO completions (teacher, prompt_hash, params, sample, text, finish_reason,"
+                    " prompt_tokens, completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.OperationalError as e:
+            raise self._write_error(e) or e from None
+
+    def _write_error(self, e: sqlite3.DatabaseError) -> UserError | None:
+        """SQLite's words for a full disk, a file size limit or a read-only place as one line naming
+        the cache (the answers committed before stay; a rerun resumes from them); None otherwise."""
+        message = str(e)
+        if "disk is full" in message:
+            reason, fix = "the disk is full", "free some space, then rerun the same command to resume"
+        elif "disk I/O error" in message:
+            reason = "a disk I/O error: a full disk, a file size limit (ulimit -f) or a failing disk"
+            fix = "free some space or raise the limit, then rerun the same command to resume"
+        elif "readonly database" in message:
+            reason, fix = "it is read-only", "choose a writable --cache (or teacher.cache)"
+        else:
+            return None
+        return UserError(f"{self.path}: cannot write the teacher cache ({reason}; SQLite: {message}); {fix}")
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
