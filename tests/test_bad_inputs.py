@@ -282,6 +282,15 @@ def test_a_token_budget_stops_a_server_whose_usage_is_negative_or_absent(usage, 
     assert_one_line_error(code, err, "teacher budget reached (tokens")
 
 
+@pytest.mark.parametrize("url", ["http://user:PASSWORD5@host:bad/v1", "http://[::1/v1?api-key=PASSWORD5",
+                                 "ftp://user:PASSWORD5@host/v1", "http:///v1?token=PASSWORD5"])
+def test_a_malformed_teacher_url_is_one_line_that_masks_its_credentials(url, tmp_path, capsys, monkeypatch):
+    code, err = call(["annotate", "--data", str(four_questions(tmp_path)), "--out", str(tmp_path / "run"),
+                      "--teacher", f"openai:m@{url}"], capsys, monkeypatch)
+    assert_one_line_error(code, err, "teacher endpoint", "***")
+    assert "PASSWORD5" not in err
+
+
 SECRET_CONFIGS = {
     "options not a mapping": ("teacher:\n  options: 'api_key=OPTKEY123'\n", "teacher.options"),
     "a key as an unknown field": ("teacher:\n  api_key: OPTKEY123\n", "teacher.api_key"),

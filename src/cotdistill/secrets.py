@@ -83,17 +83,13 @@ def mask_data(value: Any) -> Any:
 
 
 def mask_argv(argv: Iterable[str]) -> list[str]:
-    """A command line as it may be shown: URLs masked, `NAME=VALUE` with a key-like NAME (last
-    dotted part: `teacher.options.api_key=...`) masked, and the value after such a flag masked."""
+    """A command line as it may be shown: URLs masked, and `NAME=VALUE` with a key-like NAME (its
+    last dotted part: `--teacher-option api_key=...`, `--set teacher.options.token=...`) masked."""
     out: list[str] = []
     for arg in argv:
         m = _ASSIGNMENT_RE.match(arg)
-        if m and is_secret_name(m.group(1).lstrip("-").rsplit(".", 1)[-1]):
-            out.append(f"{m.group(1)}={MASK}")
-        elif out and out[-1].startswith("--") and "=" not in out[-1] and is_secret_name(out[-1][2:]):
-            out.append(MASK)
-        else:
-            out.append(redact(arg))
+        secret = m and is_secret_name(m.group(1).lstrip("-").rsplit(".", 1)[-1])
+        out.append(f"{m.group(1)}={MASK}" if secret else redact(arg))
     return out
 
 

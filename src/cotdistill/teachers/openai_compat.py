@@ -96,7 +96,11 @@ class OpenAICompatTeacher:
             raise UserError("an OpenAI-compatible teacher needs at least one base URL (e.g. http://host:8000/v1)")
         self.endpoints = [e.rstrip("/") for e in self.endpoints]
         for e in self.endpoints:
-            if not e.startswith(("http://", "https://")):
+            try:
+                host = httpx.URL(e).host if e.startswith(("http://", "https://")) else ""
+            except httpx.InvalidURL as err:
+                raise UserError(f"teacher endpoint '{mask_url(e)}' is not a valid URL ({redact(str(err))})") from None
+            if not host:
                 raise UserError(f"teacher endpoint '{mask_url(e)}' is not an http(s) URL such as http://127.0.0.1:8000/v1")
         _check_number("concurrency", self.concurrency, 1, integer=True)
         _check_number("max_retries", self.max_retries, 0, integer=True)
@@ -293,7 +297,8 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return float(value)
+        seconds = float(value)
+        return seconds if not math.isnan(seconds) else None
     except ValueError:
         try:
             return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
