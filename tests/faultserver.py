@@ -75,6 +75,12 @@ class FaultServer:
                 pass
 
             def do_POST(self) -> None:
+                try:
+                    self._answer()
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up or stopped: its business
+                    self.close_connection = True
+
+            def _answer(self) -> None:
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 n = server._arrived(self)
                 chat = self.path.partition("?")[0].endswith("/chat/completions")
@@ -83,10 +89,7 @@ class FaultServer:
                                        "note": f"you sent {self.headers.get('Authorization')}"})
                     self._reply(401, body.encode())
                 elif server.mode in ("trickle", "endless"):
-                    try:
-                        self._trickle() if server.mode == "trickle" else self._endless()
-                    except (BrokenPipeError, ConnectionResetError):  # the client gave up: what we test for
-                        pass
+                    self._trickle() if server.mode == "trickle" else self._endless()
                     self.close_connection = True
                 elif server.mode == "retry_after" and n <= server.faults:
                     self._reply(429, b'{"error": "slow down"}', {"Retry-After": server.retry_after})

@@ -209,15 +209,17 @@ def test_nonsense_numeric_options_are_refused_when_the_teacher_is_built(option, 
         load_teacher("openai:m@http://127.0.0.1:1/v1", **{option: value})
 
 
-def test_an_error_body_that_echoes_the_key_is_redacted(monkeypatch):
+def test_an_error_body_that_echoes_the_key_is_redacted(monkeypatch, caplog):
     secret = "sk-proj-" + os.urandom(12).hex()
     monkeypatch.setenv("OPENAI_API_KEY", secret)
     with FaultServer("echo_auth") as server:
-        with pytest.raises(UserError, match=r"answered HTTP 401 \(is \$OPENAI_API_KEY set and valid\?\)") as info:
-            _fault_teacher(server.url).generate([Request("1 + 1 =", GREEDY)])
-    assert server.authorization == [f"Bearer {secret}"]  # sent as given
+        with caplog.at_level(logging.WARNING), \
+             pytest.raises(UserError, match=r"answered HTTP 401 \(is \$OPENAI_API_KEY set and valid\?\)") as info:
+            _fault_teacher(server.url, concurrency=4, max_retries=3).generate([Request(p, GREEDY) for p in PROMPTS])
+    assert server.authorization and all(a == f"Bearer {secret}" for a in server.authorization)  # sent as given
     assert secret not in str(info.value) and secret[8:20] not in str(info.value)
     assert "Bearer ***" in str(info.value)
+    assert not caplog.records  # the error stopped the requests beside it: none retried after the fact
 
 
 @pytest.mark.parametrize("key, what", [

@@ -135,7 +135,14 @@ class OpenAICompatTeacher:
                     on_done(i, completion)
                 return completion
 
-            return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+            tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:  # a request failed for good: stop the others before the client closes under them
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
 
     def _pick_endpoint(self) -> str:
         """The endpoint with the fewest requests in flight; ties go round-robin."""
