@@ -626,3 +626,179 @@ def test_a_stage_failing_on_a_full_disk_reports_its_own_error_not_the_manifest_w
             fill(small_disk)
             raise UserError("the stage's own error")
     assert json.loads(run.manifest.read_text())["stages"]["annotate"]["status"] == "running"  # a rerun redoes it
+
+
+# ---------------------------------------------------------------- secrets and HTTP teachers (issues 24, 27)
+# A key must never leave the process, whoever hands it to us: the environment (echoed back by a
+# server), a teacher URL (a proxy's password, an Azure-style ?api-key=), or teacher options. The
+# servers are faultserver.FaultServer on 127.0.0.1.
+
+
+from faultserver import FaultServer  # noqa: E402
+
+from cotdistill.rundir import RunDir  # noqa: E402
+
+
+def call_out(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
+    """`call`, keeping stdout too: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["cotdistill", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def files_holding(root: Path, *needles: str) -> list[str]:
+    """Every file under `root` whose bytes contain any needle (as a grep -r would list them)."""
+    return [str(p) for p in root.rglob("*") if p.is_file() and any(n.encode() in p.read_bytes() for n in needles)]
+
+
+def four_questions(tmp_path: Path) -> Path:
+    data = tmp_path / "four.jsonl"
+    data.write_text("".join(json.dumps({**GOOD, "id": f"q{i}", "question": f"What is {i} + 1?"}) + "\n" for i in range(4)))
+    return data
+
+
+def test_an_api_key_a_server_echoes_back_reaches_no_output_and_no_file(tmp_path, capsys, monkeypatch):
+    key = "sk-live-" + os.urandom(16).hex()
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    run = tmp_path / "run"
+    with FaultServer("echo_auth") as server:
+        code, out, err = call_out(["annotate", "--data", str(four_questions(tmp_path)), "--out", str(run),
+                                   "--teacher", f"openai:m@{server.url}"], capsys, monkeypatch)
+    assert server.authorization and all(a == f"Bearer {key}" for a in server.authorization)  # it was sent
+    assert_one_line_error(code, err, "HTTP 401", "$OPENAI_API_KEY")
+    assert "Bearer ***" in err  # what the server said, redacted
+    for shown in (out, err):
+        assert key not in shown and key[8:24] not in shown
+    assert json.loads((run / "manifest.json").read_text())["stages"]["annotate"]["status"] == "failed"
+    assert files_holding(run, key, key[8:24]) == []
+
+
+@pytest.mark.parametrize("key, what", [("sk-abc\u00a0def123456", "U+00A0"), ("sk-abcdef123456\n", "a line break"),
+                                       ("sk-abc def123456", "a space")], ids=["non-breaking space", "newline", "space"])
+def test_a_key_an_http_header_cannot_carry_is_one_line_naming_its_variable(key, what, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with FaultServer("answer") as server:
+        code, err = call(["annotate", "--data", str(four_questions(tmp_path)), "--out", str(tmp_path / "run"),
+                          "--teacher", f"openai:m@{server.url}"], capsys, monkeypatch)
+        assert server.requests == 0  # never sent
+    assert_one_line_error(code, err, "$OPENAI_API_KEY", what)
+    assert "sk-abc" not in err
+
+
+@pytest.mark.parametrize("option", ["max_retries=-1", "max_retries=1.5", "timeout_s=0", "timeout_s=-5", "timeout_s=.nan",
+                                    "backoff_s=-1", "retry_after_max_s=-1", "concurrency=0", "price_output_per_m=-2"])
+def test_nonsense_numeric_options_of_the_http_teacher_are_one_line_errors(option, tmp_path, capsys, monkeypatch):
+    with FaultServer("answer") as server:
+        code, err = call(["annotate", "--data", str(four_questions(tmp_path)), "--out", str(tmp_path / "run"),
+                          "--teacher", f"openai:m@{server.url}", "--teacher-option", option], capsys, monkeypatch)
+        assert server.requests == 0
+    assert_one_line_error(code, err, f"teacher option {option.partition('=')[0]} must be")
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": -50, "completion_tokens": -500}, None], ids=["negative", "absent"])
+def test_a_token_budget_stops_a_server_whose_usage_is_negative_or_absent(usage, tmp_path, capsys, monkeypatch):
+    with FaultServer("answer", usage=usage) as server:
+        code, err = call(["annotate", "--data", str(four_questions(tmp_path)), "--out", str(tmp_path / "run"),
+                          "--teacher", f"openai:m@{server.url}", "--batch-size", "1", "--budget", "tokens=1"],
+                         capsys, monkeypatch)
+        assert server.requests == 1  # counted from the text: the first answer spends the budget
+    assert_one_line_error(code, err, "teacher budget reached (tokens")
+
+
+@pytest.mark.parametrize("url", ["http://user:PASSWORD5@host:bad/v1", "http://[::1/v1?api-key=PASSWORD5",
+                                 "ftp://user:PASSWORD5@host/v1", "http:///v1?token=PASSWORD5"])
+def test_a_malformed_teacher_url_is_one_line_that_masks_its_credentials(url, tmp_path, capsys, monkeypatch):
+    code, err = call(["annotate", "--data", str(four_questions(tmp_path)), "--out", str(tmp_path / "run"),
+                      "--teacher", f"openai:m@{url}"], capsys, monkeypatch)
+    assert_one_line_error(code, err, "teacher endpoint", "***")
+    assert "PASSWORD5" not in err
+
+
+SECRET_CONFIGS = {
+    "options not a mapping": ("teacher:\n  options: 'api_key=OPTKEY123'\n", "teacher.options"),
+    "a key as an unknown field": ("teacher:\n  api_key: OPTKEY123\n", "teacher.api_key"),
+    "a key as a nested unknown field": ("teacher:\n  filters:\n    token: OPTKEY123\n", "teacher.filters.token"),
+    "a URL with a password where a number goes": ("teacher:\n  batch_size: 'http://u:OPTKEY123@h/v1'\n", "teacher.batch_size"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SECRET_CONFIGS))
+def test_a_key_in_the_wrong_place_of_a_config_is_not_echoed(case, tmp_path, capsys, monkeypatch):
+    extra, field = SECRET_CONFIGS[case]
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: x\nrun_dir: {tmp_path / 'run'}\ndata:\n  generate: coin_flip\n  n_train: 4\n  n_test: 2\n" + extra)
+    code, err = call(["run", str(config)], capsys, monkeypatch)
+    assert_one_line_error(code, err, field)
+    assert "OPTKEY123" not in err
+
+
+def test_a_key_under_teacher_options_is_masked_in_the_config_copy_and_the_error(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: x\nrun_dir: {run}\ndata:\n  generate: coin_flip\n  n_train: 4\n  n_test: 2\n"
+                      "teacher:\n  model: openai:m@http://127.0.0.1:1/v1\n  options: {api_key: OPTKEY123, x_auth_token: OPTKEY456}\n")
+    code, err = call(["run", str(config)], capsys, monkeypatch)
+    assert_one_line_error(code, err, "does not take option(s) api_key")  # the backend reads keys from the environment
+    assert "OPTKEY" not in err
+    assert "api_key: '***'" in (run / "config.yaml").read_text()
+    assert files_holding(run, "OPTKEY") == []
+
+
+def test_credentials_in_a_teacher_url_reach_no_file_report_card_export_or_message(tmp_path, capsys, monkeypatch):
+    """A proxy's password and an Azure-style query key, through every writer of a run directory: the
+    config copy, the manifest (data, annotate, evaluate), summaries, report.md/html, a model card,
+    an export's card, the lock file and its 'in use' refusal, and everything printed."""
+    from cotdistill.reporting.cards import write_model_cards
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    run, export = tmp_path / "run", tmp_path / "export"
+    printed = []
+    with FaultServer("answer") as server:
+        spec = "openai:m@" + server.url.replace("http://", "http://proxyuser:PASSWORD789@") + "?api-key=QUERYKEY789"
+        config = tmp_path / "c.yaml"
+        config.write_text(f"name: x\nrun_dir: {run}\ndata:\n  generate: coin_flip\n  n_train: 4\n  n_test: 2\n"
+                          f"teacher:\n  model: '{spec}'\n")
+        commands = [["run", str(config), "--dry-run"],
+                    ["annotate", "--data", str(run / "data" / "train.jsonl"), "--out", str(run), "--teacher", spec],
+                    ["evaluate", "--run", str(run), "--model", spec, "--name", "teacher-few-shot"]]
+        for args in commands:
+            code, out, err = call_out(args, capsys, monkeypatch)
+            assert code in (0, None), err
+            printed += [out, err]
+        assert server.requests > 0 and all("api-key=QUERYKEY789" in p for p in server.paths)
+    (run / "students" / "cot").mkdir(parents=True)
+    (run / "students" / "cot" / "config.json").write_text("{}")
+    [card] = write_model_cards(RunDir(run), ["cot"])
+    if not (run / "distill.jsonl").read_text().strip():
+        (run / "distill.jsonl").write_text(json.dumps(GOOD_DISTILL) + "\n")
+    for args in (["report", str(run)], ["export", str(run), "--out", str(export)]):
+        code, out, err = call_out(args, capsys, monkeypatch)
+        assert code in (0, None), err
+        printed += [out, err]
+    printed.append(_lock_refusal(run, spec, tmp_path, capsys, monkeypatch))
+    assert "proxyuser:***@" in (run / "config.yaml").read_text() and "proxyuser:***@" in card.read_text()
+    assert "api-key=***" in (run / "report.md").read_text()
+    for shown in printed:
+        assert "PASSWORD789" not in shown and "QUERYKEY789" not in shown, shown
+    assert files_holding(tmp_path, "PASSWORD789", "QUERYKEY789") == [str(config)]  # only the user's own config
+
+
+def _lock_refusal(run: Path, spec: str, tmp_path: Path, capsys, monkeypatch) -> str:
+    """What a second command is told while another process, started with `spec` and a key-like
+    option on its command line, holds the run directory; and what that holder's lock file says."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from cotdistill.rundir import RunDir\n"
+         f"with RunDir({str(run)!r}).lock():\n    print('held', flush=True); sys.stdin.readline()",
+         "annotate", "--teacher", spec, "--teacher-option", "api_key=QUERYKEY789"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        lock = (run / ".lock").read_text()
+        code, err = call(["annotate", "--data", str(run / "data" / "train.jsonl"), "--out", str(run), "--teacher", spec],
+                         capsys, monkeypatch)
+    finally:
+        holder.communicate("\n", timeout=60)
+    assert_one_line_error(code, err, "is being written by another process", "proxyuser:***@", "api_key=***")
+    return lock + err

@@ -3,8 +3,10 @@ gemma-3-270m on 127.0.0.1), with a fault-injection proxy in front of it for the 
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import re
 import time
 
 import pytest
@@ -13,6 +15,7 @@ from cotdistill.errors import UserError
 from cotdistill.teachers import Request, SamplingParams, load_teacher
 from conftest import free_port
 from faultproxy import FaultProxy
+from faultserver import FaultServer
 
 # Continuations the model is sure of (every step's top-2 logit gap >= 2): the server reuses the
 # previous prompt's KV, and llama.cpp's rounding then depends on what came before, which may flip
@@ -141,3 +144,106 @@ def test_bad_endpoints_and_options_are_user_errors():
         load_teacher("openai:gpt@ftp://example.com/v1")
     with pytest.raises(UserError, match="does not take option.*concurency"):
         load_teacher("openai:gpt@http://127.0.0.1:1/v1", concurency=3)
+
+
+# ---------------------------------------------------------------- deadlines, Retry-After, usage, secrets
+# Against faultserver.FaultServer (127.0.0.1, no model): faults a real server does not show on demand.
+
+
+def _fault_teacher(url: str, **options):
+    return load_teacher(f"openai:m@{url}", **{"chat": False, "max_retries": 0, "backoff_s": 0.0, **options})
+
+
+@pytest.mark.parametrize("mode", ["trickle", "endless"])
+def test_an_answer_that_never_completes_is_cut_off_at_the_request_deadline(mode):
+    # One byte a second (or chunks forever) never trips a per-read timeout; the deadline covers the
+    # whole attempt. The server gives up after 25 s, so without a deadline this ends too, only late.
+    with FaultServer(mode) as server:
+        teacher = _fault_teacher(server.url, timeout_s=2.0)
+        start = time.monotonic()
+        with pytest.raises(UserError, match=r"failed 1 times, last: no complete answer within timeout_s=2s"):
+            teacher.generate([Request("1 + 1 =", GREEDY)])
+        assert time.monotonic() - start < 20  # generous: the deadline is 2 s
+
+
+def test_a_retry_after_beyond_the_cap_waits_the_cap_and_says_so(caplog):
+    with FaultServer("retry_after", retry_after="999999", faults=2) as server:
+        teacher = _fault_teacher(server.url, max_retries=3, retry_after_max_s=0.5)
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING):
+            [out] = teacher.generate([Request("1 + 1 =", GREEDY)])
+        assert out.text == "The answer is 2." and server.requests == 3
+        assert time.monotonic() - start < 20  # two waits of 0.5 s, not 999999 s (nor 60 s each)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+    assert all("HTTP 429" in w and "in 0.5s" in w and "asked for 999999s" in w and "retry_after_max_s=0.5" in w
+               for w in warnings), warnings
+
+
+@pytest.mark.parametrize("usage", [
+    {"prompt_tokens": -5, "completion_tokens": -1000}, None, {}, {"prompt_tokens": None, "completion_tokens": "many"},
+    {"prompt_tokens": 1.5, "completion_tokens": True},
+], ids=["negative", "absent", "empty", "null and text", "fraction and bool"])
+def test_usage_a_server_leaves_out_or_gets_wrong_is_estimated_from_the_text(usage):
+    with FaultServer("answer", usage=usage) as server:
+        teacher = _fault_teacher(server.url)
+        [out] = teacher.generate([Request("What is 1 + 1? " * 4, GREEDY)])
+    assert out.text == "The answer is 2."
+    assert out.prompt_tokens == 15 and out.completion_tokens == 4  # estimate_tokens: 60 and 16 characters
+    assert teacher.usage.prompt_tokens == 15 and teacher.usage.completion_tokens == 4
+
+
+def test_reported_usage_is_kept_as_the_server_gave_it():
+    with FaultServer("answer", usage={"prompt_tokens": 0, "completion_tokens": 7}) as server:
+        [out] = _fault_teacher(server.url).generate([Request("1 + 1 =", GREEDY)])
+    assert (out.prompt_tokens, out.completion_tokens) == (0, 7)
+
+
+@pytest.mark.parametrize("option, value", [
+    ("max_retries", -1), ("max_retries", 2.5), ("max_retries", "three"), ("timeout_s", 0), ("timeout_s", -5),
+    ("timeout_s", float("nan")), ("timeout_s", float("inf")), ("backoff_s", -1), ("backoff_max_s", -0.1),
+    ("retry_after_max_s", -1), ("concurrency", 0), ("concurrency", True), ("price_input_per_m", -1.0),
+])
+def test_nonsense_numeric_options_are_refused_when_the_teacher_is_built(option, value):
+    with pytest.raises(UserError, match=rf"teacher option {option} must be"):
+        load_teacher("openai:m@http://127.0.0.1:1/v1", **{option: value})
+
+
+def test_an_error_body_that_echoes_the_key_is_redacted(monkeypatch, caplog):
+    secret = "sk-proj-" + os.urandom(12).hex()
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    with FaultServer("echo_auth") as server:
+        with caplog.at_level(logging.WARNING), \
+             pytest.raises(UserError, match=r"answered HTTP 401 \(is \$OPENAI_API_KEY set and valid\?\)") as info:
+            _fault_teacher(server.url, concurrency=4, max_retries=3).generate([Request(p, GREEDY) for p in PROMPTS])
+    assert server.authorization and all(a == f"Bearer {secret}" for a in server.authorization)  # sent as given
+    assert secret not in str(info.value) and secret[8:20] not in str(info.value)
+    assert "Bearer ***" in str(info.value)
+    assert not caplog.records  # the error stopped the requests beside it: none retried after the fact
+
+
+@pytest.mark.parametrize("key, what", [
+    ("sk-abc\u00a0def123456", "the character U+00A0"), ("sk-abcdef123456\n", "a line break"), ("sk-abc def123456", "a space"),
+    ("sk-abcdef\t123456", "a tab"), ("sk-abcdéf123456", "the character U+00E9"), ("sk-abc\r\ndef123456", "a carriage return"),
+], ids=["non-breaking space", "newline", "space", "tab", "accent", "crlf"])
+def test_a_key_an_http_header_cannot_carry_is_refused_before_anything_is_sent(key, what, monkeypatch):
+    monkeypatch.setenv("MY_KEY", key)
+    with FaultServer("answer") as server:
+        with pytest.raises(UserError, match=rf"\$MY_KEY holds {re.escape(what)} at position") as info:
+            _fault_teacher(server.url, api_key_env="MY_KEY").generate([Request("1 + 1 =", GREEDY)])
+        assert server.requests == 0
+    assert "sk-abc" not in str(info.value)
+
+
+def test_credentials_in_the_url_are_sent_but_never_shown(caplog, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # the URL's user and password are the only credentials
+    with FaultServer("retry_after", faults=10, retry_after="0") as server:
+        url = server.url.replace("http://", "http://alice:PASSWORD1@") + "?api-key=QUERYKEY1"
+        teacher = _fault_teacher(url, max_retries=1)
+        with caplog.at_level(logging.DEBUG), pytest.raises(UserError, match="failed 2 times") as info:
+            teacher.generate([Request("1 + 1 =", GREEDY)])
+    assert server.authorization[0] == "Basic " + base64.b64encode(b"alice:PASSWORD1").decode()
+    assert server.paths == ["/v1/completions?api-key=QUERYKEY1"] * 2  # the query kept after the path
+    for shown in (str(info.value), caplog.text, repr(teacher.name)):
+        assert "PASSWORD1" not in shown and "QUERYKEY1" not in shown, shown
+    assert "alice:***@" in str(info.value) and "api-key=***" in str(info.value)

@@ -11,13 +11,26 @@ batch (a real batch, cached like every other: nothing is spent twice) and extrap
 
 A `Budget` (tokens, usd, minutes of this invocation) is checked after every batch; reaching it
 stops the stage with every answer so far in the cache, so the same command continues from there.
+Token counts are the teacher's own; where a server reports none, or nonsense (negative usage),
+`estimate_tokens` counts them from the text, so a token budget still stops the run.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 from cotdistill.errors import StageStopped, UserError
+
+
+# About 4 characters per token for English text with the BPE vocabularies of current teachers
+# (OpenAI's rule of thumb). A rough count, used only where the server gave none.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """Tokens in `text` when the teacher did not say: for budgets, never for the cache or the data."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 class BudgetReached(StageStopped):

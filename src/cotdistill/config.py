@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from cotdistill.errors import UserError
 from cotdistill.fileio import read_text, write_text_atomic
 from cotdistill.paths import expand
+from cotdistill.secrets import MASK, is_secret_name, mask_data
 
 # A path read from a config or an option: `~/x` means the home folder's x, never a folder named "~".
 # (Hub dataset names never start with "~", so data.train can hold either.)
@@ -280,11 +281,20 @@ def validation_error(e: ValidationError, prefix: str, style: str, flags: dict[st
     else:
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     more = f" (and {len(e.errors()) - 1} more)" if len(e.errors()) > 1 else ""
-    got = f", got {err['input']!r}" if err.get("input") is not None and not isinstance(err["input"], dict) else ""
+    got = f", got {_shown_input(err['loc'], err['input'])}" if err.get("input") is not None and not isinstance(err["input"], dict) else ""
     msg = err["msg"].removeprefix("Value error, ")  # pydantic's wording for a validator's ValueError
     return UserError(f"{prefix}{where}: {msg}{got}{more}")
 
 
+def _shown_input(loc: tuple, value: Any) -> str:
+    """A rejected value as the error may show it: masked when it sits under teacher options or a
+    key-like name (a key pasted into the wrong field must not be echoed), else redacted."""
+    if "options" in loc or any(is_secret_name(str(p)) for p in loc):
+        return MASK
+    return repr(mask_data(value))
+
+
 def dump_config(config: RunConfig, path: Path) -> None:
-    """Write the resolved config (it holds no secrets by construction)."""
-    write_text_atomic(path, yaml.safe_dump(config.model_dump(), sort_keys=False))
+    """Write the resolved config, with credentials masked (a teacher URL's password or query key,
+    key-like options; cotdistill.secrets): config.yaml is a record to share, not to rerun with."""
+    write_text_atomic(path, yaml.safe_dump(mask_data(config.model_dump()), sort_keys=False))

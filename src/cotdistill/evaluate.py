@@ -48,6 +48,7 @@ from cotdistill.prompts import (
     student_input,
 )
 from cotdistill.rundir import RunDir
+from cotdistill.secrets import mask_spec
 from cotdistill.teachers.base import PROMPT_TOO_LONG, Prompt
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
@@ -76,7 +77,7 @@ class EvalOptions(EvalSettings):
 class EvalSummary:
     name: str
     model: str  # what the report calls the model (a fine-tuned student: its base model)
-    spec: str  # what was loaded
+    spec: str  # what was loaded, credentials masked (secrets.mask_spec)
     method: str
     n: int
     correct: int
@@ -368,7 +369,8 @@ def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: 
     if o.samples > 1:
         method += f", self-consistency ({o.samples} samples, T={o.temperature:g})"
     return EvalSummary(
-        name=name, model=str(train_config.get("student", spec)) if train_config else spec, spec=spec, method=method,
+        name=name, model=mask_spec(str(train_config.get("student", spec)) if train_config else spec), spec=mask_spec(spec),
+        method=method,
         n=n, correct=correct, accuracy=correct / n, ci_low=low, ci_high=high,
         unparsed=sum(r["predicted"] is None for r in rows),
         truncated=sum(r["finish_reason"] == "length" for r in rows),

@@ -14,6 +14,10 @@ a single-stage command) wraps the call in it.
 One process writes a run directory at a time: `RunDir.lock` holds an advisory lock (flock) on
 `.lock` while a stage writes. The kernel drops it when its holder exits, however it exits, so a
 killed run never blocks the next one; a second process is refused with the holder's pid and command.
+
+The manifest and the lock file are shared records (the refusal prints the lock on another user's
+terminal), so both hold credentials masked (cotdistill.secrets): the command line's teacher URLs
+and key-like options, every string recorded for a stage, and a failed stage's error.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any
 from cotdistill.errors import StageStopped, UserError
 from cotdistill.fileio import write_json_atomic
 from cotdistill.memory import PeakMemory
+from cotdistill.secrets import mask_argv, mask_data, redact
 
 try:
     import fcntl
@@ -117,14 +122,14 @@ class RunDir:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
-                holder = os.read(fd, 4096).decode("utf-8", errors="replace").strip() or "unknown process"
+                holder = redact(os.read(fd, 4096).decode("utf-8", errors="replace").strip()) or "unknown process"
                 os.close(fd)
                 raise UserError(
                     f"{self.root} is being written by another process ({holder}); one process writes a run "
                     "directory at a time: wait for it to finish, stop it, or use another run directory"
                 ) from None
             os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}, since {time.strftime('%H:%M:%S')}".encode())
+            os.write(fd, f"pid {os.getpid()}: {' '.join(mask_argv(sys.argv))[:300]}, since {time.strftime('%H:%M:%S')}".encode())
             _HELD[root] = 1
         try:
             yield
@@ -165,19 +170,19 @@ class RunDir:
                 # Best effort: on a disk that is still full the record may not fit, and the
                 # stage's own error, not this one, is what the user must see.
                 with contextlib.suppress(UserError, OSError):
-                    self.record_stage(name, status="failed", error=f"{type(e).__name__}: {e}"[:500])
+                    self.record_stage(name, status="failed", error=redact(f"{type(e).__name__}: {e}")[:500])
                 raise
         self.record_stage(name, **{**done, "status": done.get("status", "done"),
                                    "seconds": round(time.perf_counter() - start, 1), "peak_rss_gib": memory.gib})
 
     def record_stage(self, stage: str, *, fresh: bool = False, **info: Any) -> None:
         """Merge `info` into manifest["stages"][stage], or replace it (`fresh`: a new attempt).
-        An atomic write; secrets must not be passed."""
+        An atomic write; credentials in `info` (a teacher URL's password, key-like options) are masked."""
         manifest = self.read_manifest()
         stages = manifest.setdefault("stages", {})
         if fresh:
             stages[stage] = {}
-        stages.setdefault(stage, {}).update(info)
+        stages.setdefault(stage, {}).update(mask_data(info))
         manifest["stages"][stage]["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         manifest.setdefault("environment", environment())
         write_json_atomic(self.manifest, manifest)

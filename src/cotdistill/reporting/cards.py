@@ -5,7 +5,9 @@ A student folder already loads with `transformers.pipeline("text-generation", mo
 card says what it is (base model, teacher, data, mode, settings), how well it did (this run's
 results, with the split each figure comes from), how to prompt it, how to rebuild it, and whose
 licences apply. Everything in a card is read from the run directory, so it is rewritten whenever
-the run's results change. API keys never reach a card: the config copy in a run holds none.
+the run's results change. A card is what users upload, so every model name in it is shown through
+secrets.mask_spec: a teacher URL's password or query key never reaches it, even from a run
+directory written before they were masked there.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from cotdistill.fileio import write_files_atomic, write_text_atomic
 from cotdistill.data.records import read_examples
 from cotdistill.prompts import student_input
 from cotdistill.rundir import RunDir
+from cotdistill.secrets import mask_spec
 
 CARD = "README.md"  # the name the hub and `huggingface_hub.ModelCard.load` look for
 
@@ -61,7 +64,7 @@ def model_card(run: RunDir, mode: str) -> str:
     d = RunData.load(run)
     config = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.exists() else {}
     student, teacher = config.get("student", {}), config.get("teacher", {})
-    base = student.get("model", "unknown")
+    base, teacher_spec = mask_spec(str(student.get("model", "unknown"))), mask_spec(str(teacher.get("model", "?")))
     train = d.stages.get(f"train:{mode}", {}).get("metrics", {})
     annotate = d.stages.get("annotate", {})
     data = d.stages.get("data", {})
@@ -105,7 +108,7 @@ first "The answer is X." sentence of the output.
 
 - Questions: {_data_sources(config)}; {data.get('n_train', '?')} training questions
   ({data.get('n_dev', 0)} dev and {data.get('n_test', '?')} test questions held out, and {decontaminated}).
-- Teacher: `{teacher.get('model', '?')}`, {teacher.get('samples', 1)} sample(s) per question at temperature
+- Teacher: `{teacher_spec}`, {teacher.get('samples', 1)} sample(s) per question at temperature
   {teacher.get('temperature', 0.0)}, gold answer as hint: {teacher.get('hint', False)}; kept
   {annotate.get('n_distill', '?')} chains of thought after the filters (wrong answer, leaked answer,
   underived numbers, false arithmetic steps, near-duplicates).
@@ -135,7 +138,7 @@ cotdistill run {run.config}
 ## Licences
 
 - Base model: {licence_of(base)}.
-- Teacher: {licence_of(teacher.get('model', '?'))}; its outputs are part of the training data.
+- Teacher: {licence_of(teacher_spec)}; its outputs are part of the training data.
 - Training questions: {questions_licence}.
 """
 
@@ -183,7 +186,7 @@ tags: [cotdistill, chain-of-thought, distillation]
 # Chains of thought distilled by cotdistill
 
 {len(rows)} (question, rationale, answer) rows from `{source.name}` of run `{run.root.name}`: the teacher
-`{annotate.get('teacher', '?')}` wrote each rationale, and only those that reach the gold answer and pass
+`{mask_spec(str(annotate.get('teacher', '?')))}` wrote each rationale, and only those that reach the gold answer and pass
 cotdistill's filters are here. A question can appear more than once (`sample` = which teacher sample).
 
 Fields: `id`, `question`, `rationale`, `answer` (gold, normalised), `answer_type`, `sample`.

@@ -6,7 +6,9 @@ are missing is shown as "not run". The HTML opens from disk with no network: inl
 base64 data URIs, every piece of model or user text HTML-escaped.
 
 The content is built once as a list of blocks (heading, paragraph, table, image, code) and rendered
-twice, to Markdown and to HTML, so the two reports always say the same thing.
+twice, to Markdown and to HTML, so the two reports always say the same thing. Model and teacher
+names and the config copy are shown through cotdistill.secrets, so a teacher URL's password or
+query key never reaches a report, even from a run directory written before they were masked there.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from cotdistill.reporting.blocks import (
     to_markdown,
 )
 from cotdistill.rundir import RunDir
+from cotdistill.secrets import mask_spec, redact
 from cotdistill.tasks import format_question
 
 SAMPLES_SHOWN = 4
@@ -241,7 +244,7 @@ def run_section(d: RunData, prefix: str, level: int) -> list:
     blocks += timings(d, level + 1)
     blocks.append(Heading(level + 1, "Config"))
     config = d.run.config.read_text(encoding="utf-8") if d.run.config.exists() else None
-    blocks.append(Code(config) if config else Para("No config.yaml (stages were run one by one)."))
+    blocks.append(Code(redact(config)) if config else Para("No config.yaml (stages were run one by one)."))
     env = d.manifest.get("environment", {})
     if env:
         blocks += [Heading(level + 1, "Environment"), Table(["", "version"], [[k, str(v)] for k, v in env.items()])]
@@ -254,7 +257,7 @@ def results(d: RunData, prefix: str, level: int) -> list:
         return blocks + [Para("evaluate: not run.")]
     rates = any(e.get("majority_rate") is not None for e in d.evals)
     rows = [
-        [test_set(e), e["name"], str(e.get("model", "")), str(e.get("method", "")), accuracy_mark(e),
+        [test_set(e), e["name"], mask_spec(str(e.get("model", ""))), str(e.get("method", "")), accuracy_mark(e),
          f"{pct(e['ci_low'])}–{pct(e['ci_high'])}", str(e["n"])]
         + (base_rate_cells(e) if rates else [])
         + [str(e.get("unparsed", "")), str(e.get("extraction", "")), f"{e['tokens_per_s']:.1f}" if e.get("tokens_per_s") else "–"]
@@ -354,7 +357,7 @@ def annotation(d: RunData, prefix: str, level: int) -> list:
     info = d.stages.get("annotate", {})
     rows = [[v, str(c), f"{100 * c / total:.1f}" if total else "–"] for v, c in verdicts.items()]
     blocks.append(Table(["verdict", "teacher samples", "%"], rows))
-    facts = [f"teacher: {info['teacher']}" if info.get("teacher") else None,
+    facts = [f"teacher: {mask_spec(str(info['teacher']))}" if info.get("teacher") else None,
              f"questions with a kept CoT: {info['yield']['questions_with_kept']} of {info['yield']['questions']}"
              if isinstance(info.get("yield"), dict) and "questions" in info["yield"] else None]
     if any(facts):

@@ -1,7 +1,8 @@
 """Teacher backends behind one small protocol (see base.py); `load_teacher` picks one by name.
 
 Backends are imported only when chosen, so a missing optional dependency (llama-cpp-python,
-vllm) only matters to the users of that backend.
+vllm) only matters to the users of that backend. A spec may hold credentials (a URL's password or
+`?api-key=`); the real spec goes to the backend, and every message shows `mask_spec(spec)`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import inspect
 import os
 
 from cotdistill.errors import UserError
+from cotdistill.secrets import mask_spec
 from cotdistill.teachers.base import Completion, Request, SamplingParams, Teacher, sample_seed
 
 __all__ = ["Completion", "Request", "SamplingParams", "Teacher", "load_teacher", "sample_seed", "SPEC_FORMS"]
@@ -60,7 +62,7 @@ def load_teacher(spec: str, **options) -> Teacher:
 
 
 def _unknown(spec: str) -> UserError:
-    return UserError(f"unknown teacher '{spec}'; use one of: " + "; ".join(SPEC_FORMS))
+    return UserError(f"unknown teacher '{mask_spec(spec)}'; use one of: " + "; ".join(SPEC_FORMS))
 
 
 def _build(cls, spec: str, *args, **options):
@@ -69,5 +71,5 @@ def _build(cls, spec: str, *args, **options):
     known = [n for n, p in params.items() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)][len(args):]
     unknown = sorted(set(options) - set(params))
     if unknown:
-        raise UserError(f"teacher '{spec}' does not take option(s) {', '.join(unknown)}; it takes: {', '.join(known)}")
+        raise UserError(f"teacher '{mask_spec(spec)}' does not take option(s) {', '.join(unknown)}; it takes: {', '.join(known)}")
     return cls(*args, **options)

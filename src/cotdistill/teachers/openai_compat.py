@@ -8,9 +8,23 @@ limits (honouring Retry-After), 5xx, timeouts, dropped connections and garbage b
 exponential backoff with jitter. A request that still fails after the last retry raises a
 UserError naming the endpoint and the status.
 
-The API key is read from an environment variable (its NAME is configurable) at the moment a
-request is sent; it is never stored on the object, so it cannot leak through repr, configs,
-manifests or logs.
+Time limits. `timeout_s` is a deadline for each attempt as a whole (connect, send, and reading
+the full body): a server that trickles one byte a second, or a chunked answer that never ends, is
+cut off at `timeout_s` and retried like any timeout. A server's Retry-After is honoured up to
+`retry_after_max_s` per wait (default 60 s): a server asking for more (`Retry-After: 999999`) is
+retried after the cap; each wait is announced on stderr with what the server asked and how long
+we wait, so the worst case, max_retries waits of at most retry_after_max_s, is never silent.
+
+Usage. The server's token counts are used for costs and budgets; a count that is missing or not a
+non-negative integer is estimated from the text (budget.estimate_tokens), so `--budget tokens=`
+still stops a run against a server that reports none or nonsense.
+
+Secrets. The API key is read from an environment variable (its NAME is configurable) when
+`generate` is called; it is never stored on the object, so it cannot leak through repr, configs,
+manifests or logs. A key that cannot be sent as a header (a pasted space, line break or non-ASCII
+character) is refused with one line naming the variable. Server text that enters our messages
+(an error body that echoes the Authorization header) is redacted first, and endpoints are shown
+with their URL credentials masked (cotdistill.secrets); the requests use the real ones.
 """
 
 from __future__ import annotations
@@ -19,6 +33,7 @@ import asyncio
 import email.utils
 import json
 import logging
+import math
 import os
 import random
 import re
@@ -28,10 +43,13 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from cotdistill.budget import estimate_tokens
 from cotdistill.errors import UserError
+from cotdistill.secrets import RedactingFilter, mask_url, redact
 from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, OnDone, Request, sample_seed
 
 log = logging.getLogger(__name__)
+logging.getLogger("httpx").addFilter(RedactingFilter())  # it logs each request's URL, credentials included
 
 RETRY_STATUSES = {408, 409, 425, 429, 500, 502, 503, 504}
 # How vLLM, llama.cpp, TGI and OpenAI word a 400 for a prompt that does not fit the context.
@@ -67,6 +85,7 @@ class OpenAICompatTeacher:
     timeout_s: float = 600.0
     backoff_s: float = 1.0  # first backoff; doubles per retry, with jitter
     backoff_max_s: float = 60.0
+    retry_after_max_s: float = 60.0  # the longest wait a server's Retry-After may ask of us, per retry
     api_key_env: str = "OPENAI_API_KEY"
     price_input_per_m: float = 0.0  # USD per 1M prompt tokens
     price_output_per_m: float = 0.0  # USD per 1M completion tokens
@@ -77,10 +96,17 @@ class OpenAICompatTeacher:
             raise UserError("an OpenAI-compatible teacher needs at least one base URL (e.g. http://host:8000/v1)")
         self.endpoints = [e.rstrip("/") for e in self.endpoints]
         for e in self.endpoints:
-            if not e.startswith(("http://", "https://")):
-                raise UserError(f"teacher endpoint '{e}' is not an http(s) URL such as http://127.0.0.1:8000/v1")
-        if self.concurrency < 1:
-            raise UserError(f"teacher concurrency must be >= 1, got {self.concurrency}")
+            try:
+                host = httpx.URL(e).host if e.startswith(("http://", "https://")) else ""
+            except httpx.InvalidURL as err:
+                raise UserError(f"teacher endpoint '{mask_url(e)}' is not a valid URL ({redact(str(err))})") from None
+            if not host:
+                raise UserError(f"teacher endpoint '{mask_url(e)}' is not an http(s) URL such as http://127.0.0.1:8000/v1")
+        _check_number("concurrency", self.concurrency, 1, integer=True)
+        _check_number("max_retries", self.max_retries, 0, integer=True)
+        _check_number("timeout_s", self.timeout_s, 0, above=True)
+        for option in ("backoff_s", "backoff_max_s", "retry_after_max_s", "price_input_per_m", "price_output_per_m"):
+            _check_number(option, getattr(self, option), 0)
         self._busy = {e: 0 for e in self.endpoints}
         self._next = 0
 
@@ -92,24 +118,31 @@ class OpenAICompatTeacher:
         """Send all requests concurrently; return the completions in request order."""
         if not requests:
             return []
-        return _run_sync(self._generate_all(requests, on_done))
+        return _run_sync(self._generate_all(requests, on_done, self._headers()))
 
     def close(self) -> None:
         """Nothing to release: each `generate` call opens and closes its own connection pool."""
 
-    async def _generate_all(self, requests: list[Request], on_done: OnDone) -> list[Completion]:
+    async def _generate_all(self, requests: list[Request], on_done: OnDone, headers: dict[str, str]) -> list[Completion]:
         sem = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
 
             async def one(i: int, req: Request) -> Completion:
                 async with sem:
-                    completion = await self._with_retries(client, req)
+                    completion = await self._with_retries(client, req, headers)
                 if on_done is not None:
                     on_done(i, completion)
                 return completion
 
-            return list(await asyncio.gather(*(one(i, r) for i, r in enumerate(requests))))
+            tasks = [asyncio.ensure_future(one(i, r)) for i, r in enumerate(requests)]
+            try:
+                return list(await asyncio.gather(*tasks))
+            except BaseException:  # a request failed for good: stop the others before the client closes under them
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
 
     def _pick_endpoint(self) -> str:
         """The endpoint with the fewest requests in flight; ties go round-robin."""
@@ -118,32 +151,46 @@ class OpenAICompatTeacher:
         self._next = (self._next + 1) % n
         return min(order, key=lambda e: self._busy[e])
 
-    async def _with_retries(self, client: httpx.AsyncClient, req: Request) -> Completion:
-        for attempt in range(self.max_retries + 1):
+    async def _with_retries(self, client: httpx.AsyncClient, req: Request, headers: dict[str, str]) -> Completion:
+        attempt = 0
+        while True:
             endpoint = self._pick_endpoint()
             self._busy[endpoint] += 1
             self.usage.attempts += 1
             try:
-                return self._account(await self._post(client, endpoint, req))
+                return self._account(await self._attempt(client, endpoint, req, headers))
             except _Retryable as e:
                 error = e
             finally:
                 self._busy[endpoint] -= 1
             if attempt == self.max_retries:
                 raise UserError(
-                    f"teacher endpoint {endpoint} failed {attempt + 1} times, last: {error}; "
+                    f"teacher endpoint {mask_url(endpoint)} failed {attempt + 1} times, last: {error}; "
                     "check the server (or raise max_retries / timeout_s)"
                 )
-            delay = self._backoff(attempt, error.retry_after)
-            log.warning("teacher %s: %s; retry %d in %.1fs", endpoint, error, attempt + 1, delay)
+            delay, why = self._backoff(attempt, error.retry_after)
+            attempt += 1
+            log.warning("teacher %s: %s; retry %d of %d in %.1fs%s", mask_url(endpoint), error, attempt, self.max_retries,
+                        delay, why)
             self.usage.retries += 1
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.backoff_max_s)
-        return min(self.backoff_s * 2**attempt, self.backoff_max_s) * random.uniform(0.5, 1.0)
+    def _backoff(self, attempt: int, retry_after: float | None) -> tuple[float, str]:
+        """How long to wait before retry `attempt` + 1, and why, when it is not our own backoff."""
+        if retry_after is None:
+            return min(self.backoff_s * 2**attempt, self.backoff_max_s) * random.uniform(0.5, 1.0), ""
+        if retry_after > self.retry_after_max_s:
+            return self.retry_after_max_s, (f" (the server asked for {retry_after:.0f}s; "
+                                            f"waits are capped at retry_after_max_s={self.retry_after_max_s:g})")
+        return max(retry_after, 0.0), " (the server's Retry-After)"
+
+    async def _attempt(self, client: httpx.AsyncClient, endpoint: str, req: Request, headers: dict[str, str]) -> Completion:
+        """One attempt under a deadline for all of it: httpx's timeout applies to each read only,
+        which a server sending a byte at a time never trips."""
+        try:
+            return await asyncio.wait_for(self._post(client, endpoint, req, headers), self.timeout_s)
+        except asyncio.TimeoutError:
+            raise _Retryable(f"no complete answer within timeout_s={self.timeout_s:g}s") from None
 
     def _payload(self, req: Request) -> tuple[str, dict]:
         p = req.params
@@ -159,13 +206,29 @@ class OpenAICompatTeacher:
         return "/chat/completions", {**body, "messages": req.prompt}
 
     def _headers(self) -> dict[str, str]:
+        """The Authorization header, from the key's environment variable; a key that HTTP cannot
+        carry is a UserError naming the variable (never the key), before anything is sent."""
         key = os.environ.get(self.api_key_env)
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        if not key:
+            return {}
+        bad = next((i for i, c in enumerate(key) if not "!" <= c <= "~"), None)
+        if bad is not None:
+            what = {" ": "a space", "\n": "a line break", "\r": "a carriage return", "\t": "a tab"}.get(
+                key[bad], f"the character U+{ord(key[bad]):04X}")
+            raise UserError(f"${self.api_key_env} holds {what} at position {bad + 1}, which an HTTP header cannot "
+                            "carry (often pasted along with the key); set it to the key alone")
+        return {"Authorization": f"Bearer {key}"}
 
-    async def _post(self, client: httpx.AsyncClient, endpoint: str, req: Request) -> Completion:
+    def _server_text(self, r: httpx.Response, limit: int) -> str:
+        """The start of a server's answer, fit to show: with our key, bearer tokens and URL
+        credentials redacted (some proxies echo the request's headers in their error bodies)."""
+        key = os.environ.get(self.api_key_env) or ""
+        return redact(r.text[: limit + 10 * len(key) + 1000], [key])[:limit]
+
+    async def _post(self, client: httpx.AsyncClient, endpoint: str, req: Request, headers: dict[str, str]) -> Completion:
         path, body = self._payload(req)
         try:
-            r = await client.post(endpoint + path, json=body, headers=self._headers())
+            r = await client.post(_url(endpoint, path), json=body, headers=headers)
         except httpx.TimeoutException:
             raise _Retryable(f"timed out after {self.timeout_s:g}s") from None
         except httpx.TransportError as e:
@@ -173,11 +236,12 @@ class OpenAICompatTeacher:
         if r.status_code in RETRY_STATUSES:
             raise _Retryable(f"HTTP {r.status_code}", _retry_after(r.headers.get("retry-after")))
         if r.status_code == 400 and CONTEXT_ERROR_RE.search(r.text):
-            return Completion(f"the server refused the prompt as too long: {r.text[:200]}", PROMPT_TOO_LONG)
+            return Completion(f"the server refused the prompt as too long: {self._server_text(r, 200)}", PROMPT_TOO_LONG)
         if r.status_code != 200:
             hint = f" (is ${self.api_key_env} set and valid?)" if r.status_code in (401, 403) else ""
-            raise UserError(f"teacher endpoint {endpoint}{path} answered HTTP {r.status_code}{hint}: {r.text[:300]}")
-        return _parse(r.text, chat=path == "/chat/completions")
+            raise UserError(f"teacher endpoint {mask_url(_url(endpoint, path))} answered HTTP {r.status_code}{hint}: "
+                            f"{self._server_text(r, 300)}")
+        return _parse(r.text, req)
 
     def _account(self, c: Completion) -> Completion:
         c.cost_usd = (c.prompt_tokens * self.price_input_per_m + c.completion_tokens * self.price_output_per_m) / 1e6
@@ -189,23 +253,50 @@ class OpenAICompatTeacher:
         return c
 
 
-def _parse(text: str, chat: bool) -> Completion:
-    """Read one completion from a response body; anything malformed is worth a retry."""
+def _url(endpoint: str, path: str) -> str:
+    """`path` appended to the endpoint's path, its query (`?api-version=...&api-key=...`) kept after it."""
+    base, sep, query = endpoint.partition("?")
+    return base.rstrip("/") + path + sep + query
+
+
+def _parse(text: str, req: Request) -> Completion:
+    """Read one completion from a response body; anything malformed is worth a retry. Token
+    counts the server left out or got wrong are estimated (budget.estimate_tokens)."""
     try:
         data = json.loads(text)
         choice = data["choices"][0]
-        out = choice["message"]["content"] if chat else choice["text"]
+        out = choice["message"]["content"] if isinstance(req.prompt, list) else choice["text"]
         if not isinstance(out, str):
             raise TypeError("completion text is not a string")
-        usage = data.get("usage") or {}
+        usage = data.get("usage")
+        prompt = req.prompt if isinstance(req.prompt, str) else "".join(str(m.get("content", "")) for m in req.prompt)
         return Completion(
             text=out,
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_tokens=_tokens(usage, "prompt_tokens", prompt),
+            completion_tokens=_tokens(usage, "completion_tokens", out),
         )
-    except (ValueError, KeyError, IndexError, TypeError) as e:
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         raise _Retryable(f"invalid response body ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def _tokens(usage: object, name: str, text: str) -> int:
+    """The server's count `name` when it is a non-negative integer, else our estimate from `text`."""
+    value = usage.get(name) if isinstance(usage, dict) else None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return estimate_tokens(text)
+
+
+def _check_number(name: str, value: object, minimum: float, *, integer: bool = False, above: bool = False) -> None:
+    """A numeric option of this backend, checked once at construction: a UserError naming it."""
+    kind = "an integer" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value) or value < minimum or (above and value == minimum):
+        bound = f"above {minimum:g}" if above else f">= {minimum:g}"
+        raise UserError(f"teacher option {name} must be {kind} {bound}, got {value!r}")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -213,7 +304,8 @@ def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return float(value)
+        seconds = float(value)
+        return seconds if not math.isnan(seconds) else None
     except ValueError:
         try:
             return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
