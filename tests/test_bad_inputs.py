@@ -254,18 +254,21 @@ def test_output_that_cannot_be_written_is_one_line(command, where, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-@pytest.mark.parametrize("columns", ["5", "20"])
-def test_data_stats_is_readable_on_a_narrow_terminal(columns, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("columns", ["5", "20", "60"])
+@pytest.mark.parametrize("command", ["data stats", "models list"])
+def test_tables_are_readable_on_a_narrow_terminal(command, columns, tmp_path, capsys, monkeypatch):
     path = tmp_path / "good.jsonl"
     path.write_text(json.dumps(GOOD) + "\n")
     monkeypatch.setenv("COLUMNS", columns)
-    monkeypatch.setattr(sys, "argv", ["cotdistill", "data", "stats", str(path)])
+    monkeypatch.setattr(sys, "argv", ["cotdistill", *command.split(), *([str(path)] if command == "data stats" else [])])
     with pytest.raises(SystemExit) as exit_info:
         main()
     out = capsys.readouterr().out
     assert exit_info.value.code == 0, out
-    for label, value in [("format", r"\w+"), ("examples", "1"), ("answer type number", "1"), ("skipped", "0")]:
-        assert re.search(rf"^\s*{label}\s+{value}\s*$", out, re.MULTILINE), out
+    assert "…" not in out, out  # no cell cut short
+    if command == "data stats":
+        for label, value in [("format", r"\w+"), ("examples", "1"), ("answer type number", "1"), ("skipped", "0")]:
+            assert re.search(rf"^\s*{label}\s+{value}\s*$", out, re.MULTILINE), out
 
 
 def test_a_training_log_has_plain_progress_lines_and_no_library_warnings(tmp_path):

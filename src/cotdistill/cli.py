@@ -9,6 +9,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -569,8 +570,9 @@ def _stop_signals() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP raise Interrupted in the main thread, once.
 
     The stage in flight then unwinds as from any error: every teacher answer already returned is
-    in the cache (committed one by one), requests still in flight are dropped unpaid, and the
-    manifest records the stage as "interrupted". Later signals are ignored until the process
+    in the cache (committed one by one), requests still in flight are abandoned (an HTTP teacher's
+    connections are closed, so its server stops working on them), and the manifest records the
+    stage as "interrupted". Later signals are ignored until the process
     exits, so that this cleanup finishes and the message is printed once, however often Ctrl-C
     is pressed. A signal ignored when we start (nohup, a background job) stays ignored."""
     previous: dict[int, Any] = {}
@@ -578,12 +580,15 @@ def _stop_signals() -> Iterator[None]:
 
     def stop(signum: int, frame: Any) -> None:
         nonlocal stopped
+        if stopped:  # a second signal that was already pending
+            return
         stopped = True
         for s in previous:
             signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)
 
-    for s in STOP_SIGNALS:
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+    for s in STOP_SIGNALS if in_main_thread else ():
         if signal.getsignal(s) is not signal.SIG_IGN:
             previous[s] = signal.signal(s, stop)
     try:

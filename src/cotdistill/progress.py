@@ -27,13 +27,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
-MIN_WIDTH = 60  # columns a console lays tables out in, at least
+MIN_WIDTH = 80  # columns a console lays tables out in, at least (the classic terminal)
 LOG_EVERY_S = 10.0  # seconds between two progress lines of a task in a log file
 
 
 def readable_console(**options: Any) -> Console:
     """A rich Console no narrower than MIN_WIDTH: on a narrower terminal (COLUMNS=5) rich would cut
-    every table cell to '…'; lines a little wider than the terminal wrap there and stay readable."""
+    every table cell to '…'; lines wider than the terminal wrap there and stay readable."""
     console = Console(**options)
     if console.width < MIN_WIDTH:
         console.width = MIN_WIDTH
