@@ -33,10 +33,13 @@ LOG_EVERY_S = 10.0  # seconds between two progress lines of a task in a log file
 
 def readable_console(**options: Any) -> Console:
     """A rich Console no narrower than MIN_WIDTH: on a narrower terminal (COLUMNS=5) rich would cut
-    every table cell to '…'; lines wider than the terminal wrap there and stay readable."""
+    every table cell to '…'; lines wider than the terminal wrap there and stay readable. In a log
+    file (not a terminal) a message stays on one line, where rich would break it at 80 columns."""
     console = Console(**options)
     if console.width < MIN_WIDTH:
         console.width = MIN_WIDTH
+    if not console.is_terminal:
+        console.soft_wrap = True
     return console
 
 
