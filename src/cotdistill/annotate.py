@@ -37,6 +37,7 @@ from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, Prompt, Reques
 
 AWAIT_POLL_S = 0.5  # how often a run looks for the answers another run sharing its cache is asking for
 
+
 @dataclass(frozen=True)
 class Job:
     """One teacher request: sample `sample` of question `example`."""

@@ -126,9 +126,11 @@ class CompletionCache:
         """The cached completion of each key that has one."""
         found = {}
         for key in keys:
+            teacher, phash, params, sample = key
             row = self._db.execute(
-                f"SELECT text, finish_reason, prompt_tokens, completion_tokens, cost_usd FROM completions WHERE {_WHERE_KEY}",
-                _row_key(key),
+                "SELECT text, finish_reason, prompt_tokens, completion_tokens, cost_usd FROM completions"
+                " WHERE teacher=? AND prompt_hash=? AND params=? AND sample=?",
+                (teacher, phash, params_key(params), sample),
             ).fetchone()
             if row:
                 found[key] = Completion(*row)
@@ -137,8 +139,8 @@ class CompletionCache:
     def put_many(self, items: Iterable[tuple[Key, Completion]]) -> None:
         """Store answers in one committed transaction (an answer is never replaced), ending their claims."""
         rows = [
-            (*_row_key(key), c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, c.cost_usd)
-            for key, c in items
+            (t, h, params_key(p), s, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, c.cost_usd)
+            for (t, h, p, s), c in items
         ]
         with self._lock, self._db:
             self._db.executemany(
