@@ -563,6 +563,8 @@ def main() -> None:
         except Interrupted as e:
             print(INTERRUPTED, file=sys.stderr)
             sys.exit(128 + e.signum)
+        except BrokenPipeError:  # the reader left (`| head`) before our last flush: quiet, as typer has it
+            sys.exit(1)
 
 
 @contextlib.contextmanager
