@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import signal
 import stat
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -802,3 +804,99 @@ def _lock_refusal(run: Path, spec: str, tmp_path: Path, capsys, monkeypatch) -> 
         holder.communicate("\n", timeout=60)
     assert_one_line_error(code, err, "is being written by another process", "proxyuser:***@", "api_key=***")
     return lock + err
+
+# ---------------------------------------------------------------- terminals and logs (issue 27)
+# Output that cannot be written is one line and a non-zero exit, tables stay readable on any
+# terminal, and a log file gets plain progress lines without the libraries' warnings. These run
+# the console script as a user's shell would, with real file descriptors.
+
+NON_ASCII = {**GOOD, "question": "Combien font 1 + 1 ? Réponds en français."}
+# Commands that print their results, with {path} and {tmp} filled in.
+PRINTING = {
+    "data show": ["data", "show", "{path}"],
+    "data stats": ["data", "stats", "{path}"],
+    "data prepare": ["data", "prepare", "{path}", "--out", "{tmp}/préparé.jsonl"],
+}
+
+
+def cli(args: list[str], stdout: Any = subprocess.PIPE, env: dict[str, str] | None = None,
+        preexec_fn: Any = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cotdistill.cli", *args], stdout=stdout, stderr=subprocess.PIPE,
+                          text=True, env={**os.environ, **(env or {})}, preexec_fn=preexec_fn, timeout=300, check=False)
+
+
+def non_ascii_data(tmp_path: Path) -> Path:
+    """A dataset whose name and question are not ASCII (what every command above prints)."""
+    path = tmp_path / "données.jsonl"
+    path.write_text(json.dumps(NON_ASCII, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def close_stdout() -> None:
+    os.close(1)
+
+
+@pytest.mark.parametrize("where", ["closed", "full device", "ascii terminal"])
+@pytest.mark.parametrize("command", sorted(PRINTING))
+def test_output_that_cannot_be_written_is_one_line(command, where, tmp_path):
+    args = [a.format(path=non_ascii_data(tmp_path), tmp=tmp_path) for a in PRINTING[command]]
+    if where == "closed":
+        proc = cli(args, preexec_fn=close_stdout)
+        needle = "standard output is closed"
+    elif where == "full device":
+        with open("/dev/full", "w") as full:
+            proc = cli(args, stdout=full)
+        needle = "No space left on device"
+    else:
+        proc = cli(args, env={"PYTHONIOENCODING": "ascii"})
+        needle = "PYTHONIOENCODING=utf-8"
+    assert_one_line_error(proc.returncode, proc.stderr, needle)
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("columns", ["5", "20", "60"])
+@pytest.mark.parametrize("command", ["data stats", "models list"])
+def test_tables_are_readable_on_a_narrow_terminal(command, columns, tmp_path, capsys, monkeypatch):
+    path = tmp_path / "good.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n")
+    monkeypatch.setenv("COLUMNS", columns)
+    monkeypatch.setattr(sys, "argv", ["cotdistill", *command.split(), *([str(path)] if command == "data stats" else [])])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    out = capsys.readouterr().out
+    assert exit_info.value.code == 0, out
+    assert "…" not in out, out  # no cell cut short
+    if command == "data stats":
+        for label, value in [("format", r"\w+"), ("examples", "1"), ("answer type number", "1"), ("skipped", "0")]:
+            assert re.search(rf"^\s*{label}\s+{value}\s*$", out, re.MULTILINE), out
+
+
+def test_a_training_log_has_plain_progress_lines_and_no_library_warnings(tmp_path):
+    pytest.importorskip("transformers")
+    from tiny_lm import tiny_tokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from cotdistill.prompts import student_input
+
+    rows = [{"id": f"q{i}", "question": f"What is {i} plus 2?", "rationale": f"{i} + 2 = {i + 2}.",
+             "answer": str(i + 2), "answer_type": "number"} for i in range(16)]
+    data = tmp_path / "distill.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tokenizer = tiny_tokenizer([student_input(r["question"]) + " " + r["rationale"] + " The answer is 1." for r in rows])
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    student = tmp_path / "student"
+    LlamaForCausalLM(config).save_pretrained(student)
+    tokenizer.save_pretrained(student)
+    log = tmp_path / "train.log"
+    with log.open("w") as f:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cotdistill.cli", "train", "--data", str(data), "--out", str(tmp_path / "out"),
+             "--student", str(student), "--max-steps", "3", "--batch-size", "4", "--bf16", "false"],
+            stdout=f, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600, check=False)
+    text = log.read_bytes().decode()  # as written: read_text() would turn each "\r" into a newline
+    assert proc.returncode == 0, text
+    assert "\r" not in text and "\x1b" not in text, text
+    assert "Warning" not in text, text  # e.g. the FutureWarning transformers gives with LoRA (the default)
+    assert re.search(r"^train \(loss [0-9.]+.*\): 3/3, .*/min, ETA ", text, re.MULTILINE), text

@@ -1,17 +1,21 @@
-"""The teacher cache: every committed answer survives a crash and is found again by its key."""
+"""The teacher cache: every committed answer survives a crash and is found again by its key, and
+runs sharing a cache at the same time pay for each request once."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from cotdistill.teachers.cache import CompletionCache
 from cotdistill.errors import UserError
 from cotdistill.teachers.base import Completion, SamplingParams
+from faultproxy import FaultProxy
 
 GREEDY = SamplingParams(max_tokens=64)
 HOT = SamplingParams(temperature=0.7, max_tokens=64)
@@ -79,3 +83,63 @@ def test_a_file_that_is_not_a_database_is_a_user_error(tmp_path):
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(UserError, match="cannot open the teacher cache"):
         CompletionCache(path)
+
+
+# ---------------------------------------------------------------- runs sharing a cache at once
+
+CLAIMER = """
+import sys
+from cotdistill.teachers.base import SamplingParams
+from cotdistill.teachers.cache import CompletionCache
+cache = CompletionCache(sys.argv[1])
+print(cache.claim(("t", "h", SamplingParams(max_tokens=64), 0)), flush=True)
+sys.stdin.read()  # the claim is held until stdin closes
+"""
+
+
+def test_a_request_another_live_run_claimed_is_left_to_it_until_that_run_dies(tmp_path):
+    key = ("t", "h", GREEDY, 0)
+    other = subprocess.Popen([sys.executable, "-c", CLAIMER, str(tmp_path / "c.sqlite")],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline() == "True\n"
+        with CompletionCache(tmp_path / "c.sqlite") as cache:
+            assert not cache.claim(key)
+            other.kill()
+            other.wait(timeout=60)
+            assert cache.claim(key)  # a dead run's claim is taken over
+    finally:
+        other.kill()
+        other.wait(timeout=60)
+
+
+def test_an_answered_request_is_not_claimed(tmp_path):
+    key = ("t", "h", GREEDY, 0)
+    with CompletionCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many([(key, Completion("a", "stop"))])
+        assert not cache.claim(key)
+
+
+def test_two_annotate_runs_sharing_a_cache_at_once_ask_for_each_prompt_once(tmp_path, server_root):
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"Tom has {i + 2} apples and eats one. How many "
+                                        "apples are left?", "answer": str(i + 1), "answer_type": "number"}) + "\n"
+                            for i in range(6)))
+    with FaultProxy(server_root) as proxy:
+        def annotate(run: Path) -> subprocess.Popen:
+            return subprocess.Popen(
+                [sys.executable, "-m", "cotdistill.cli", "annotate", "--data", str(data), "--out", str(run),
+                 "--cache", str(tmp_path / "shared.sqlite"), "--teacher", f"openai:gemma@{proxy.url}",
+                 "--teacher-option", "chat=false", "--teacher-option", "concurrency=1", "--exemplars", "1",
+                 "--max-tokens", "8", "--batch-size", "1", "--quiet"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+        runs = [tmp_path / "a", tmp_path / "b"]
+        procs = [annotate(run) for run in runs]
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errors
+        assert proxy.forwarded == 6, errors  # 12 when both runs asked for everything
+    stages = [json.loads((run / "manifest.json").read_text())["stages"]["annotate"] for run in runs]
+    assert sum(s["teacher_calls"] for s in stages) == 6 and all(s["teacher_calls"] + s["cached"] == 6 for s in stages)
+    texts = [sorted(json.loads(line)["text"] for line in (run / "annotations.jsonl").read_text().splitlines()) for run in runs]
+    assert texts[0] == texts[1] and len(texts[0]) == 6

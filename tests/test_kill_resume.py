@@ -1,4 +1,10 @@
-"""A kill loop: `cotdistill annotate` SIGKILLed at random moments, ten times, then run to the end.
+"""Stopping a run: Ctrl-C, SIGTERM and SIGHUP stop it with one line and the manifest saying so; a
+kill loop loses no answer.
+
+Stop signals: `cotdistill annotate` against a teacher whose server never answers (the fault proxy's
+"hang"), so the command is surely mid-request when the signal arrives.
+
+The kill loop: `cotdistill annotate` SIGKILLed at random moments, ten times, then run to the end.
 
 Every answer the teacher completed before a kill is in the cache and never asked again (the
 finishing run asks exactly for the rest), and the files hold exactly the answers paid for. The
@@ -22,8 +28,9 @@ from pathlib import Path
 import pytest
 
 from cotdistill import embedded
+from cotdistill.cli import INTERRUPTED
+from faultproxy import FaultProxy
 
-pytestmark = [pytest.mark.slow, pytest.mark.ci]
 QUESTIONS = 40
 
 
@@ -43,6 +50,8 @@ def annotate(data: Path, run: Path) -> subprocess.Popen:
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
+@pytest.mark.slow
+@pytest.mark.ci
 def test_ten_kills_lose_no_answer_and_pay_for_none_twice(tmp_path):
     pytest.importorskip("llama_cpp", reason="pip install 'cotdistill[llama]'")
     if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
@@ -71,3 +80,53 @@ def test_ten_kills_lose_no_answer_and_pay_for_none_twice(tmp_path):
         paid = sorted(text for (text,) in db.execute("SELECT text FROM completions"))
     written = [json.loads(line) for line in (run / "annotations.jsonl").read_text().splitlines()]
     assert len(paid) == QUESTIONS and sorted(a["text"] for a in written) == paid
+
+
+# ---------------------------------------------------------------- stop signals
+
+
+def default_stop_signals() -> None:
+    """In the child: the stop signals act as in a terminal, even when the tests run under nohup or
+    in a background job (which start with SIGHUP or SIGINT ignored, and the CLI keeps them so)."""
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
+def hung_annotate(tmp_path: Path, proxy: FaultProxy) -> tuple[subprocess.Popen, Path]:
+    """`cotdistill annotate` once its first teacher request is in flight (and never answered)."""
+    data, run = tmp_path / "data.jsonl", tmp_path / "run"
+    data.write_text(json.dumps({"id": "q", "question": "What is 1 + 1?", "answer": "2", "answer_type": "number"}) + "\n")
+    proxy.set_faults(["hang"] * 10)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cotdistill.cli", "annotate", "--data", str(data), "--out", str(run),
+         "--teacher", f"openai:m@{proxy.url}", "--teacher-option", "max_retries=0", "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals)
+    deadline = time.monotonic() + 60
+    while proxy.received == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proxy.received == 1, proc.stderr.read() if proc.poll() is not None else "no request within 60 s"
+    return proc, run
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_stop_signal_says_how_to_resume_and_the_manifest_says_interrupted(tmp_path, signum):
+    with FaultProxy("http://127.0.0.1:9", hang_s=60) as proxy:
+        proc, run = hung_annotate(tmp_path, proxy)
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signum, err
+    assert err.strip().splitlines()[-1] == INTERRUPTED and err.count(INTERRUPTED) == 1, err
+    assert "Traceback" not in err, err
+    assert json.loads((run / "manifest.json").read_text())["stages"]["annotate"]["status"] == "interrupted"
+
+
+def test_ctrl_c_pressed_again_while_stopping_gives_the_message_once(tmp_path):
+    with FaultProxy("http://127.0.0.1:9", hang_s=60) as proxy:
+        proc, run = hung_annotate(tmp_path, proxy)
+        for _ in range(4):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.02)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert err.count(INTERRUPTED) == 1 and "Traceback" not in err, err
+    assert json.loads((run / "manifest.json").read_text())["stages"]["annotate"]["status"] == "interrupted"

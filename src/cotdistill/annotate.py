@@ -16,7 +16,8 @@ line per kept CoT (the student's training set).
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, prompt_has
 from cotdistill.rundir import RunDir
 from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, Prompt, Request, SamplingParams, Teacher
 
+AWAIT_POLL_S = 0.5  # how often a run looks for the answers another run sharing its cache is asking for
+
+
 @dataclass(frozen=True)
 class Job:
     """One teacher request: sample `sample` of question `example`."""
@@ -49,6 +53,7 @@ class FetchStats:
     cached: int = 0  # requests answered from the cache
     spent: Spent = field(default_factory=Spent)  # what this run paid the teacher for (requests, tokens, time)
     estimate: Estimate | None = None  # the whole stage's cost, from the first batch
+    waited: bool = False  # for answers another run sharing the cache was asking for
 
 
 # ---------------------------------------------------------------- data and prompts
@@ -108,10 +113,18 @@ def fetch(
     if missing and not quiet:
         console.print(f"teacher: {len(missing)} requests to send ({len(found)} cached); "
                       f"the first {min(batch_size, len(missing))} measure its speed")
+    pending = deque(missing)
+    others: list[tuple[Job, Key]] = []  # claimed by another run sharing the cache: awaited, not paid twice
     with progress_bar(quiet) as bar:
         task = bar.add_task("annotate", total=len(jobs), completed=len(found))
-        for start in range(0, len(missing), batch_size):
-            batch = missing[start : start + batch_size]
+        while pending or others:
+            batch: list[tuple[Job, Key]] = []
+            while pending and len(batch) < batch_size:
+                item = pending.popleft()
+                (batch if cache.claim(item[1]) else others).append(item)
+            if not batch:
+                pending.extend(_await_others(cache, others, found, stats, lambda n: bar.advance(task, n)))
+                continue
             t0 = time.perf_counter()
 
             def commit(i: int, completion: Completion, batch=batch) -> None:
@@ -129,17 +142,13 @@ def fetch(
             spent.seconds += time.perf_counter() - t0
             if len(answers) != len(batch) or any(k not in found for _, k in batch):
                 raise RuntimeError(f"{teacher.name} reported {len(answers)} completions for {len(batch)} requests")
-            if start == 0:
+            if stats.estimate is None:
                 stats.estimate = extrapolate(spent, sum(_chars(j.prompt) for j, _ in batch),
                                              sum(_chars(j.prompt) for j, _ in missing), len(missing), stats.cached)
                 console.print(stats.estimate.line())
                 if dry_run:
                     break
-            if not quiet and not console.is_terminal:  # a log file gets a line per batch instead of a bar
-                done, rate = stats.cached + spent.requests, 60 * spent.requests / spent.seconds
-                eta = (len(jobs) - done) / rate if rate else float("nan")
-                console.print(f"annotate: {done}/{len(jobs)} samples, {rate:.1f}/min, ETA {eta:.0f} min")
-            reached = budget.reached(spent) if start + batch_size < len(missing) else None
+            reached = budget.reached(spent) if pending or others else None
             if reached:
                 raise BudgetReached(
                     f"teacher budget reached ({reached}): {stats.cached + spent.requests} of {len(jobs)} answers are "
@@ -148,6 +157,28 @@ def fetch(
     if dry_run:
         return {}, stats
     return {(j.example.id, j.sample): found[k] for j, k in zip(jobs, keys)}, stats
+
+
+def _await_others(
+    cache: CompletionCache, others: list[tuple[Job, Key]], found: dict[Key, Completion], stats: FetchStats,
+    advance: Callable[[int], None],
+) -> list[tuple[Job, Key]]:
+    """Wait for answers another run sharing the cache is asking for: moves those that arrive from
+    `others` into `found` (counted as cached: this run did not pay for them), and returns those
+    whose claimer died meanwhile, claimed by this run now, for it to ask."""
+    if not stats.waited:
+        console.print(f"teacher cache {cache.path}: another run is asking for {len(others)} of these requests; "
+                      "waiting for its answers rather than paying twice")
+        stats.waited = True
+    time.sleep(AWAIT_POLL_S)
+    answered = cache.get_many(k for _, k in others)
+    found.update(answered)
+    stats.cached += len(answered)
+    advance(len(answered))
+    taken = [(j, k) for j, k in others if k not in found and cache.claim(k)]
+    claimed = {k for _, k in taken}
+    others[:] = [(j, k) for j, k in others if k not in found and k not in claimed]
+    return taken
 
 
 # ---------------------------------------------------------------- filtering

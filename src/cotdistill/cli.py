@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, TextIO
 
 import typer
 
-from cotdistill.errors import UserError
+from cotdistill.errors import Interrupted, UserError
 from cotdistill.fileio import input_file
 from cotdistill.paths import expand, output_dir, output_file, storage_error
+from cotdistill.secrets import redact
 
 app = typer.Typer(
     help="Teach small language models to reason: annotate with a teacher, filter, fine-tune a student, evaluate, report.",
@@ -68,10 +73,10 @@ def data_stats(
 ) -> None:
     """Format, record count, answer types, and every skipped record with its reason."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     from cotdistill.data.load import load_dataset
+    from cotdistill.progress import readable_console
 
     result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=limit)
     table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False)
@@ -83,7 +88,7 @@ def data_stats(
     for answer_type, count in sorted(result.answer_types().items()):
         table.add_row(f"answer type {answer_type}", str(count))
     table.add_row("skipped", str(len(result.skipped)))
-    Console().print(table)
+    readable_console().print(table)
     # Plain lines, not a table: reasons and file paths must never be truncated.
     for reason, count, first in result.skip_summary():
         print(f"  skipped {count} × {reason}  (first at {first})")
@@ -375,10 +380,10 @@ app.add_typer(models_app, name="models")
 def models_list() -> None:
     """Show the embedded models: kind, size, whether installed (packages) and cached (assembled)."""
     from rich import box
-    from rich.console import Console
     from rich.table import Table
 
     from cotdistill import embedded
+    from cotdistill.progress import readable_console
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("name", no_wrap=True, min_width=21)
@@ -391,7 +396,7 @@ def models_list() -> None:
             "yes" if embedded.is_cached(m) else "no",
             m.extra,
         )
-    Console().print(table)
+    readable_console().print(table)
     print("install: pip install 'cotdistill[EXTRA]'  or  cotdistill models install NAME")
     print(f"cache: {embedded.cache_dir()}")
 
@@ -555,21 +560,140 @@ def demo(
         run_pipeline(config)
 
 
+INTERRUPTED = "interrupted: rerun the same command to resume"
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def main() -> None:
+    """The console script: a user's mistake, an output that cannot be written, or a stop signal
+    ends in one line on stderr, never a traceback.
+
+    Exit codes: 0 done, 2 a UserError, 128 + the signal's number when Ctrl-C (130), SIGTERM (143)
+    or SIGHUP (129) stopped the command (what a shell reports for a process that signal killed)."""
+    if sys.stdout is None:  # started with stdout closed (`>&-`): its file descriptor would be reused by our files
+        print("error: standard output is closed; redirect it to a file or /dev/null", file=sys.stderr)
+        sys.exit(2)
+    with _stop_signals(), _library_noise_hidden(), _checked_stdout():
+        try:
+            try:
+                app()
+            finally:
+                sys.stdout.flush()  # a full disk shows here, while the error can still be reported
+        except UserError as e:
+            print(f"error: {redact(str(e))}", file=sys.stderr)  # a last safety net: no key reaches a terminal
+            sys.exit(2)
+        except OSError as e:  # a full disk or a read-only place the writers did not name (e.g. in a library)
+            error = storage_error(e)
+            if error is None:
+                raise
+            print(f"error: {error}", file=sys.stderr)
+            sys.exit(2)
+        except Interrupted as e:
+            print(INTERRUPTED, file=sys.stderr)
+            sys.exit(128 + e.signum)
+        except BrokenPipeError:  # the reader left (`| head`) before our last flush: quiet, as typer has it
+            sys.exit(1)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Ctrl-C, SIGTERM and SIGHUP raise Interrupted in the main thread, once.
+
+    The stage in flight then unwinds as from any error: every teacher answer already returned is
+    in the cache (committed one by one), requests still in flight are abandoned (an HTTP teacher's
+    connections are closed, so its server stops working on them), and the manifest records the
+    stage as "interrupted". Later signals are ignored until the process
+    exits, so that this cleanup finishes and the message is printed once, however often Ctrl-C
+    is pressed. A signal ignored when we start (nohup, a background job) stays ignored."""
+    previous: dict[int, Any] = {}
+    stopped = False
+
+    def stop(signum: int, frame: Any) -> None:
+        nonlocal stopped
+        if stopped:  # a second signal that was already pending
+            return
+        stopped = True
+        for s in previous:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    in_main_thread = threading.current_thread() is threading.main_thread()  # where handlers can be set
+    for s in STOP_SIGNALS if in_main_thread else ():
+        if signal.getsignal(s) is not signal.SIG_IGN:
+            previous[s] = signal.signal(s, stop)
     try:
-        app()
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except OSError as e:  # a full disk or a read-only place the writers did not name (e.g. in a library)
-        error = storage_error(e)
-        if error is None:
-            raise
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to resume", file=sys.stderr)
-        sys.exit(130)
+        yield
+    finally:
+        if not stopped:  # in-process callers (tests) get their handlers back
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def _library_noise_hidden() -> Iterator[None]:
+    """Users of the command see cotdistill's messages only: the libraries' warnings (transformers'
+    FutureWarnings, torch's UserWarnings) are for developers, and their progress bars (loading
+    weights, downloads) would be raw carriage returns in a log file. Only the CLI hides them, so
+    that a program importing cotdistill keeps Python's defaults; -W or PYTHONWARNINGS show them."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # transformers' own logger warnings
+    if sys.stderr is None or not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers
+    if sys.warnoptions:
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+class _CheckedStdout:
+    """sys.stdout while a command runs: a write that fails is one line (a UserError) naming why, not
+    a traceback or a silent exit 0: a full disk (`> /dev/full`), or a character the output's
+    encoding lacks (PYTHONIOENCODING=ascii). A reader that went away (`| head`) ends the command
+    quietly, as typer does (exit 1)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except UnicodeEncodeError as e:
+            raise UserError(
+                f"standard output ({e.encoding}) cannot show the character {e.object[e.start:e.end]!a}; "
+                "use a UTF-8 terminal or set PYTHONIOENCODING=utf-8"
+            ) from None
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as e:
+            raise self._failed(e) from None
+
+    def _failed(self, e: OSError) -> OSError | UserError:
+        """Drop what could not be written (so that Python's final flush does not fail again)."""
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # not a real file (in-process tests)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        if isinstance(e, BrokenPipeError):
+            return e
+        return UserError(f"cannot write to standard output ({e.strerror or e}); free space or redirect it elsewhere")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def _checked_stdout() -> Iterator[None]:
+    stream = sys.stdout
+    sys.stdout = _CheckedStdout(stream)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout = stream
 
 
 if __name__ == "__main__":

@@ -24,3 +24,15 @@ class StageStopped(UserError):
     def __init__(self, message: str, info: dict | None = None):
         super().__init__(message)
         self.info = info or {}
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, SIGTERM or SIGHUP stopped the command (the CLI raises it from its signal handler).
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` swallows it; not a
+    KeyboardInterrupt, because typer turns those into a silent exit before the CLI can say what to
+    do. The run directory's manifest records the stage as "interrupted"; rerunning resumes."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by signal {signum}")
+        self.signum = signum

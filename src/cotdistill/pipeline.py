@@ -12,8 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from rich.console import Console
-
+from cotdistill.progress import readable_console
 from cotdistill.config import EvalSettings, RunConfig, dump_config
 from cotdistill.hashing import fingerprint
 from cotdistill.data.records import write_examples, write_jsonl
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
     from cotdistill.evaluate import EvalOptions
     from cotdistill.training.train import TrainConfig
 
-console = Console(stderr=True)
+console = readable_console(stderr=True)
 
 
 def model_files(model_dir: Path) -> list[Path]:

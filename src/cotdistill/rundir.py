@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotdistill.errors import StageStopped, UserError
+from cotdistill.errors import Interrupted, StageStopped, UserError
 from cotdistill.fileio import write_json_atomic
 from cotdistill.memory import PeakMemory
 from cotdistill.secrets import mask_argv, mask_data, redact
@@ -155,8 +155,8 @@ class RunDir:
 
         Records `status: running` (with `known`) on entry; on exit merges what the stage put in
         `done` with its status (`done["status"]`, else "done"), seconds and peak memory. A clean stop
-        (StageStopped) is recorded as "stopped" with its info, any other error as "failed"; both
-        propagate."""
+        (StageStopped) is recorded as "stopped" with its info, Ctrl-C or a stop signal (SIGTERM,
+        SIGHUP) as "interrupted", any other error as "failed"; all propagate."""
         self.record_stage(name, fresh=True, status="running", **known)
         done: dict[str, Any] = {}
         start = time.perf_counter()
@@ -165,6 +165,9 @@ class RunDir:
                 yield done
             except StageStopped as e:
                 self.record_stage(name, status="stopped", **e.info)
+                raise
+            except (Interrupted, KeyboardInterrupt):
+                self.record_stage(name, status="interrupted")
                 raise
             except BaseException as e:
                 # Best effort: on a disk that is still full the record may not fit, and the

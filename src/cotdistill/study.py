@@ -20,13 +20,13 @@ when variants differ in training set size, a plot of accuracy against it.
 from __future__ import annotations
 
 from pathlib import Path
-from rich.console import Console
 
+from cotdistill.progress import readable_console
 from cotdistill.config import RunConfig, load_config
 from cotdistill.errors import UserError
 from cotdistill.rundir import RunDir
 
-console = Console(stderr=True)
+console = readable_console(stderr=True)
 
 
 def variant_configs(path: str | Path, overrides: list[str] | None = None) -> list[tuple[str, RunConfig]]:

@@ -4,11 +4,19 @@ SQLite in WAL mode: each answer is committed as soon as the teacher returns it, 
 killed at any moment (Ctrl-C, kill -9, out of memory) loses only the answers still being written,
 and a rerun finds every committed one. Keyed by (teacher name, prompt hash, sampling parameters, sample index): a
 different model, prompt, temperature or sample is a different request.
+
+Runs may share one cache at the same time (`--cache`, a study's variants) and never pay twice for
+a request: before asking the teacher, a run claims the request's key (`claim`, a row in `claims`
+naming the process by pid and start time); another run that needs the same answer skips it and
+waits for it to appear, doing its other requests meanwhile. A claim dies with its process, however
+it ends: the next run that needs that key takes it over. SQLite serialises the writes; the
+processes must be on one machine (WAL mode does not work on network file systems anyway).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable
@@ -33,11 +41,63 @@ CREATE TABLE IF NOT EXISTS completions (
 )
 """
 
+_CLAIMS = """
+CREATE TABLE IF NOT EXISTS claims (
+    teacher TEXT NOT NULL,
+    prompt_hash TEXT NOT NULL,
+    params TEXT NOT NULL,
+    sample INTEGER NOT NULL,
+    owner TEXT NOT NULL,
+    PRIMARY KEY (teacher, prompt_hash, params, sample)
+)
+"""
+_WHERE_KEY = "teacher=? AND prompt_hash=? AND params=? AND sample=?"
+
 Key = tuple[str, str, SamplingParams, int]  # (teacher, prompt_hash, params, sample)
 
 
 def params_key(params: SamplingParams) -> str:
     return json.dumps(params.to_dict(), sort_keys=True)
+
+
+def _row_key(key: Key) -> tuple[str, str, str, int]:
+    teacher, phash, params, sample = key
+    return teacher, phash, params_key(params), sample
+
+
+def _process_start(pid: int) -> str | None:
+    """When `pid` started (clock ticks since boot, from /proc), "" where /proc is absent, None for
+    a process that is gone or a zombie. With the pid it names a process: pids are reused."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return None if os.path.isdir("/proc/self") else ""
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def process_id() -> str:
+    """This process as a claim records its owner: pid and start time, "pid:start"."""
+    return f"{os.getpid()}:{_process_start(os.getpid()) or ''}"
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process a claim names ("pid:start") still runs."""
+    pid, _, start = owner.partition(":")
+    now = _process_start(int(pid))
+    if now is None:
+        return False
+    if now:
+        return now == start
+    try:  # no /proc: only the pid can be checked
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
 
 
 class CompletionCache:
@@ -46,6 +106,8 @@ class CompletionCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self._owner = process_id()
+        self._claimed: set[tuple[str, str, str, int]] = set()  # released on close
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # HTTP teachers report answers from their event loop's thread: writes are serialised here.
@@ -55,6 +117,7 @@ class CompletionCache:
             # the last commits), and much faster than FULL.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute(_SCHEMA)
+            self._db.execute(_CLAIMS)
             self._db.commit()
         except sqlite3.DatabaseError as e:
             raise self._write_error(e) or UserError(
@@ -75,7 +138,7 @@ class CompletionCache:
         return found
 
     def put_many(self, items: Iterable[tuple[Key, Completion]]) -> None:
-        """Store answers in one committed transaction (an answer is never replaced)."""
+        """Store answers in one committed transaction (an answer is never replaced), ending their claims."""
         rows = [
             (t, h, params_key(p), s, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, c.cost_usd)
             for (t, h, p, s), c in items
@@ -87,8 +150,10 @@ class CompletionCache:
                     " prompt_tokens, completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
+                self._db.executemany(f"DELETE FROM claims WHERE {_WHERE_KEY}", [row[:4] for row in rows])
         except sqlite3.OperationalError as e:
             raise self._write_error(e) or e from None
+        self._claimed.difference_update(row[:4] for row in rows)
 
     def _write_error(self, e: sqlite3.DatabaseError) -> UserError | None:
         """SQLite's words for a full disk, a file size limit or a read-only place as one line naming
@@ -105,11 +170,40 @@ class CompletionCache:
             return None
         return UserError(f"{self.path}: cannot write the teacher cache ({reason}; SQLite: {message}); {fix}")
 
+    def claim(self, key: Key) -> bool:
+        """Whether this process may ask the teacher for `key` now: True when it is not answered and
+        no other live process has claimed it (the claim is then this process's, committed); False
+        means: wait for its answer (get_many), or claim again later in case its claimer died."""
+        row = _row_key(key)
+        if not self._claimable(row):  # read first: waiting runs poll without taking the write lock
+            return False
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")  # check and claim in one write transaction
+            if not self._claimable(row):
+                return False
+            self._db.execute("INSERT OR REPLACE INTO claims (teacher, prompt_hash, params, sample, owner)"
+                             " VALUES (?, ?, ?, ?, ?)", (*row, self._owner))
+            self._claimed.add(row)
+            return True
+
+    def _claimable(self, row: tuple[str, str, str, int]) -> bool:
+        if self._db.execute(f"SELECT 1 FROM completions WHERE {_WHERE_KEY}", row).fetchone():
+            return False
+        claim = self._db.execute(f"SELECT owner FROM claims WHERE {_WHERE_KEY}", row).fetchone()
+        return claim is None or claim[0] == self._owner or not _alive(claim[0])
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
 
     def close(self) -> None:
-        self._db.close()
+        """Release the claims this process did not answer (a stopped run), then close."""
+        try:
+            if self._claimed:
+                with self._lock, self._db:
+                    self._db.executemany(f"DELETE FROM claims WHERE {_WHERE_KEY} AND owner=?",
+                                         [(*row, self._owner) for row in self._claimed])
+        finally:
+            self._db.close()
 
     def __enter__(self) -> CompletionCache:
         return self

@@ -12,6 +12,8 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -244,18 +246,22 @@ class _DivergenceGuard(TrainerCallback):
 
 
 class _Progress(TrainerCallback):
-    """A tqdm bar (rank 0) with the loss, tokens/s of all ranks, and the ETA."""
+    """Training's progress (rank 0) as every stage shows it (progress.py: a bar in a terminal, plain
+    lines in a log file), with the loss, the tokens/s of all ranks, and the ETA."""
 
     def __init__(self, trainer: StudentTrainer):
         self.trainer = trainer
         self.bar: Any = None
+        self.task: Any = None
         self.postfix: dict[str, str] = {}
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if state.is_world_process_zero:
-            from tqdm.auto import tqdm
+            from cotdistill.progress import progress_bar
 
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step", dynamic_ncols=True)
+            self.bar = progress_bar(quiet=False)
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step)
             self._t0 = time.perf_counter()
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kw: Any) -> None:
@@ -265,16 +271,32 @@ class _Progress(TrainerCallback):
         if "loss" in logs:
             self.postfix["loss"] = f"{logs['loss']:.3f}"
         if "eval_loss" in logs:
-            self.postfix["eval"] = f"{logs['eval_loss']:.3f}"
+            self.postfix["eval loss"] = f"{logs['eval_loss']:.3f}"
         elapsed = time.perf_counter() - self._t0
         tokens = float(self.trainer.counts[0]) * args.world_size  # ranks see batches of similar size
-        self.postfix["tok/s"] = f"{tokens / elapsed:.0f}" if elapsed > 0 else "-"
-        self.bar.set_postfix(self.postfix, refresh=False)
-        self.bar.update(state.global_step - self.bar.n)
+        self.postfix["tokens/s"] = f"{tokens / elapsed:.0f}" if elapsed > 0 else "-"
+        description = "train (" + ", ".join(f"{k} {v}" for k, v in self.postfix.items()) + ")"
+        self.bar.update(self.task, completed=state.global_step, description=description)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
         if self.bar is not None:
-            self.bar.close()
+            self.bar.stop()
+            self.bar = None
+
+
+@contextmanager
+def progress_closed(trainer: StudentTrainer) -> Iterator[None]:
+    """Stop training's progress bar however training ends (an error, Ctrl-C): a bar left running
+    would keep the terminal's cursor hidden."""
+    try:
+        yield
+    finally:
+        for callback in trainer.callback_handler.callbacks:
+            if isinstance(callback, _Progress):
+                callback.close()
 
 
 def latest_checkpoint(checkpoints: Path, delete_torn: bool) -> Path | None:

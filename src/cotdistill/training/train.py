@@ -109,7 +109,7 @@ def train_student(config: TrainConfig) -> TrainResult:
     if config.lora:
         model = add_lora(model, is_seq2seq, config.lora_r, dropout=config.lora_dropout)
 
-    from cotdistill.training.student_trainer import build_trainer, latest_checkpoint
+    from cotdistill.training.student_trainer import build_trainer, latest_checkpoint, progress_closed
 
     use_bf16, bf16_reason = choose_bf16(config.bf16, state.num_processes)
     trainer = build_trainer(
@@ -119,7 +119,8 @@ def train_student(config: TrainConfig) -> TrainResult:
     )
     resume = latest_checkpoint(ckpts, delete_torn=state.is_main_process)
     state.wait_for_everyone()
-    with _quiet_hf_bars(), PeakMemory() as memory:  # checkpoint writes would draw their own bars over ours
+    # Checkpoint writes would draw their own bars over ours.
+    with _quiet_hf_bars(), PeakMemory() as memory, progress_closed(trainer):
         # Trainer also evaluates and checkpoints after the last step, so the curve ends with an eval loss.
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
