@@ -297,7 +297,8 @@ def _collect(rows: Iterable[Raw | Skip], fmt: str, name: str, limit: int | None)
         question, choices = row.question.strip(), [c.strip() for c in row.choices or []] or None
         readable = isinstance(row.answer, (str, int, float))  # not an object, a list or null
         gold = normalise(str(row.answer), row.answer_type, choices) if readable else None
-        problem = unencodable({"id": row.id, "question": question, "answer": gold, "choices": choices})
+        problem = unencodable({"id": row.id, "question": question, "answer": gold, "choices": choices,
+                               "source": row.source, "meta": row.meta})
         if problem:
             result.skipped.append((row.where, problem))
         elif gold is None:

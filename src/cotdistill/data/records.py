@@ -33,15 +33,23 @@ def check_text_fields(where: str, question: Any, choices: Any) -> None:
 
 
 def unencodable(fields: dict[str, Any]) -> str | None:
-    """Why a record cannot be used, or None: a text field (or choice) holding a lone surrogate (what a
+    """Why a record cannot be used, or None: a text field (a choice, a text in meta) holding a lone surrogate (what a
     JSON "\\ud800" escape without its pair reads as), which is no character: neither UTF-8 files,
     the terminal, SQLite nor a tokenizer accepts it. Loading counts such a record as a skip."""
     for name, value in fields.items():
-        for text in value if isinstance(value, list) else [value]:
-            found = SURROGATE_RE.search(text) if isinstance(text, str) else None
-            if found:
-                return f"{name} holds a lone surrogate (\\u{ord(found.group()):04x}), which is not a character"
+        found = _first_surrogate(value)
+        if found:
+            return f"{name} holds a lone surrogate (\\u{ord(found):04x}), which is not a character"
     return None
+
+
+def _first_surrogate(value: Any) -> str | None:
+    """The first surrogate in a text, or in any text inside a list or object (keys included)."""
+    if isinstance(value, str):
+        found = SURROGATE_RE.search(value)
+        return found.group() if found else None
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
+    return next((s for s in map(_first_surrogate, items) if s), None)
 
 
 @dataclass
@@ -119,7 +127,7 @@ def read_examples(path: str | Path) -> list[Example]:
     examples = []
     for n, obj in iter_jsonl(path):
         e = Example.from_dict(obj, f"{path}:{n}")
-        problem = unencodable({"id": e.id, "question": e.question, "answer": e.answer, "choices": e.choices})
+        problem = unencodable(e.to_dict())
         if problem:
             raise UserError(f"{path}:{n}: {problem}; fix or remove that record")
         examples.append(e)
