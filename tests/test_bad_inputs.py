@@ -461,3 +461,23 @@ def test_damaged_model_weights_are_one_line_naming_the_file(damage, command, tin
             "train": ["train", "--data", str(run_dir / "distill.jsonl"), "--out", str(tmp_path / "out"), "--student", str(student)]}[command]
     code, err = call(args, capsys, monkeypatch)
     assert_one_line_error(code, err, str(weights), "train the student again")
+
+
+EXEMPLAR_FILES = {
+    "nested 100000 deep": ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    "a 5000-digit integer": ('[{"question": "q", "rationale": "r", "answer": "1", "n": ' + "9" * 5000 + "}]", "digits"),
+    "a lone surrogate": ('[{"question": "q\\ud800", "rationale": "r", "answer": "1"}]', "lone surrogate"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXEMPLAR_FILES))
+def test_an_exemplar_file_python_cannot_read_or_encode_is_a_user_error_naming_it(case, tmp_path):
+    from cotdistill.errors import UserError
+    from cotdistill.prompts import load_exemplars
+
+    path = tmp_path / "shots.json"
+    content, needle = EXEMPLAR_FILES[case]
+    path.write_text(content)
+    with pytest.raises(UserError, match=needle) as error:
+        load_exemplars(path)
+    assert str(error.value).startswith(str(path))

@@ -133,10 +133,10 @@ def json_type(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "text", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
 
 
-def parse_json(text: str, where: str) -> Any:
+def parse_json(text: str, where: str, fix: str = "") -> Any:
     """json.loads, with every way a text can fail to be read as JSON a UserError naming `where`
-    (the file, and its line for JSON Lines): bad syntax, nesting deeper than Python's recursion
-    allows, an integer longer than Python converts (4300 digits)."""
+    (the file, and its line for JSON Lines) and then `fix` (what to do): bad syntax, nesting deeper
+    than Python's recursion allows, an integer longer than Python converts (4300 digits)."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -146,7 +146,7 @@ def parse_json(text: str, where: str) -> Any:
         problem = "not readable JSON (nested too deeply)"
     except ValueError:  # int(): "Exceeds the limit (4300 digits) for integer string conversion"
         problem = f"not readable JSON (an integer longer than {sys.get_int_max_str_digits()} digits)"
-    raise UserError(f"{where}: {problem}")
+    raise UserError(f"{where}: {problem}" + (f"; {fix}" if fix else ""))
 
 
 def check_fields(obj: Any, fields: dict[str, tuple[type, ...]], where: str, fix: str) -> dict[str, Any]:
@@ -170,12 +170,7 @@ def check_fields(obj: Any, fields: dict[str, tuple[type, ...]], where: str, fix:
 def read_json_file(path: str | Path, fields: dict[str, tuple[type, ...]], fix: str) -> dict[str, Any]:
     """A JSON object that cotdistill wrote (a manifest, a summary), checked against `fields`; torn or
     foreign content is a UserError naming the file and saying what to do (`fix`)."""
-    text = read_text(path)
-    try:
-        data = parse_json(text, str(path))
-    except UserError as e:
-        raise UserError(f"{e}; {fix}") from None
-    return check_fields(data, fields, str(path), fix)
+    return check_fields(parse_json(read_text(path), str(path), fix), fields, str(path), fix)
 
 
 def read_jsonl_file(path: str | Path, fields: dict[str, tuple[type, ...]], fix: str, *, skip_bad: bool = False) -> list[dict[str, Any]]:
@@ -189,10 +184,10 @@ def read_jsonl_file(path: str | Path, fields: dict[str, tuple[type, ...]], fix: 
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
+        where = f"{path}:{lineno}"
         try:
-            rows.append(check_fields(parse_json(line, f"{path}:{lineno}"), fields, f"{path}:{lineno}", fix))
-        except UserError as e:
-            if skip_bad:
-                continue
-            raise UserError(f"{e}; {fix}" if fix not in str(e) else str(e)) from None
+            rows.append(check_fields(parse_json(line, where, fix), fields, where, fix))
+        except UserError:
+            if not skip_bad:
+                raise
     return rows

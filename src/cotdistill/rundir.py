@@ -51,8 +51,8 @@ DISTILL_FIELDS = {"id": TEXT, "question": TEXT, "rationale": TEXT, "answer": (st
 PREDICTION_FIELDS = {"example_id": TEXT, "output": TEXT, "predicted": OPTIONAL_TEXT, "correct": (bool,),
                      "finish_reason?": TEXT, "tokens?": (int,)}
 GENERATION_FIELDS = {"fp": TEXT, "example_id": TEXT, "sample": (int,), "output": TEXT, "tokens": (int,), "finish_reason": TEXT}
-SUMMARY_FIELDS = {"name": TEXT, "method": TEXT, "n": (int,), "correct": (int,), "accuracy": NUMBER,
-                  "ci_low": NUMBER, "ci_high": NUMBER}
+SUMMARY_FIELDS = {"name": TEXT, "n": (int,), "accuracy": NUMBER, "ci_low": NUMBER, "ci_high": NUMBER, "method?": TEXT,
+                  "correct?": (int,), "tokens_per_s?": (int, float, type(None)), "data?": TEXT}
 DECONTAMINATION_FIELDS = {"question": TEXT}
 RERUN_ANNOTATE = "delete it and rerun annotate (the teacher cache answers again: nothing is paid twice)"
 
