@@ -94,10 +94,11 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- JSON and JSON Lines
 #
 # One definition of a JSON Lines line, for every reader and writer: a line ends at "\n" and only
-# there. str.splitlines also ends lines at U+2028, U+2029, U+0085 and \x1c-\x1e, which JSON strings
-# may hold raw: a reader splitting with it would cut a record in two (and JavaScript and some
-# editors do the same), so the writer escapes those, and lone surrogates (code points UTF-8 cannot
-# encode, which a JSON "\ud800" escape produces), as \u escapes: any Python string round-trips.
+# there. str.splitlines also ends lines at U+2028, U+2029 and U+0085, which JSON strings may hold
+# raw (its other line ends, \r, \x0b, \x1c..., are control characters JSON always escapes): a reader
+# splitting with it would cut a record in two, and so would JavaScript and some editors. So the
+# writer escapes those three, and lone surrogates (code points UTF-8 cannot encode, which a JSON
+# "\ud800" escape produces), as \u escapes, and readers split at "\n": any Python string round-trips.
 
 JSONL_LINE_END = "\n"
 _ESCAPED_IN_JSONL = re.compile("[\u0085\u2028\u2029\ud800-\udfff]")
@@ -121,6 +122,7 @@ def jsonl_line(obj: Any) -> str:
 
 
 def first_jsonl_line(text: str) -> str:
+    """The first line of JSON Lines text (the format sniffer's look at a file)."""
     return text.split(JSONL_LINE_END, 1)[0]
 
 

@@ -33,9 +33,10 @@ def check_text_fields(where: str, question: Any, choices: Any) -> None:
 
 
 def unencodable(fields: dict[str, Any]) -> str | None:
-    """Why a record cannot be used, or None: a text field (a choice, a text in meta) holding a lone surrogate (what a
-    JSON "\\ud800" escape without its pair reads as), which is no character: neither UTF-8 files,
-    the terminal, SQLite nor a tokenizer accepts it. Loading counts such a record as a skip."""
+    """Why a record cannot be used, or None: a field (a text, a choice, a text inside meta) holding a
+    lone surrogate (what a JSON "\\ud800" escape without its pair reads as), which is no character:
+    neither UTF-8 files, the terminal, SQLite nor a tokenizer accepts it. Loading counts such a
+    record as a skip."""
     for name, value in fields.items():
         found = _first_surrogate(value)
         if found:
