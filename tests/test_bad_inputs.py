@@ -225,14 +225,14 @@ def test_text_with_any_line_breaker_survives_prepare_and_our_own_reading_of_it(n
     from cotdistill.data.records import read_examples
 
     question = f"What is{LINE_BREAKERS[name]}2 + 2?"
-    data = write_records(tmp_path / "in.jsonl", [good_line(0), good_line(1, question=question)])
+    data = write_records(tmp_path / "in.jsonl", [good_line(1, question=question), good_line(0)])  # first: the sniffer reads it
     out = tmp_path / "prepared.jsonl"
     code, err = call(["data", "prepare", str(data), "--out", str(out)], capsys, monkeypatch)
     assert code in (0, None), err
-    assert len(out.read_text(encoding="utf-8").splitlines()) == 2  # one line per record, for any line splitter
     code, err = call(["data", "stats", str(out)], capsys, monkeypatch)  # the format sniffer reads it back
     assert code in (0, None), err
-    assert [e.question for e in read_examples(out)] == ["What is 0 + 1?", question]
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 2  # one line per record, for any line splitter
+    assert [e.question for e in read_examples(out)] == [question, "What is 0 + 1?"]
 
 
 SURROGATE_FIELDS = {

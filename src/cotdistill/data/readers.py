@@ -260,7 +260,7 @@ def read_strategyqa_bigbench(path: Path, mapping: dict | None = None) -> Iterato
         scores = {str(k).strip().lower(): v for k, v in scores.items()} if isinstance(scores, dict) else {}
         numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values())
         if set(scores) != {"yes", "no"} or not numeric or scores["yes"] == scores["no"]:
-            yield Skip(where, f"target_scores {rec['target_scores']!r} do not pick one of Yes/No")
+            yield Skip(where, f"target_scores {rec['target_scores']!r} are not number scores that pick one of Yes/No")
             continue
         answer = "yes" if scores["yes"] > scores["no"] else "no"
         meta = {"target": rec["target"]} if "target" in rec else {}
