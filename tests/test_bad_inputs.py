@@ -481,3 +481,18 @@ def test_an_exemplar_file_python_cannot_read_or_encode_is_a_user_error_naming_it
     with pytest.raises(UserError, match=needle) as error:
         load_exemplars(path)
     assert str(error.value).startswith(str(path))
+
+
+def test_an_interrupted_evaluations_log_with_torn_or_foreign_lines_is_resumed(tiny_student, run_dir, capsys, monkeypatch):
+    """predictions/NAME.partial.jsonl is appended to as generations finish: a kill tears its last
+    line, and a foreign row only costs its generation again."""
+    partial = run_dir / "predictions" / "y.partial.jsonl"
+    partial.parent.mkdir()
+    partial.write_text('5\n"text"\n{"fp": "other", "example_id": "a", "sample": 0, "output": 7}\n{"fp": "x", "exam')
+    args = ["evaluate", "--run", str(run_dir), "--model", str(tiny_student), "--name", "y",
+            "--data", str(run_dir / "data" / "train.jsonl"), "--max-new-tokens", "4", "--quiet"]
+    monkeypatch.setattr(sys, "argv", ["cotdistill", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code in (0, None), capsys.readouterr().err
+    assert [r["example_id"] for r in map(json.loads, (run_dir / "predictions" / "y.jsonl").read_text().splitlines())] == ["a"]
