@@ -332,6 +332,7 @@ def run_annotate(
     if not examples:
         raise UserError(f"{data or run.train_data}: no examples to annotate")
     with run.lock():  # before the teacher loads: a busy or unwritable --out fails at once
+        run.read_manifest()  # and so does a torn or foreign manifest
         teacher = load_teacher(config.model, **config.backend_options())
         try:
             with run.stage("annotate") as done:

@@ -36,8 +36,8 @@ from cotdistill.answers import answers_match, extract_answer
 from cotdistill.baserates import BaseRates, base_rates
 from cotdistill.config import EvalSettings
 from cotdistill.errors import UserError
-from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant, write_jsonl
-from cotdistill.fileio import read_json_object, write_json_atomic
+from cotdistill.data.records import Example, read_examples, write_jsonl
+from cotdistill.fileio import jsonl_line, read_json_object, write_json_atomic
 from cotdistill.generation import Generation, finish_text
 from cotdistill.progress import progress_bar
 from cotdistill.prompts import (
@@ -290,7 +290,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
         prompter = Prompter(few_shot, model.chat, options.exemplars, multitask=tc.get("mode") == "multitask")
         fp = _fingerprint(model.name, few_shot, options, data)
         partial = run.predictions(name).with_suffix(".partial.jsonl")
-        logged = read_jsonl_tolerant(partial)
+        logged = run.read_generations(name)
         done = {(r["example_id"], r["sample"]): r for r in logged if r.get("fp") == fp}
         if len(done) < len(logged):  # generations of another model or setting: drop them
             write_jsonl(partial, done.values())
@@ -308,7 +308,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
                     row = {"fp": fp, "example_id": examples[j.index].id, "sample": j.sample, "output": g.text,
                            "tokens": g.tokens, "finish_reason": g.finish_reason}
                     done[(row["example_id"], j.sample)] = row
-                    log.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    log.write(jsonl_line(row))
                     new_tokens += g.tokens
                 log.flush()
                 bar.advance(task, len(batch))

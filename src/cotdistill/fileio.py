@@ -17,7 +17,9 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import stat
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
@@ -180,6 +182,110 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
     callers show what is there and treat the rest as not yet produced."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    except (OSError, ValueError, RecursionError):  # ValueError: bad JSON or UTF-8, or an overlong integer
         return {}
     return data if isinstance(data, dict) else {}
+
+
+# ---------------------------------------------------------------- JSON and JSON Lines
+#
+# One definition of a JSON Lines line, for every reader and writer: a line ends at "\n" and only
+# there. str.splitlines also ends lines at U+2028, U+2029 and U+0085, which JSON strings may hold
+# raw (its other line ends, \r, \x0b, \x1c..., are control characters JSON always escapes): a reader
+# splitting with it would cut a record in two, and so would JavaScript and some editors. So the
+# writer escapes those three, and lone surrogates (code points UTF-8 cannot encode, which a JSON
+# "\ud800" escape produces), as \u escapes, and readers split at "\n": any Python string round-trips.
+
+JSONL_LINE_END = "\n"
+_ESCAPED_IN_JSONL = re.compile("[\u0085\u2028\u2029\ud800-\udfff]")
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def without_surrogates(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD (and a surrogate pair by the character it
+    encodes): for text from outside (a teacher's answer) that must become files, SQLite rows, output."""
+    if not SURROGATE_RE.search(text):
+        return text
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def jsonl_line(obj: Any) -> str:
+    """`obj` as one JSON Lines line (ending in JSONL_LINE_END): UTF-8 text, with the characters above
+    escaped. A high surrogate followed by a low one reads back, as in any JSON, as the one character
+    they encode in UTF-16."""
+    text = json.dumps(obj, ensure_ascii=False)
+    return _ESCAPED_IN_JSONL.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + JSONL_LINE_END
+
+
+def first_jsonl_line(text: str) -> str:
+    """The first line of JSON Lines text (the format sniffer's look at a file)."""
+    return text.split(JSONL_LINE_END, 1)[0]
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    return {dict: "an object", list: "a list", str: "text", int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def parse_json(text: str, where: str, fix: str = "") -> Any:
+    """json.loads, with every way a text can fail to be read as JSON a UserError naming `where`
+    (the file, and its line for JSON Lines) and then `fix` (what to do): bad syntax, nesting deeper
+    than Python's recursion allows, an integer longer than Python converts (4300 digits)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        at = f"line {e.lineno} column {e.colno}" if e.lineno > 1 else f"column {e.colno}"
+        problem = f"not valid JSON ({e.msg.removesuffix(' at')} at {at})"
+    except RecursionError:
+        problem = "not readable JSON (nested too deeply)"
+    except ValueError:  # int(): "Exceeds the limit (4300 digits) for integer string conversion"
+        problem = f"not readable JSON (an integer longer than {sys.get_int_max_str_digits()} digits)"
+    raise UserError(f"{where}: {problem}" + (f"; {fix}" if fix else ""))
+
+
+def check_fields(obj: Any, fields: dict[str, tuple[type, ...]], where: str, fix: str) -> dict[str, Any]:
+    """`obj` if it is a JSON object whose fields have the JSON types `fields` allows (a name ending in
+    "?" may be missing); else a UserError naming `where`, the field, and `fix` (what to do)."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{where}: expected a JSON object, got {json_type(obj)}; {fix}")
+    for name, types in fields.items():
+        key = name.rstrip("?")
+        if key not in obj:
+            if name.endswith("?"):
+                continue
+            raise UserError(f"{where}: no '{key}' field; {fix}")
+        value = obj[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(dict.fromkeys(json_type(t()) if t is not type(None) else "null" for t in types))
+            raise UserError(f"{where}: '{key}' is {json_type(value)}, expected {expected}; {fix}")
+    return obj
+
+
+def read_json_file(path: str | Path, fields: dict[str, tuple[type, ...]], fix: str) -> dict[str, Any]:
+    """A JSON object that cotdistill wrote (a manifest, a summary), checked against `fields`; torn or
+    foreign content is a UserError naming the file and saying what to do (`fix`)."""
+    return check_fields(parse_json(read_text(path), str(path), fix), fields, str(path), fix)
+
+
+def read_jsonl_file(path: str | Path, fields: dict[str, tuple[type, ...]], fix: str, *, skip_bad: bool = False) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines file that cotdistill wrote, each checked against `fields`; a missing
+    file has none. A torn or foreign line is a UserError naming the file and line and `fix` (what to
+    do); with `skip_bad` (an append-only log a kill can tear, whose rows are only a resume's head
+    start) such lines are dropped instead."""
+    if not Path(path).exists():
+        return []
+    rows = []
+    for lineno, line in iter_lines(path):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            rows.append(check_fields(parse_json(line, where, fix), fields, where, fix))
+        except UserError:
+            if not skip_bad:
+                raise
+    return rows

@@ -84,10 +84,8 @@ ONE_SAMPLE = "cot-k1"  # a CoT student trained on each question's first teacher 
 def first_samples(run: RunDir) -> Path:
     """distill.jsonl restricted to sample 0 of each question: what one teacher call per question
     would have given. Training on it beside `cot` shows what several samples add (Ho et al. 2023)."""
-    from cotdistill.data.records import read_jsonl
-
     path = run.root / "distill-k1.jsonl"
-    write_jsonl(path, (r for r in read_jsonl(run.distill) if r.get("sample", 0) == 0))
+    write_jsonl(path, (r for r in run.read_distill() if r.get("sample", 0) == 0))
     return path
 
 

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from cotdistill.data.records import unencodable
 from cotdistill.errors import UserError
-from cotdistill.fileio import read_text
+from cotdistill.fileio import parse_json, read_text
 from cotdistill.tasks import EXEMPLAR_FILES, final_answer_sentence, format_question
 from cotdistill.teachers.base import Prompt, SamplingParams
 
@@ -180,10 +181,7 @@ def load_exemplars(path: str | Path) -> list[Exemplar]:
     path = Path(path)
     text = read_text(path)
     if path.suffix.lower() == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: not valid JSON ({e.msg}); expected a list of {{question, rationale, answer}}") from None
+        data = parse_json(text, str(path), fix="expected a list of {question, rationale, answer}")
         return _exemplars_from_json(data, str(path))
     return _exemplars_from_text(text, str(path))
 
@@ -223,6 +221,9 @@ def _exemplars_from_json(data: object, where: str) -> list[Exemplar]:
         choices = item.get("choices")
         if choices is not None and not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
             raise UserError(f"{where}: item {i}: choices must be a list of strings")
+        problem = unencodable(item)
+        if problem:
+            raise UserError(f"{where}: item {i}: {problem}")
         out.append(Exemplar(item["question"].strip(), rationale, item["answer"].strip(), choices))
     return out
 

@@ -23,7 +23,6 @@ and key-like options, every string recorded for a stage, and a failed stage's er
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import Interrupted, StageStopped, UserError
-from cotdistill.fileio import write_json_atomic
+from cotdistill.fileio import check_fields, read_json_file, read_jsonl_file, write_json_atomic
 from cotdistill.memory import PeakMemory
 from cotdistill.secrets import mask_argv, mask_data, redact
 
@@ -44,6 +43,23 @@ except ImportError:  # Windows: no advisory locks; one writer is then the user's
     fcntl = None  # type: ignore[assignment]
 
 _HELD: dict[Path, int] = {}  # run directories this process has locked, and how deeply
+
+# The fields each file of a run directory is read back with, and their JSON types ("?": may be
+# missing): what the readers use, checked once here, so that a torn, foreign or hand-edited file
+# is one line naming it and what to do, not a traceback in whichever stage reads it next.
+TEXT, NUMBER, OPTIONAL_TEXT = (str,), (int, float), (str, type(None))
+MANIFEST_FIELDS = {"stages": (dict,), "environment?": (dict,)}
+ANNOTATION_FIELDS = {"example_id": TEXT, "sample": (int,), "text": TEXT, "verdict": TEXT, "predicted": OPTIONAL_TEXT,
+                     "reason?": OPTIONAL_TEXT, "finish_reason?": TEXT, "vote?": (dict,)}
+DISTILL_FIELDS = {"id": TEXT, "question": TEXT, "rationale": TEXT, "answer": (str, int, float), "answer_type?": TEXT,
+                  "example_id?": TEXT, "sample?": (int,), "choices?": (list,)}
+PREDICTION_FIELDS = {"example_id": TEXT, "output": TEXT, "predicted": OPTIONAL_TEXT, "correct": (bool,),
+                     "finish_reason?": TEXT, "tokens?": (int,)}
+GENERATION_FIELDS = {"fp": TEXT, "example_id": TEXT, "sample": (int,), "output": TEXT, "tokens": (int,), "finish_reason": TEXT}
+SUMMARY_FIELDS = {"name": TEXT, "n": (int,), "accuracy": NUMBER, "ci_low": NUMBER, "ci_high": NUMBER, "method?": TEXT,
+                  "correct?": (int,), "tokens_per_s?": (int, float, type(None)), "data?": TEXT}
+DECONTAMINATION_FIELDS = {"question": TEXT}
+RERUN_ANNOTATE = "delete it and rerun annotate (the teacher cache answers again: nothing is paid twice)"
 
 
 @dataclass(frozen=True)
@@ -145,9 +161,45 @@ class RunDir:
     # ------------------------------------------------------------ manifest
 
     def read_manifest(self) -> dict[str, Any]:
+        """The manifest ({"stages": {}} before any stage ran); torn or foreign, a UserError saying so."""
         if not self.manifest.exists():
             return {"stages": {}}
-        return json.loads(self.manifest.read_text(encoding="utf-8"))
+        fix = ("delete it to start the run's record afresh (every stage then runs again; the teacher cache "
+               "keeps the answers already paid for)")
+        manifest = read_json_file(self.manifest, MANIFEST_FIELDS, fix)
+        for stage, info in manifest["stages"].items():
+            check_fields(info, {}, f"{self.manifest}: stage {stage!r}", fix)
+        return manifest
+
+    # ------------------------------------------------------------ the stages' files, read back
+
+    def read_annotations(self) -> list[dict[str, Any]]:
+        """annotations.jsonl: one row per teacher sample ([] before annotate ran)."""
+        return read_jsonl_file(self.annotations, ANNOTATION_FIELDS, RERUN_ANNOTATE)
+
+    def read_distill(self, path: Path | None = None) -> list[dict[str, Any]]:
+        """distill.jsonl (or a file of its rows, `path`): one row per kept CoT."""
+        return read_jsonl_file(path or self.distill, DISTILL_FIELDS, RERUN_ANNOTATE)
+
+    def read_predictions(self, name: str) -> list[dict[str, Any]]:
+        """predictions/NAME.jsonl: one scored row per question."""
+        return read_jsonl_file(self.predictions(name), PREDICTION_FIELDS,
+                               f"delete it and rerun `cotdistill evaluate ... --name {name}`")
+
+    def read_generations(self, name: str) -> list[dict[str, Any]]:
+        """predictions/NAME.partial.jsonl, the generations an interrupted evaluation finished: a torn
+        row (a kill mid-write) is dropped, and generated again."""
+        return read_jsonl_file(self.predictions(name).with_suffix(".partial.jsonl"), GENERATION_FIELDS, "", skip_bad=True)
+
+    def read_summary(self, path: Path) -> dict[str, Any]:
+        """predictions/NAME.summary.json: an evaluation's accuracy and settings."""
+        name = path.name.removesuffix(".summary.json")
+        return read_json_file(path, SUMMARY_FIELDS, f"delete it and rerun `cotdistill evaluate ... --name {name}`")
+
+    def read_decontamination(self) -> list[dict[str, Any]]:
+        """data/decontamination.jsonl: each question the data stage dropped."""
+        return read_jsonl_file(self.decontamination, DECONTAMINATION_FIELDS,
+                               "delete it and rerun `cotdistill run CONFIG` (its data stage writes it again)")
 
     @contextlib.contextmanager
     def stage(self, name: str, **known: Any) -> Iterator[dict[str, Any]]:

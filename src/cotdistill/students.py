@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import UserError
+from cotdistill.fileio import parse_json, read_text
 
 _DONE = "cotdistill-converted.json"  # written last: its presence marks a complete conversion
 
@@ -126,22 +127,48 @@ def load_student(path_or_spec: str, dtype: Any = None, quiet: bool = True) -> tu
         cls = AutoModelForSeq2SeqLM if is_seq2seq else AutoModelForCausalLM
         model = cls.from_pretrained(source, dtype=dtype or torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(source)
-    except (OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot load the student model '{path_or_spec}': {first}") from None
+    except _load_errors() as e:
+        raise _cannot_load(path_or_spec, Path(source), e) from None
     _ensure_pad(tokenizer)
     return model, tokenizer, is_seq2seq
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What loading a model directory raises for a damaged or foreign file: a torn config (ValueError),
+    a missing file (OSError), a truncated or corrupt weights file (SafetensorError; UnpicklingError
+    for a .bin). Called in the except clause, so safetensors is imported only when loading failed."""
+    from pickle import UnpicklingError
+
+    from safetensors import SafetensorError
+
+    return OSError, ValueError, SafetensorError, UnpicklingError
+
+
+
+def _cannot_load(spec: str, source: Path, error: BaseException) -> UserError:
+    """One line naming what failed to load: the weights file(s) when they are the damaged part."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    weights = sorted(source.glob("*.safetensors")) + sorted(source.glob("*.bin")) if source.is_dir() else []
+    if weights and type(error).__name__ in ("SafetensorError", "UnpicklingError"):
+        names = ", ".join(str(w) for w in weights)
+        return UserError(f"{names}: cannot load the model weights ({first}); the file is truncated or damaged: "
+                         "train the student again, or copy the model folder again")
+    return UserError(f"cannot load the student model '{spec}': {first}")
 
 
 def _load_adapter(path: Path, dtype: Any, quiet: bool) -> tuple[Any, Any, bool]:
     from peft import PeftModel
     from transformers import AutoTokenizer
 
-    base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
+    config = parse_json(read_text(path / "adapter_config.json"), str(path / "adapter_config.json"))
+    base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not isinstance(base, str) or not base:
         raise UserError(f"{path}/adapter_config.json: no base_model_name_or_path to load the adapter onto")
     model, tokenizer, is_seq2seq = load_student(base, dtype, quiet)
-    model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    try:
+        model = PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    except _load_errors() as e:
+        raise _cannot_load(str(path), path, e) from None
     if (path / "tokenizer_config.json").is_file():
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         _ensure_pad(tokenizer)

@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable
 
 from cotdistill.answers import normalise
 from cotdistill.errors import UserError
-from cotdistill.data.records import Example
-from cotdistill.fileio import decode_utf8, input_file
+from cotdistill.data.records import Example, check_text_fields, unencodable
+from cotdistill.fileio import decode_utf8, first_jsonl_line, input_file, parse_json
 from cotdistill.data.readers import (
     Raw,
     Skip,
@@ -189,11 +189,13 @@ def detect_format(path: str | Path) -> str:
             return found
         raise _cannot_tell(path, "a JSON list of unrecognised records")
     if stripped.startswith("{"):
-        first_line = stripped.splitlines()[0]
+        first_line = first_jsonl_line(stripped)
         try:
             first = json.loads(first_line)  # one complete object on the first line: jsonl
         except json.JSONDecodeError:
             first = read_json(path)  # a pretty-printed JSON object
+        except (RecursionError, ValueError):
+            first = parse_json(first_line, f"{path}:1")  # raises the UserError naming the line
         if isinstance(first, dict) and "examples" in first:
             found = _classify_examples(first["examples"])
         else:
@@ -289,14 +291,21 @@ def _collect(rows: Iterable[Raw | Skip], fmt: str, name: str, limit: int | None)
         if isinstance(row, Skip):
             result.skipped.append((row.where, row.reason))
             continue
-        gold = normalise(str(row.answer), row.answer_type, row.choices)
-        if gold is None:
-            result.skipped.append((row.where, f"gold answer {str(row.answer)!r} is not a readable {row.answer_type}"))
-        elif not row.question:
+        check_text_fields(row.where, row.question, row.choices)  # the one check of every format's fields
+        question, choices = row.question.strip(), [c.strip() for c in row.choices or []] or None
+        readable = isinstance(row.answer, (str, int, float))  # not an object, a list or null
+        gold = normalise(str(row.answer), row.answer_type, choices) if readable else None
+        problem = unencodable({"id": row.id, "question": question, "answer": gold, "choices": choices,
+                               "source": row.source, "meta": row.meta})
+        if problem:
+            result.skipped.append((row.where, problem))
+        elif gold is None:
+            result.skipped.append((row.where, f"gold answer {str(row.answer)[:80]!r} is not a readable {row.answer_type}"))
+        elif not question:
             result.skipped.append((row.where, "empty question"))
         elif row.id in seen:
             result.skipped.append((row.where, f"duplicate id {row.id!r}"))
         else:
             seen.add(row.id)
-            result.examples.append(Example(row.id, row.question, gold, row.answer_type, row.source, row.choices, row.meta))
+            result.examples.append(Example(row.id, question, gold, row.answer_type, row.source, choices, row.meta))
     return result

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import Any, Iterable, Iterator
 from cotdistill.answers import format_number, normalise
 from cotdistill.errors import UserError
 from cotdistill.data.records import ANSWER_TYPES, Example, iter_jsonl
-from cotdistill.fileio import read_text
+from cotdistill.fileio import parse_json, read_text
 
 
 @dataclass
@@ -31,10 +30,10 @@ class Raw:
     where: str  # "file:line" or "file: record N", for messages
     source: str
     id: str  # "<source>-<original id or record index>"
-    question: str
+    question: Any  # text, and choices a list of texts, once load._collect has checked them
     answer: Any
     answer_type: str
-    choices: list[str] | None = None
+    choices: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
 
 
@@ -48,11 +47,8 @@ class Skip:
 
 
 def read_json(path: Path) -> Any:
-    """A whole JSON document; a syntax error names the file, line and column."""
-    try:
-        return json.loads(read_text(path))
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+    """A whole JSON document; what cannot be read is a UserError naming the file (fileio.parse_json)."""
+    return parse_json(read_text(path), str(path))
 
 
 def require(rec: Any, key: str, where: str, expected: str) -> Any:
@@ -262,8 +258,9 @@ def read_strategyqa_bigbench(path: Path, mapping: dict | None = None) -> Iterato
         question = _text(require(rec, "input", where, "the question"), where, "input")
         scores = require(rec, "target_scores", where, '{"Yes": 1, "No": 0}')
         scores = {str(k).strip().lower(): v for k, v in scores.items()} if isinstance(scores, dict) else {}
-        if set(scores) != {"yes", "no"} or scores["yes"] == scores["no"]:
-            yield Skip(where, f"target_scores {rec['target_scores']!r} do not pick one of Yes/No")
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scores.values())
+        if set(scores) != {"yes", "no"} or not numeric or scores["yes"] == scores["no"]:
+            yield Skip(where, f"target_scores {rec['target_scores']!r} are not number scores that pick one of Yes/No")
             continue
         answer = "yes" if scores["yes"] > scores["no"] else "no"
         meta = {"target": rec["target"]} if "target" in rec else {}
@@ -279,7 +276,7 @@ def read_commonsenseqa(path: Path, mapping: dict | None = None) -> Iterator[Raw 
         options = require(q, "choices", where, "a list of {label, text}")
         try:
             options = sorted(options, key=lambda c: c["label"])
-            choices = [str(c["text"]).strip() for c in options]
+            choices = [c["text"] for c in options]  # checked as texts with every format's (load._collect)
         except (TypeError, KeyError):
             raise UserError(f"{where}: question.choices must be a list of {{label, text}} objects") from None
         if "answerKey" not in rec:
@@ -299,7 +296,7 @@ def read_normalised(path: Path, mapping: dict | None = None) -> Iterator[Raw | S
     """cotdistill's own normalised jsonl (`data prepare`, run dirs): read back as it was written."""
     for lineno, rec in iter_jsonl(path):
         e = Example.from_dict(rec, f"{path}:{lineno}")
-        yield Raw(f"{path}:{lineno}", e.source, e.id, e.question.strip(), e.answer, e.answer_type, e.choices, e.meta)
+        yield Raw(f"{path}:{lineno}", e.source, e.id, e.question, e.answer, e.answer_type, e.choices, e.meta)
 
 
 # ---------------------------------------------------------------- generic files with a field mapping
@@ -350,15 +347,12 @@ def map_record(rec: Any, mapping: dict[str, Any], where: str, index: int, source
     choices = _lookup(rec, mapping["choices"]) if mapping.get("choices") else None
     if isinstance(choices, str):
         choices = [c.strip() for c in choices.split("|")]
-    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-        choices = [c.get("text") for c in choices]
-    if choices is not None and not isinstance(choices, list):
-        raise UserError(f"{where}: field '{mapping['choices']}' (mapped as the choices) must be a list of options")
-    choices = [str(c).strip() for c in choices] if choices else None
+    if isinstance(choices, list):  # [{label, text}] as on the hub; the texts are checked with every format's
+        choices = [c.get("text") if isinstance(c, dict) else c for c in choices] or None
     rec_id = _lookup(rec, mapping["id"]) if mapping.get("id") else None
     source = mapping.get("source") or source
     rec_id = f"{source}-{index if rec_id is None else rec_id}"
-    return Raw(where, source, rec_id, str(question).strip(), answer, answer_type, choices)
+    return Raw(where, source, rec_id, question, answer, answer_type, choices)
 
 
 def _generic_rows(path: Path, kind: str) -> Iterator[tuple[str, dict[str, Any]]]:

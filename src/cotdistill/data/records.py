@@ -6,15 +6,51 @@ answer already normalised for its type (see answers.normalise), so later stages 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from cotdistill.errors import UserError
-from cotdistill.fileio import iter_lines, write_lines_atomic
+from cotdistill.fileio import SURROGATE_RE, iter_lines, json_type, jsonl_line, parse_json, write_lines_atomic
 
 ANSWER_TYPES = ("number", "yes_no", "choice", "text")
+
+
+def check_text_fields(where: str, question: Any, choices: Any) -> None:
+    """The one type check of a record's text, whatever format it came from: the question is text,
+    the choices (if any) a list of texts. Anything else (`question: {"x": 1}`, `choices: 5`,
+    `choices: ["a", 1, null]`) is a UserError naming the record: the file is malformed, and
+    turning the value into text (str()) would put "{'x': 1}" before the teacher as a question."""
+    if not isinstance(question, str):
+        raise UserError(f"{where}: the question must be text, got {json_type(question)}")
+    if choices is None:
+        return
+    if not isinstance(choices, list):
+        raise UserError(f"{where}: the choices must be a list of texts, got {json_type(choices)}")
+    bad = next((i for i, c in enumerate(choices) if not isinstance(c, str)), None)
+    if bad is not None:
+        raise UserError(f"{where}: the choices must be a list of texts; choice {bad + 1} is {json_type(choices[bad])}")
+
+
+def unencodable(fields: dict[str, Any]) -> str | None:
+    """Why a record cannot be used, or None: a field (a text, a choice, a text inside meta) holding a
+    lone surrogate (what a JSON "\\ud800" escape without its pair reads as), which is no character:
+    neither UTF-8 files, the terminal, SQLite nor a tokenizer accepts it. Loading counts such a
+    record as a skip."""
+    for name, value in fields.items():
+        found = _first_surrogate(value)
+        if found:
+            return f"{name} holds a lone surrogate (\\u{ord(found):04x}), which is not a character"
+    return None
+
+
+def _first_surrogate(value: Any) -> str | None:
+    """The first surrogate in a text, or in any text inside a list or object (keys included)."""
+    if isinstance(value, str):
+        found = SURROGATE_RE.search(value)
+        return found.group() if found else None
+    items = [*value.keys(), *value.values()] if isinstance(value, dict) else value if isinstance(value, list) else []
+    return next((s for s in map(_first_surrogate, items) if s), None)
 
 
 @dataclass
@@ -49,9 +85,15 @@ class Example:
             raise UserError(
                 f"{where}: answer_type {d['answer_type']!r} is not one of {', '.join(ANSWER_TYPES)}"
             )
+        check_text_fields(where, d["question"], d.get("choices"))
+        for key, value in (("id", d["id"]), ("answer", d["answer"]), ("source", d.get("source", ""))):
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                raise UserError(f"{where}: {key} must be text or a number, got {json_type(value)}")
+        if not isinstance(d.get("meta") or {}, dict):
+            raise UserError(f"{where}: meta must be an object, got {json_type(d['meta'])}")
         return cls(
             id=str(d["id"]),
-            question=str(d["question"]),
+            question=d["question"],
             answer=str(d["answer"]),
             answer_type=d["answer_type"],
             source=str(d.get("source", "")),
@@ -65,12 +107,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     for lineno, line in iter_lines(path):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({e.msg}); expected one JSON object per line") from None
+        obj = parse_json(line, f"{path}:{lineno}")
         if not isinstance(obj, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            raise UserError(f"{path}:{lineno}: expected a JSON object, got {json_type(obj)}")
         yield lineno, obj
 
 
@@ -78,28 +117,22 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [obj for _, obj in iter_jsonl(path)]
 
 
-def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
-    """Read an append-only log written by us; a torn last line (process killed mid-write) is dropped."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    out = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
-
-
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write atomically (temp file + rename) so a crash never leaves a half-written output."""
-    write_lines_atomic(path, (json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    write_lines_atomic(path, (jsonl_line(row) for row in rows))
 
 
 def read_examples(path: str | Path) -> list[Example]:
-    return [Example.from_dict(obj, f"{path}:{n}") for n, obj in iter_jsonl(path)]
+    """A normalised file as it was written (the run's data/*.jsonl, evaluate --data): a record that is
+    not one is a UserError naming its line (`load_dataset` instead counts an unusable one as a skip)."""
+    examples = []
+    for n, obj in iter_jsonl(path):
+        e = Example.from_dict(obj, f"{path}:{n}")
+        problem = unencodable(e.to_dict())
+        if problem:
+            raise UserError(f"{path}:{n}: {problem}; fix or remove that record")
+        examples.append(e)
+    return examples
 
 
 def write_examples(path: str | Path, examples: Iterable[Example]) -> None:

@@ -160,12 +160,9 @@ def export_dataset(run: RunDir, out: Path, source: Path | None = None) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from cotdistill.data.records import read_jsonl
-
     source = source or run.distill
-    rows = [{"id": r.get("id"), "question": r["question"], "rationale": r.get("rationale", ""),
-             "answer": str(r["answer"]), "answer_type": r.get("answer_type", ""), "sample": int(r.get("sample", 0))}
-            for r in read_jsonl(source)]
+    rows = [{"id": r["id"], "question": r["question"], "rationale": r["rationale"], "answer": str(r["answer"]),
+             "answer_type": r.get("answer_type", ""), "sample": r.get("sample", 0)} for r in run.read_distill(source)]
     if not rows:
         from cotdistill.errors import UserError
 

@@ -13,7 +13,6 @@ query key never reaches a report, even from a run directory written before they 
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 from cotdistill.baserates import above_majority, base_rates, majority_correct
 from cotdistill.errors import UserError
-from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant
+from cotdistill.data.records import Example, read_examples
 from cotdistill.fileio import read_json_object, write_files_atomic
 from cotdistill.paths import output_dir
 from cotdistill.reporting.plots import accuracy_plot, funnel_plot, loss_plot
@@ -91,10 +90,7 @@ class RunData:
 
     @classmethod
     def load(cls, run: RunDir) -> RunData:
-        try:
-            manifest = run.read_manifest()
-        except (OSError, json.JSONDecodeError):
-            manifest = {"stages": {}}
+        manifest = run.read_manifest()  # torn or foreign: a UserError saying what to do, not a report of nothing
         return cls(run, run.root.resolve().name, manifest, _evaluations(run, manifest))
 
     @property
@@ -110,10 +106,7 @@ def _evaluations(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
         if stage.startswith("evaluate:") and "accuracy" in info
     }
     for path in sorted((run.root / "predictions").glob("*.summary.json")):
-        try:
-            found[path.name[: -len(".summary.json")]] = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
+        found[path.name[: -len(".summary.json")]] = run.read_summary(path)
     for e in found.values():
         if "majority_rate" not in e:  # a summary from before base rates were recorded
             rates = base_rates(evaluated_examples(run, e))
@@ -130,13 +123,10 @@ def _loss_curves(run: RunDir) -> dict[str, dict[str, list[tuple[float, float]]]]
     """students/<mode>/loss_curve.json: {"train": [{step, loss}], "eval": [{step, loss}]}."""
     curves = {}
     for path in sorted((run.root / "students").glob("*/loss_curve.json")):
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not isinstance(raw, dict):
-            continue
-        curve = {k: [(r["step"], r["loss"]) for r in raw.get(k, []) if r.get("loss") is not None] for k in ("train", "eval")}
+        raw = read_json_object(path)  # torn or foreign: no curve, like a run without one
+        curve = {k: [(r["step"], r["loss"]) for r in (raw[k] if isinstance(raw.get(k), list) else []) if isinstance(r, dict)
+                     and isinstance(r.get("step"), (int, float)) and isinstance(r.get("loss"), (int, float))]
+                 for k in ("train", "eval")}
         if curve["train"] or curve["eval"]:
             curves[path.parent.name] = curve
     return curves
@@ -150,7 +140,7 @@ def _yield(run: RunDir, stages: dict[str, Any]) -> tuple[dict[str, int], int] | 
     if isinstance(table, dict) and "verdicts" in table:
         counts, total = {v: int(c["count"]) for v, c in table["verdicts"].items()}, int(table["samples"])
     else:
-        rows = read_jsonl_tolerant(run.annotations)
+        rows = run.read_annotations()
         if not rows:
             return None
         counts, total = dict(Counter(str(r.get("verdict")) for r in rows)), len(rows)
@@ -285,7 +275,7 @@ def paired_table(d: RunData) -> list:
     """Each fine-tuned CoT student against each baseline on the same questions (exact McNemar)."""
     from cotdistill.reporting.paired import compare
 
-    correct = {e["name"]: {r["example_id"]: bool(r.get("correct")) for r in read_jsonl_tolerant(d.run.predictions(e["name"]))}
+    correct = {e["name"]: {r["example_id"]: bool(r.get("correct")) for r in d.run.read_predictions(e["name"])}
                for e in d.evals}
     rows = []
     for e in d.evals:
@@ -338,7 +328,7 @@ def data_section(d: RunData, level: int, shown: int = 20) -> list:
     sizes += [f"{n} {name}" for name, n in (info.get("extra_tests") or {}).items()]
     blocks: list = [Heading(level, "Data"), Para("Questions: " + ", ".join(sizes) + ".")]
     blocks += [Para(note) for note in info.get("notes", [])]
-    dropped = read_jsonl_tolerant(d.run.decontamination)
+    dropped = d.run.read_decontamination()
     if dropped:
         rows = [[r.get("split", ""), r.get("held_out", ""), r.get("question", ""), r.get("matched_question", ""),
                  r.get("shared", "")] for r in dropped[:shown]]
@@ -384,7 +374,7 @@ def cost_table(info: dict[str, Any]) -> list:
 def annotations_browser(d: RunData, level: int) -> list:
     """Every teacher sample with its verdict, the gold answer and why it was dropped: the data the
     method lives on, to read before trusting any accuracy (searchable and filterable in HTML)."""
-    annotations = read_jsonl_tolerant(d.run.annotations)
+    annotations = d.run.read_annotations()
     if not annotations:
         return []
     train = _examples(d.run.train_data)
@@ -428,7 +418,7 @@ def num(x: Any, digits: int = 3) -> str:
 def samples(d: RunData, level: int) -> list:
     """Held-out questions with every model's answer side by side, then the teacher's training CoTs."""
     blocks: list = [Heading(level, "Samples: held-out questions")]
-    preds = {e["name"]: {r.get("example_id"): r for r in read_jsonl_tolerant(d.run.predictions(e["name"]))} for e in d.evals}
+    preds = {e["name"]: {r["example_id"]: r for r in d.run.read_predictions(e["name"])} for e in d.evals}
     test = _examples(Path(d.evals[0].get("data", d.run.test_data))) if d.evals else {}
     ids = [i for i in test if all(i in p for p in preds.values())]
     # Questions where the models disagree show the method's effect: they come first.
@@ -441,7 +431,7 @@ def samples(d: RunData, level: int) -> list:
         rows = [[name, p[i].get("output", ""), str(p[i].get("predicted")), "✓" if p[i].get("correct") else "✗"] for name, p in preds.items()]
         blocks.append(Table(["model", f"output (gold: {e.answer})", "predicted", "verdict"], rows))
     blocks.append(Heading(level, "Samples: teacher CoTs for training questions"))
-    annotations = read_jsonl_tolerant(d.run.annotations)
+    annotations = d.run.read_annotations()
     if not annotations:
         return blocks + [Para("annotate: not run.")]
     train = _examples(d.run.train_data)

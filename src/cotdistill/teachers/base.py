@@ -14,6 +14,8 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Optional, Protocol, Union
 
+from cotdistill.fileio import without_surrogates
+
 Message = dict[str, str]
 Prompt = Union[str, list[Message]]
 
@@ -50,6 +52,12 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Every backend's answer passes here: a lone surrogate in it (a server's JSON "\ud800", a
+        # decoder splitting a character) becomes U+FFFD, so the cache, annotations.jsonl, predictions
+        # and reports only ever hold text that UTF-8 and SQLite accept.
+        self.text = without_surrogates(self.text)
 
 
 
