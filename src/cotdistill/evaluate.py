@@ -33,7 +33,7 @@ from typing import Any
 from pydantic import Field
 
 from cotdistill.answers import answers_match, extract_answer
-from cotdistill.config import EvalSettings
+from cotdistill.config import EvalSettings, Options
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, read_examples, read_jsonl_tolerant, write_jsonl
 from cotdistill.fileio import read_json_object, write_json_atomic
@@ -67,7 +67,7 @@ class EvalOptions(EvalSettings):
     seed: int = 0
     strict: bool | None = None  # None: strict for fine-tuned students, lenient for prompted models
     method: str | None = None  # label in the report; default derived from the model and prompt
-    teacher_options: dict[str, Any] = {}  # passed to load_teacher
+    teacher_options: Options = {}  # passed to load_teacher
     quiet: bool = False
 
 
