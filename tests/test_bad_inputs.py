@@ -216,7 +216,9 @@ from pydantic import BaseModel  # noqa: E402
 from typer.main import get_command  # noqa: E402
 
 from cotdistill.cli import app  # noqa: E402
-from cotdistill.config import EvalSettings, RunConfig, TeacherConfig, TrainSettings, load_config, parse_assignment, parse_value  # noqa: E402
+from cotdistill.config import RunConfig, TeacherConfig, load_config, parse_assignment, parse_value  # noqa: E402
+from cotdistill.evaluate import EvalOptions  # noqa: E402
+from cotdistill.training.train import TrainConfig  # noqa: E402
 from cotdistill.errors import UserError  # noqa: E402
 
 GENERATED_CONFIG = "name: x\nrun_dir: {run}\ndata:\n  generate: coin_flip\n  n_train: 4\n  n_test: 2\n"  # 6 lines
@@ -283,7 +285,7 @@ def _command_options(fields_of: typing.Callable[[type[BaseModel]], list[str]]) -
     """(argv, --flag) for each field `fields_of` lists of the models `train`, `evaluate` and
     `annotate` build from their options, where the command has a flag named after the field."""
     out = []
-    for argv, model in [(TRAIN, TrainSettings), (EVALUATE, EvalSettings), (ANNOTATE, TeacherConfig)]:
+    for argv, model in [(TRAIN, TrainConfig), (EVALUATE, EvalOptions), (ANNOTATE, TeacherConfig)]:
         flags = {o for p in get_command(app).commands[argv[0]].params for o in p.opts}
         out += [(argv, flag) for flag in ("--" + path.rsplit(".", 1)[-1].replace("_", "-") for path in fields_of(model)) if flag in flags]
     return out
@@ -395,6 +397,12 @@ class TestSizesHaveBounds:
     def test_every_integer_option_of_a_command_has_an_upper_bound(self, argv, flag, places, capsys, monkeypatch):
         code, err = call([a.format(**places) for a in argv] + [flag, str(10**20)], capsys, monkeypatch)
         assert_one_line_error(code, err, f"{flag}: ", "less than")
+
+    @pytest.mark.parametrize("value", [-1, 2**32])
+    @pytest.mark.parametrize("path", ["seed", "data.seed"])
+    def test_a_seed_outside_numpys_range_is_refused(self, path, value, tmp_path):
+        message = _config_error(tmp_path, _with(path, value, tmp_path / "run"))
+        assert f": {path}: Input should be" in message, message
 
     @pytest.mark.timeout(60)  # before the bound, drawing 10**20 distinct problems ran for ever
     @pytest.mark.parametrize("flag", ["--n-train", "--n-test", "--n-dev"])
