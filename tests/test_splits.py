@@ -64,7 +64,8 @@ def test_zero_or_negative_counts_are_refused_when_the_config_loads(field, value,
     from cotdistill.config import load_config
 
     path = tmp_path / "c.yaml"
-    path.write_text(f"name: x\ndata:\n  train: a.jsonl\n  n_test: 5\n  {field}: {value}\n")
+    fields = {"n_test": 5, field: value}  # each key once: a key given twice is refused as such
+    path.write_text("name: x\ndata:\n  train: a.jsonl\n" + "".join(f"  {k}: {v}\n" for k, v in fields.items()))
     with pytest.raises(UserError, match=f"c.yaml: data.{field}: Input should be greater than"):
         load_config(path)
 

@@ -18,7 +18,8 @@ CONFIG = REPO / "src" / "cotdistill" / "configs" / "cpu-math.yaml"
 
 def study_config(tmp_path: Path, variants: str) -> Path:
     path = tmp_path / "study.yaml"
-    path.write_text(CONFIG.read_text() + f"run_dir: {tmp_path / 'run'}\nstudy:\n  variants:\n{variants}")
+    shipped = CONFIG.read_text().split("\nstudy:\n")[0] + "\n"  # its own variants replaced (a key given twice is refused)
+    path.write_text(shipped + f"run_dir: {tmp_path / 'run'}\nstudy:\n  variants:\n{variants}")
     return path
 
 

@@ -64,18 +64,21 @@ class Budget:
 
     @classmethod
     def from_dict(cls, items: dict) -> "Budget":
+        """The limits in `items` (tokens / usd / minutes); the error's caller names where they came from."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(items) - names)
         if unknown:
-            raise UserError(f"budget: unknown limit {', '.join(unknown)}; use tokens, usd or minutes (e.g. minutes=30)")
-        out = {}
+            raise UserError(f"unknown limit {', '.join(unknown)}; use tokens, usd or minutes (e.g. minutes=30)")
+        out: dict[str, float] = {}
         for k, v in items.items():
             try:
-                out[k] = float(v) if k != "tokens" else int(v)
+                limit = float(v)
             except (TypeError, ValueError):
-                raise UserError(f"budget: {k}={v!r} is not a number") from None
-            if out[k] <= 0:
-                raise UserError(f"budget: {k} must be positive, got {v}")
+                raise UserError(f"{k}={v!r} is not a number") from None
+            # NaN compares false with everything: a NaN limit would never stop anything.
+            if not math.isfinite(limit) or limit <= 0:
+                raise UserError(f"{k} must be positive and finite, got {v!r}")
+            out[k] = int(limit) if k == "tokens" else limit
         return cls(**out)
 
     def reached(self, spent: Spent) -> str | None:

@@ -210,16 +210,16 @@ def _decontaminate(examples: list, against: list[Path], ngram: int, dropped_path
 # ------------------------------------------------------------------ annotate
 
 
-def _parse_assignments(items: list[str], option: str) -> dict:
-    """KEY=VALUE strings to a dict; values read as YAML scalars (4 -> int, true -> bool)."""
-    import yaml
+def _parse_assignments(items: list[str], option: str, example: str) -> dict:
+    """KEY=VALUE strings to a dict; values read as YAML (4 -> int, true -> bool) by config.parse_value.
+    A KEY given twice is refused, as in a config file: which one was meant cannot be known."""
+    from cotdistill.config import parse_assignment
 
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"{option} {item!r}: expected KEY=VALUE, e.g. {option} n_ctx=8192")
-        out[key.strip()] = yaml.safe_load(value)
+    out: dict = {}
+    for key, value in (parse_assignment(option, item, example) for item in items):
+        if key in out:
+            raise UserError(f"{option} {key}: given twice ({out[key]!r} and {value!r}); give it once")
+        out[key] = value
     return out
 
 
@@ -278,8 +278,8 @@ def annotate(
         max_tokens=max_tokens, batch_size=batch_size, no_gold=no_gold,
         filters=dict(leak=leak_filter, underived=underived_filter, steps=step_filter, dedupe=dedupe,
                      dedupe_similarity=dedupe_similarity, max_per_question=max_per_question, max_chars=max_chars),
-        cache=str(cache) if cache else None, options=_parse_assignments(teacher_option, "--teacher-option"),
-        budget=_parse_assignments(budget, "--budget"),
+        cache=str(cache) if cache else None, options=_parse_assignments(teacher_option, "--teacher-option", "n_ctx=8192"),
+        budget=_parse_assignments(budget, "--budget", "minutes=30"),
     )
     run_annotate(data, config, out, seed=seed, limit=limit, quiet=quiet, data_format=data_format, dry_run=dry_run)
 
@@ -462,7 +462,7 @@ def evaluate(
         EvalOptions,
         data=data, few_shot=few_shot, exemplars=exemplars, samples=samples, temperature=temperature,
         batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, dtype=dtype, seed=seed, strict=strict,
-        method=method, teacher_options=_parse_assignments(teacher_option, "--teacher-option"), quiet=quiet,
+        method=method, teacher_options=_parse_assignments(teacher_option, "--teacher-option", "n_ctx=8192"), quiet=quiet,
     )
     with RunDir(run).lock(), RunDir(run).stage(f"evaluate:{name}") as done:
         s = evaluate_model(RunDir(run), model, name, options)

@@ -7,7 +7,9 @@ Secrets never live here: HTTP teachers name the environment variable that holds 
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,9 +25,41 @@ from cotdistill.secrets import MASK, is_secret_name, mask_data
 # (Hub dataset names never start with "~", so data.train can hold either.)
 UserPath = Annotated[str, AfterValidator(os.path.expanduser)]
 
+# Upper bounds on sizes: generous for real GPU work, small enough that a slip (`1e30`, a value in
+# the wrong field) is refused naming the field before any work, not a stage that loops or
+# allocates for ever.
+MAX_QUESTIONS = 10_000_000  # questions in a split, a test set or a limit (GSM8K: 8.8k; the largest CoT sets: millions)
+MAX_TOKENS = 1_048_576  # tokens in one sequence or completion: the longest context windows today (1M)
+MAX_BATCH = 65_536  # sequences in one batch or gradient-accumulation group
+MAX_SAMPLES = 1_000  # samples of one question, exemplars in one prompt
+MAX_EPOCHS = 1_000
+MAX_STEPS = 100_000_000  # optimizer steps: max_steps, warm-up steps, checkpoint interval
+MAX_CHARS = 100_000_000  # characters of one CoT
+MAX_LORA_RANK = 65_536  # no larger than the widest hidden size of today's models
+MAX_NGRAM = 10_000  # words in a row shared with a held-out question
+
+# numpy's seed range: transformers.set_seed seeds numpy, which refuses anything outside it.
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+
+
+def _finite_inside(value: Any) -> Any:
+    """Free-form options (passed on to a backend or generator) hold no infinity or NaN at any depth:
+    the typed fields refuse them through Section's `allow_inf_nan=False`, these by this check."""
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
+    for item in items:
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"Input should be a finite number, got {item}")
+        if isinstance(item, dict | list):
+            _finite_inside(item)
+    return value
+
+
+Options = Annotated[dict[str, Any], AfterValidator(_finite_inside)]
+
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No infinity or NaN in any float field: `lr: .inf`, `temperature: .nan` are typos, never settings.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TestSet(Section):
@@ -34,7 +68,7 @@ class TestSet(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
     path: UserPath
     format: str | None = None
-    limit: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1, le=MAX_QUESTIONS)
 
     @model_validator(mode="after")
     def not_dev(self) -> "TestSet":
@@ -55,7 +89,7 @@ class DataConfig(Section):
     given, applies to every file; leave it out to detect each file's own."""
 
     generate: str | None = None  # gsm_symbolic | coin_flip | last_letters
-    generate_options: dict[str, Any] = {}
+    generate_options: Options = {}
     split: Literal["template", "same-template"] = "template"  # for gsm_symbolic
     train: UserPath | list[UserPath] | None = None
     test: UserPath | None = None
@@ -64,12 +98,12 @@ class DataConfig(Section):
     mapping: dict[str, str] | None = None
     train_split: str | None = None  # hub datasets / folders: which split (e.g. train, test)
     test_split: str | None = None
-    n_train: int | None = Field(None, ge=1)
-    n_dev: int = Field(0, ge=0)  # held out to choose settings on (data/dev.jsonl), never the test set
-    n_test: int | None = Field(None, ge=1)
+    n_train: int | None = Field(None, ge=1, le=MAX_QUESTIONS)
+    n_dev: int = Field(0, ge=0, le=MAX_QUESTIONS)  # held out to choose settings on (data/dev.jsonl), never the test set
+    n_test: int | None = Field(None, ge=1, le=MAX_QUESTIONS)
     # A training (or dev) question sharing this many consecutive words with a held-out one is dropped.
-    decontamination_ngram: int = Field(8, ge=1)
-    seed: int | None = None  # default: the run's seed, so one `seed` changes everything
+    decontamination_ngram: int = Field(8, ge=1, le=MAX_NGRAM)
+    seed: Seed | None = None  # default: the run's seed, so one `seed` changes everything
 
     @model_validator(mode="after")
     def one_source(self) -> "DataConfig":
@@ -94,8 +128,8 @@ class FiltersConfig(Section):
     steps: bool = True
     dedupe: bool = True
     dedupe_similarity: float = Field(0.9, gt=0, le=1)
-    max_per_question: int | None = Field(None, ge=1)
-    max_chars: int | None = Field(None, ge=1)
+    max_per_question: int | None = Field(None, ge=1, le=MAX_SAMPLES)
+    max_chars: int | None = Field(None, ge=1, le=MAX_CHARS)
 
 
 class TeacherConfig(Section):
@@ -105,18 +139,18 @@ class TeacherConfig(Section):
     model: str = "embedded:qwen2.5-0.5b"
     hint: bool = True
     zero_shot: bool = False
-    n_exemplars: int = Field(8, ge=0)
+    n_exemplars: int = Field(8, ge=0, le=MAX_SAMPLES)
     exemplars: UserPath | None = None
-    samples: int = Field(1, ge=1)
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(256, ge=1)
-    batch_size: int = Field(8, ge=1)
+    max_tokens: int = Field(256, ge=1, le=MAX_TOKENS)
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
     no_gold: bool = False
     filters: FiltersConfig = FiltersConfig()
     api_key_env: str | None = None  # name of the environment variable, never the key itself
     cache: UserPath | None = None  # teacher cache file (default RUN_DIR/cache.sqlite); `study` variants share one
-    options: dict[str, Any] = {}
+    options: Options = {}
     budget: dict[str, float] = {}  # tokens / usd / minutes: a clean stop once spent (not part of the fingerprint)
 
     @field_validator("budget", mode="before")
@@ -125,7 +159,10 @@ class TeacherConfig(Section):
         from cotdistill.budget import Budget
 
         if isinstance(value, dict):
-            Budget.from_dict(value)  # a UserError naming the bad limit
+            try:
+                Budget.from_dict(value)
+            except UserError as e:
+                raise ValueError(str(e)) from None  # so that the error names the field: teacher.budget, --budget
         return value
 
     @model_validator(mode="after")
@@ -146,19 +183,19 @@ class TrainSettings(Section):
     are all this class (plus what each adds)."""
 
     lora: bool = True
-    lora_r: int = Field(16, ge=1)
+    lora_r: int = Field(16, ge=1, le=MAX_LORA_RANK)
     lora_dropout: float = Field(0.0, ge=0, lt=1)  # PEFT's and torchtune's default; 0.05 costs CPU time (bench/)
     merge_lora: bool = True  # save the merged model (loadable anywhere) rather than the adapter
-    epochs: float = Field(3.0, gt=0)
-    max_steps: int | None = Field(None, ge=1)  # overrides epochs when set
+    epochs: float = Field(3.0, gt=0, le=MAX_EPOCHS)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS)  # overrides epochs when set
     lr: float = Field(2e-4, gt=0)
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_len: int = Field(384, ge=8)  # longer examples are dropped (and counted), never cut before their answer
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH)
+    max_len: int = Field(384, ge=8, le=MAX_TOKENS)  # longer examples are dropped (and counted), never cut before their answer
     schedule: Literal["cosine", "linear", "constant"] = "cosine"  # all after a linear warm-up
-    warmup: float = Field(0.05, ge=0)  # < 1: a fraction of the steps; >= 1: a number of steps
+    warmup: float = Field(0.05, ge=0, le=MAX_STEPS)  # < 1: a fraction of the steps; >= 1: a number of steps
     bf16: bool | Literal["auto"] = "auto"  # "auto": bf16 autocast where this CPU/GPU computes bf16 faster
-    save_steps: int = Field(50, ge=1)
+    save_steps: int = Field(50, ge=1, le=MAX_STEPS)
     eval_fraction: float = Field(0.05, ge=0, lt=1)
 
 
@@ -172,10 +209,10 @@ class EvalSettings(Section):
     """How a model is scored: the one definition of these options and defaults, shared by the
     config's `evaluate` section, `cotdistill evaluate`'s options and evaluate.EvalOptions."""
 
-    batch_size: int = Field(16, ge=1)
-    max_new_tokens: int = Field(256, ge=1)
-    limit: int | None = Field(None, ge=1)
-    samples: int = Field(1, ge=1)  # > 1: self-consistency vote over this many samples
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
+    max_new_tokens: int = Field(256, ge=1, le=MAX_TOKENS)
+    limit: int | None = Field(None, ge=1, le=MAX_QUESTIONS)
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)  # > 1: self-consistency vote over this many samples
     temperature: float = Field(0.0, ge=0)
     # transformers models: float32 (the reference numerics) | bfloat16 (faster only where the CPU or
     # GPU has a bf16 path; greedy outputs can differ: docs/benchmarks.md) | auto: bfloat16 exactly
@@ -186,19 +223,30 @@ class EvalSettings(Section):
 class EvaluateConfig(EvalSettings):
     few_shot_student: bool = True  # baseline: the student before fine-tuning, few-shot CoT prompted
     teacher: bool = True  # baseline: the teacher's own few-shot accuracy (no hint)
-    teacher_limit: int | None = Field(None, ge=1)  # the teacher is the slowest model to score: the first N test questions
-    few_shot: int = Field(8, ge=0)
+    teacher_limit: int | None = Field(None, ge=1, le=MAX_QUESTIONS)  # the teacher is the slowest model to score: the first N test questions
+    few_shot: int = Field(8, ge=0, le=MAX_SAMPLES)
     dev: bool = True  # also score each fine-tuned student on the dev split (NAME.dev), to choose settings on
     # Before the teacher annotates a set of labels (yes/no, multiple choice): its own accuracy, without
     # the hint, on this many dev questions (teacher-few-shot.dev), with a warning when it is not above
     # always giving the majority answer: its hinted CoTs would then be rationalisations. 0: no check.
-    teacher_check: int = Field(20, ge=0)
+    teacher_check: int = Field(20, ge=0, le=MAX_QUESTIONS)
+
+
+def _directory_name(value: str) -> str:
+    """A run or variant name is one directory name under runs/ (or a study's variants/): no `/`, no `..`."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+        raise ValueError("a name is used as a directory name: letters, digits, '.', '_' and '-', "
+                         "starting with a letter or digit")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_directory_name)]
 
 
 class Variant(Section):
     """One variant of a study: the run's config with these `section.field=value` overrides."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: Name
     set: list[str] = []
 
 
@@ -207,9 +255,9 @@ class StudyConfig(Section):
 
 
 class RunConfig(Section):
-    name: str
+    name: Name
     run_dir: UserPath | None = None  # default: runs/<name>
-    seed: int = 0
+    seed: Seed = 0
     quiet: bool = False
     data: DataConfig
     teacher: TeacherConfig = TeacherConfig()
@@ -226,29 +274,84 @@ class RunConfig(Section):
         return self.seed if self.data.seed is None else self.data.seed
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a key given twice in one mapping: YAML's "the last one
+    wins" silently drops the first (`epochs: 3` ... `epochs: 30`), which is always a mistake here."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base` keys may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: SafeLoader's own error names it
+                break
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """`text` as plain YAML data (no tags that build Python objects; no duplicate keys).
+    Raises ValueError with YAML's complaint (`line L, column C: ...` where it knows the place), or
+    the constructor's own ValueError for a scalar YAML's patterns match but cannot build (`0b_`,
+    `2001-13-01`)."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = " ".join(str(getattr(e, "problem", None) or e).split())  # some span lines: ours is one
+        raise ValueError(f"{where}{problem}") from None
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def parse_value(option: str, text: str) -> Any:
+    """A value given on the command line (`--set a.b=TEXT`, `--teacher-option k=TEXT`,
+    `--budget k=TEXT`) read as YAML, as the config file would read it (`4` -> 4, `true` -> True,
+    `[a, b]` -> a list): the one place command-line text becomes a typed value, so that anything
+    unreadable is one line naming `option`."""
+    try:
+        return read_yaml(text)
+    except ValueError as e:
+        raise UserError(f"{option}: not a value YAML can read ({e}); give a number, true/false, "
+                        "[a, list] or text in quotes") from None
+
+
+def parse_assignment(option: str, assignment: str, example: str, form: str = "KEY=VALUE") -> tuple[str, Any]:
+    """`KEY=VALUE` (given to `option`) as (KEY, its typed value); `example` shows the form. KEY is
+    a name, or dotted names (`student.epochs`): field and option names, never free text."""
+    key, sep, value = assignment.partition("=")
+    key = key.strip()
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", key):
+        raise UserError(f"{option} {assignment!r}: expected {form}, e.g. {option} {example}")
+    return key, parse_value(f"{option} {key}", value)
+
+
 def _apply_override(raw: dict[str, Any], assignment: str) -> None:
-    if "=" not in assignment:
-        raise UserError(f"--set {assignment!r}: expected section.field=value, e.g. --set student.epochs=2")
-    key, value = assignment.split("=", 1)
-    *parents, leaf = key.strip().split(".")
+    key, value = parse_assignment("--set", assignment, "student.epochs=2", "section.field=value")
+    *parents, leaf = key.split(".")
     node = raw
     for p in parents:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
             raise UserError(f"--set {assignment!r}: {p} is not a section")
-    node[leaf] = yaml.safe_load(value)
+    node[leaf] = value
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     path = expand(path)
     if not path.exists():
         raise UserError(f"{path}: config file not found")
+    text = read_text(path)
     try:
-        raw = yaml.safe_load(read_text(path)) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{path}: not valid YAML{where}: {getattr(e, 'problem', None) or e}") from None
+        raw = read_yaml(text) or {}
+    except ValueError as e:
+        raise UserError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of sections (name, data, teacher, student, evaluate)")
     for assignment in overrides or []:

@@ -34,7 +34,7 @@ from pydantic import Field
 
 from cotdistill.answers import answers_match, extract_answer
 from cotdistill.baserates import BaseRates, base_rates
-from cotdistill.config import EvalSettings
+from cotdistill.config import MAX_SAMPLES, EvalSettings, Options, Seed
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, read_examples, write_jsonl
 from cotdistill.fileio import jsonl_line, read_json_object, write_json_atomic
@@ -64,12 +64,12 @@ class EvalOptions(EvalSettings):
     """One evaluation: the shared settings (config.EvalSettings) plus what to score and how to label it."""
 
     data: Path | None = None  # default: RUN_DIR/data/test.jsonl
-    few_shot: int | None = Field(None, ge=0)  # None: 0 for students fine-tuned here, else 8
+    few_shot: int | None = Field(None, ge=0, le=MAX_SAMPLES)  # None: 0 for students fine-tuned here, else 8
     exemplars: Path | None = None  # default: the project's exemplars for the answer type
-    seed: int = 0
+    seed: Seed = 0
     strict: bool | None = None  # None: strict for fine-tuned students, lenient for prompted models
     method: str | None = None  # label in the report; default derived from the model and prompt
-    teacher_options: dict[str, Any] = {}  # passed to load_teacher
+    teacher_options: Options = {}  # passed to load_teacher
     quiet: bool = False
 
 

@@ -13,6 +13,7 @@ import random
 from typing import Any, Callable
 
 from cotdistill.answers import normalise
+from cotdistill.config import MAX_QUESTIONS
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example
 from cotdistill.data.overlap import normalise_question
@@ -91,11 +92,11 @@ def _options(task: str, opts: dict[str, Any]) -> tuple[dict[str, Any], list[Any]
     if unknown:
         raise UserError(f"unknown option(s) {', '.join(unknown)} for {task}; allowed: {', '.join(DEFAULTS[task])}")
     merged = {**DEFAULTS[task], **opts}
-    if not 0 < merged["test_fraction"] < 1:
-        raise UserError(f"test_fraction must be between 0 and 1, got {merged['test_fraction']}")
+    if not _is_a(merged["test_fraction"], int, float) or not 0 < merged["test_fraction"] < 1:
+        raise UserError(f"test_fraction must be between 0 and 1, got {merged['test_fraction']!r}")
     for key in ("n_words", "n_flips"):
-        if key in merged and not 1 <= merged[key] <= 20:
-            raise UserError(f"{key} must be between 1 and 20, got {merged[key]}")
+        if key in merged and not (_is_a(merged[key], int) and 1 <= merged[key] <= 20):
+            raise UserError(f"{key} must be between 1 and 20 (a whole number), got {merged[key]!r}")
     if task == "gsm_symbolic":
         pool, merged["_generators"] = _gsm_templates()
     else:
@@ -133,10 +134,15 @@ def _examples(task: str, problems: list[tuple], prefix: str, meta: dict[str, Any
     return out
 
 
+def _is_a(value: Any, *types: type) -> bool:
+    """isinstance, except that a bool (YAML's `yes`) is no number."""
+    return isinstance(value, types) and not isinstance(value, bool)
+
+
 def _check_sizes(**sizes: int) -> None:
     for name, value in sizes.items():
-        if value < 0:
-            raise UserError(f"{name} must be 0 or more, got {value}")
+        if not 0 <= value <= MAX_QUESTIONS:  # more is a slip, whose drawing would run for days
+            raise UserError(f"{name} must be 0 or more and at most {MAX_QUESTIONS:,}, got {value}")
 
 
 def generate(task: str, n: int, seed: int, **opts: Any) -> list[Example]:
@@ -160,7 +166,7 @@ def generate_split(
     """
     if split not in SPLITS:
         raise UserError(f"unknown split '{split}'; use one of: {', '.join(SPLITS)}")
-    _check_sizes(n_train=n_train, n_test=n_test)
+    _check_sizes(n_train=n_train, n_test=n_test, n_dev=n_dev)
     merged, pool = _options(task, opts)
     meta = {"seed": seed, "split": split, "generator": "cotdistill"}
     seen: set[str] = set()

@@ -37,7 +37,7 @@ from cotdistill.training.collate import (
     read_pairs,
     split_eval,
 )
-from cotdistill.config import StudentConfig, TrainSettings
+from cotdistill.config import Seed, StudentConfig, TrainSettings
 from cotdistill.cpu import bf16_is_faster
 from cotdistill.errors import UserError
 from cotdistill.fileio import write_json_atomic
@@ -56,7 +56,7 @@ class TrainConfig(TrainSettings):
     mode: str = "cot"  # cot | answer-only | multitask
     data: str | Path = "distill.jsonl"
     out: str | Path = "students/cot"
-    seed: int = 0
+    seed: Seed = 0
     restart: bool = False  # discard this output directory's checkpoints / model from another configuration
     quiet: bool = False
 
