@@ -14,16 +14,17 @@ This is the only fake in the test suite, and it only injects faults.
 
 from __future__ import annotations
 
-import threading
 import urllib.error
 import urllib.request
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackServer
 
 FAULTS = ("429", "500", "garbage", "no_choices", "hang", "drop")
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     def __init__(self, upstream: str, retry_after: float = 0.2, hang_s: float = 30.0):
         """`upstream` is the server's root URL (http://127.0.0.1:PORT), without /v1."""
         self.upstream = upstream.rstrip("/")
@@ -34,17 +35,8 @@ class FaultProxy:
         self.faults_served: list[str] = []
         self.authorization: list[str] = []  # the Authorization headers seen (to check a key was sent)
         self._faults: deque[str] = deque()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        """The OpenAI base URL to give a client (paths are forwarded unchanged)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
 
     def set_faults(self, faults: list[str]) -> None:
         """Queue faults for the next requests and reset the counters."""
@@ -56,14 +48,7 @@ class FaultProxy:
             self.faults_served = []
             self.authorization = []
 
-    def __enter__(self) -> "FaultProxy":
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
 
     def _next_fault(self, auth: str | None) -> str | None:
         with self._lock:

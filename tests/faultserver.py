@@ -12,14 +12,15 @@ without a deadline ends too, only later: every test stays bounded in time.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from loopback import LoopbackServer
 
 NORMAL_USAGE = {"prompt_tokens": 10, "completion_tokens": 5}
 
 
-class FaultServer:
+class FaultServer(LoopbackServer):
     def __init__(self, mode: str, *, usage: dict | None = NORMAL_USAGE, retry_after: str = "999999", faults: int = 1,
                  give_up_s: float = 25.0):
         self.mode = mode
@@ -30,25 +31,10 @@ class FaultServer:
         self.requests = 0
         self.authorization: list[str | None] = []
         self.paths: list[str] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__()
 
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/v1"
 
-    def __enter__(self) -> "FaultServer":
-        self._thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._server.shutdown()
-        self._server.server_close()
 
     def _arrived(self, handler: BaseHTTPRequestHandler) -> int:
         with self._lock:

@@ -16,12 +16,23 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from faultserver import FaultServer
+from hypothesis import HealthCheck, given, settings, strategies as st
+from pydantic import BaseModel
+from typer.main import get_command
 
-from cotdistill.cli import main
+from cotdistill.cli import app, main
+from cotdistill.config import RunConfig, TeacherConfig, load_config, parse_assignment, parse_value
+from cotdistill.errors import UserError
+from cotdistill.evaluate import EvalOptions
+from cotdistill.rundir import RunDir
+from cotdistill.training.train import TrainConfig
 
 GOOD = {"id": "a", "question": "What is 1 + 1?", "answer": "2", "answer_type": "number", "source": "t"}
 GOOD_DISTILL = {"id": "a", "question": "What is 70 + 2?", "rationale": "70 + 2 = 72.", "answer": "72", "answer_type": "number"}
@@ -636,9 +647,7 @@ def test_a_stage_failing_on_a_full_disk_reports_its_own_error_not_the_manifest_w
 # servers are faultserver.FaultServer on 127.0.0.1.
 
 
-from faultserver import FaultServer  # noqa: E402
 
-from cotdistill.rundir import RunDir  # noqa: E402
 
 
 def call_out(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
@@ -1204,18 +1213,8 @@ def test_an_interrupted_evaluations_log_with_torn_or_foreign_lines_is_resumed(ti
 # key given twice, a run name that is a path. The lists of fields are read from the pydantic
 # models, so a field added later is covered without touching these tests.
 
-import typing  # noqa: E402
 
-import yaml  # noqa: E402
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
-from pydantic import BaseModel  # noqa: E402
-from typer.main import get_command  # noqa: E402
 
-from cotdistill.cli import app  # noqa: E402
-from cotdistill.config import RunConfig, TeacherConfig, load_config, parse_assignment, parse_value  # noqa: E402
-from cotdistill.evaluate import EvalOptions  # noqa: E402
-from cotdistill.training.train import TrainConfig  # noqa: E402
-from cotdistill.errors import UserError  # noqa: E402
 
 GENERATED_CONFIG = "name: x\nrun_dir: {run}\ndata:\n  generate: coin_flip\n  n_train: 4\n  n_test: 2\n"  # 6 lines
 

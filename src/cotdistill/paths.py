@@ -57,15 +57,9 @@ def special_kind(mode: int) -> str | None:
 def output_file(path: str | Path, option: str, what: str = "output file") -> Path:
     """`path` expanded, once it is known that a file can be written there (see the module doc);
     otherwise a UserError naming it, `what` it is and the `option` to change."""
-    path = expand(path)
-    target = Path(os.path.realpath(path))
-    try:
-        mode = target.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        _check_can_create(path, target.parent, option, what)
+    path, target, mode = _existing(path, option, what)
+    if mode is None:
         return path
-    except OSError as e:  # e.g. a symlink loop
-        raise _refuse(path, what, option, e.strerror.lower()) from None
     if stat.S_ISDIR(mode):
         raise _refuse(path, what, option, "it is a folder; give a file name")
     if kind := special_kind(mode):
@@ -77,19 +71,27 @@ def output_file(path: str | Path, option: str, what: str = "output file") -> Pat
 def output_dir(path: str | Path, option: str, what: str = "output folder") -> Path:
     """`path` expanded, once it is known to be a folder that can be filled or created (see the
     module doc); otherwise a UserError naming it, `what` it is and the `option` to change."""
-    path = expand(path)
-    target = Path(os.path.realpath(path))
-    try:
-        mode = target.stat().st_mode
-    except (FileNotFoundError, NotADirectoryError):
-        _check_can_create(path, target.parent, option, what)
+    path, target, mode = _existing(path, option, what)
+    if mode is None:
         return path
-    except OSError as e:  # e.g. a symlink loop
-        raise _refuse(path, what, option, e.strerror.lower()) from None
     if not stat.S_ISDIR(mode):
         raise _refuse(path, what, option, f"it is {special_kind(mode) or 'a file'}, not a folder")
     _check_writable(path, target, option, what)
     return path
+
+
+def _existing(path: str | Path, option: str, what: str) -> tuple[Path, Path, int | None]:
+    """(`path` expanded, what it resolves to through symlinks, that target's mode); the mode is None
+    when nothing is there yet and it can be created (else a UserError)."""
+    path = expand(path)
+    target = Path(os.path.realpath(path))
+    try:
+        return path, target, target.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        _check_can_create(path, target.parent, option, what)
+        return path, target, None
+    except OSError as e:  # e.g. a symlink loop
+        raise _refuse(path, what, option, e.strerror.lower()) from None
 
 
 def storage_error(e: OSError, path: str | Path | None = None, needed: int | None = None) -> UserError | None:

@@ -1,0 +1,35 @@
+"""The HTTP servers tests start on 127.0.0.1 (faultproxy.py, faultserver.py): a threaded server
+on a free port, serving the handler class its subclass builds, for the length of a `with` block."""
+
+from __future__ import annotations
+
+import threading
+from http.server import ThreadingHTTPServer
+
+
+class LoopbackServer:
+    def __init__(self) -> None:
+        """Call at the end of a subclass's __init__: its handler may read what it set."""
+        self._lock = threading.Lock()
+        self._stop = threading.Event()  # set on exit: handlers that stream or hang stop early
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def _handler_class(self) -> type:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        """The OpenAI base URL to give a client."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/v1"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._server.shutdown()
+        self._server.server_close()
