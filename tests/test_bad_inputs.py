@@ -1498,3 +1498,49 @@ class TestCommandLineValuesProperties:
         except UserError as e:
             message = str(e)
             assert (message.startswith(f"--set {path}") or message.startswith(f"{config}: ")) and "\n" not in message, e
+
+
+# ---------------------------------------------------------------- the project's other records, torn or foreign
+# Beside the run directory's stage files: its config.yaml copy, the training directory's mark of
+# whose checkpoints it holds, and the cache of model hashes. A torn one is named (config.yaml, which a
+# card is written from) or read as absent (marks and hashes, which are rebuilt), never a traceback.
+
+FOREIGN_YAML = {"torn": "name: [demo\n", "a list": "- a\n- b\n", "a duplicate key": "name: a\nname: b\n",
+                "a python tag": "!!python/object/apply:os.system ['true']\n", "too deep": "[" * 5000 + "]" * 5000 + "\n"}
+
+
+@pytest.mark.parametrize("content", FOREIGN_YAML.values(), ids=FOREIGN_YAML.keys())
+def test_a_damaged_config_copy_is_one_line_naming_it_when_a_model_card_is_written(tmp_path, content):
+    from cotdistill.reporting.cards import model_card
+
+    run = RunDir(tmp_path / "run")
+    run.root.mkdir()
+    run.config.write_text(content)
+    with pytest.raises(UserError, match=r"config\.yaml: .*delete it"):
+        model_card(run, "cot")
+
+
+@pytest.mark.parametrize("content", ["{", "[]", '{"path": 5}', "5"])
+def test_a_damaged_hash_record_is_hashed_again(tmp_path, monkeypatch, content):
+    import hashlib
+
+    from cotdistill.hashing import file_sha256
+
+    monkeypatch.setenv("COTDISTILL_CACHE", str(tmp_path / "cache"))
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"weights")
+    assert file_sha256(model) == hashlib.sha256(b"weights").hexdigest()  # recorded
+    for record in (tmp_path / "cache" / "hashes").iterdir():
+        record.write_text(content)
+    assert file_sha256(model) == hashlib.sha256(b"weights").hexdigest()
+
+
+@pytest.mark.parametrize("content", ["{", "[]", "5"])
+def test_a_damaged_training_mark_counts_as_no_earlier_attempt(tmp_path, content):
+    from cotdistill.training.train import _prepare_output
+
+    out, ckpts = tmp_path / "student", tmp_path / "student" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    (ckpts / "run.json").write_text(content)
+    _prepare_output(out, ckpts, "fp", finished=None, restart=False)
+    assert json.loads((ckpts / "run.json").read_text()) == {"fingerprint": "fp"}

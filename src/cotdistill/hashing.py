@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cotdistill.fileio import read_json_object
+
 BLOCK = 8 * 1024 * 1024
 
 
@@ -54,12 +56,9 @@ def file_sha256(path: str | Path) -> str:
     key = hashlib.sha256(str(path).encode()).hexdigest()[:32]
     record = cache_root() / "hashes" / f"{key}.json"
     current = {"path": str(path), **stamp(path)}
-    try:
-        recorded = json.loads(record.read_text())
-        if {k: recorded.get(k) for k in current} == current:
-            return recorded["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
+    recorded = read_json_object(record)  # {} when missing, torn or foreign: hashed again
+    if {k: recorded.get(k) for k in current} == current and isinstance(recorded.get("sha256"), str):
+        return recorded["sha256"]
     sha = stream_sha256(path)
     try:
         record.parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import Interrupted, StageStopped, UserError
-from cotdistill.fileio import check_fields, read_json_file, read_jsonl_file, write_json_atomic
+from cotdistill.fileio import check_fields, read_json_file, read_jsonl_file, read_text, write_json_atomic
 from cotdistill.memory import PeakMemory
 from cotdistill.secrets import mask_argv, mask_data, redact
 
@@ -170,6 +170,20 @@ class RunDir:
         for stage, info in manifest["stages"].items():
             check_fields(info, {}, f"{self.manifest}: stage {stage!r}", fix)
         return manifest
+
+    def read_config(self) -> dict[str, Any]:
+        """config.yaml as `run` wrote it ({} when the stages were run one by one); torn or foreign, a
+        UserError saying so."""
+        from cotdistill.config import read_yaml
+
+        if not self.config.exists():
+            return {}
+        fix = "delete it (`cotdistill run CONFIG` writes it again)"
+        try:
+            config = read_yaml(read_text(self.config))
+        except ValueError as e:
+            raise UserError(f"{self.config}: not readable YAML ({e}); {fix}") from None
+        return check_fields(config if config is not None else {}, {}, str(self.config), fix)
 
     # ------------------------------------------------------------ the stages' files, read back
 

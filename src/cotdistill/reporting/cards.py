@@ -57,12 +57,11 @@ def _results_table(evals: list[dict[str, Any]], student: str) -> str:
 
 def model_card(run: RunDir, mode: str) -> str:
     """The README.md of students/MODE, from the run's config, manifest and evaluations."""
-    import yaml
 
     from cotdistill.reporting.report import RunData, num
 
     d = RunData.load(run)
-    config = yaml.safe_load(run.config.read_text(encoding="utf-8")) if run.config.exists() else {}
+    config = run.read_config()
     student, teacher = config.get("student", {}), config.get("teacher", {})
     base, teacher_spec = mask_spec(str(student.get("model", "unknown"))), mask_spec(str(teacher.get("model", "?")))
     train = d.stages.get(f"train:{mode}", {}).get("metrics", {})

@@ -40,7 +40,7 @@ from cotdistill.training.collate import (
 from cotdistill.config import Seed, StudentConfig, TrainSettings
 from cotdistill.cpu import bf16_is_faster
 from cotdistill.errors import UserError
-from cotdistill.fileio import write_json_atomic
+from cotdistill.fileio import read_json_object, write_json_atomic
 from cotdistill.hashing import stream_sha256
 from cotdistill.memory import PeakMemory
 
@@ -205,16 +205,13 @@ def choose_bf16(setting: bool | str, world_size: int = 1) -> tuple[bool, str]:
 
 def _finished_metrics(out: Path) -> dict[str, Any] | None:
     """train_metrics.json is written last: when present, the model beside it is complete."""
-    try:
-        return json.loads((out / "train_metrics.json").read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json_object(out / "train_metrics.json") or None  # missing or torn: not finished
 
 
 def _prepare_output(out: Path, ckpts: Path, fingerprint: str, finished: dict | None, restart: bool) -> None:
     """Refuse to mix configurations in one directory unless told to start again (--restart)."""
     marker = ckpts / "run.json"
-    old = json.loads(marker.read_text()).get("fingerprint") if marker.is_file() else None
+    old = read_json_object(marker).get("fingerprint")  # None: no earlier attempt, or its mark was torn
     if not restart and finished is not None:
         raise UserError(
             f"{out} holds a student trained with another configuration or data; "
@@ -230,7 +227,7 @@ def _prepare_output(out: Path, ckpts: Path, fingerprint: str, finished: dict | N
         shutil.rmtree(ckpts, ignore_errors=True)
         (out / "train_metrics.json").unlink(missing_ok=True)
     ckpts.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": fingerprint}))
+    write_json_atomic(marker, {"fingerprint": fingerprint})
 
 
 def _save_final(model: Any, tokenizer: Any, out: Path, config: TrainConfig, metrics: dict,
