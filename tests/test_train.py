@@ -518,3 +518,17 @@ def test_bf16_auto_follows_the_cpus_bf16_flags_and_times_matmuls_only_where_it_c
         assert {choose_bf16("auto")[0] for _ in range(5)} == {fast}
     monkeypatch.setattr(platform, "machine", lambda: "aarch64")
     assert "matmul" in choose_bf16("auto")[1]
+
+
+def test_a_disk_that_fills_while_checkpoints_are_saved_is_one_line_naming_where(causal_dir, distill, tmp_path):
+    """safetensors and torch.save say "os error 28" or nothing useful: the student's folder is named instead."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(disk)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        with pytest.raises(UserError, match=rf"{disk}/student\S*: no space left on the device; free some space"):
+            train_student(config(causal_dir, distill, disk / "student", max_steps=4, save_steps=2))
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

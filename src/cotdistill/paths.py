@@ -21,10 +21,13 @@ path and the space it needed by `storage_error`, for the writers and for the CLI
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
+import re
 import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from cotdistill.errors import UserError
@@ -108,6 +111,40 @@ def storage_error(e: OSError, path: str | Path | None = None, needed: int | None
         space = f": it needs {human_bytes(needed)}" + (f", {human_bytes(free)} are free there" if free is not None else "")
     return UserError(f"{where}: {happened}{space}; {fix} and rerun the same command" if where else
                      f"{happened} while writing; {fix} and rerun the same command")
+
+
+# Libraries that write model files report a failed write in their own words: safetensors as
+# "... (os error 28)", torch.save as a RuntimeError of its zip writer with no errno at all.
+_OS_ERROR_RE = re.compile(r"\(os error (\d+)\)")
+_TORCH_WRITER_WORDS = ("PytorchStreamWriter", "inline_container")
+NEARLY_FULL = 16 * 2**20  # free bytes under which a writer's wordless failure is taken for a full disk
+
+
+@contextlib.contextmanager
+def library_writes(folder: Path) -> Iterator[None]:
+    """While libraries write model files into `folder` (checkpoints, saved students), a write that
+    fails for lack of space or rights is one line naming the folder, like our own writers' failures;
+    anything else propagates unchanged."""
+    try:
+        yield
+    except Exception as e:
+        error = _library_storage_error(e, folder)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _library_storage_error(e: Exception, folder: Path) -> UserError | None:
+    if isinstance(e, OSError):
+        return storage_error(e, e.filename or folder)
+    found = _OS_ERROR_RE.search(str(e))
+    if found:
+        code = int(found.group(1))
+        return storage_error(OSError(code, os.strerror(code)), folder)
+    free = _free_bytes(folder)
+    if any(w in str(e) for w in _TORCH_WRITER_WORDS) and free is not None and free < NEARLY_FULL:
+        return storage_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), folder)
+    return None
 
 
 def human_bytes(n: int) -> str:

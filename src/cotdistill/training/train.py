@@ -43,6 +43,7 @@ from cotdistill.errors import UserError
 from cotdistill.fileio import read_json_object, write_json_atomic
 from cotdistill.hashing import stream_sha256
 from cotdistill.memory import PeakMemory
+from cotdistill.paths import library_writes
 
 # Fields that do not change the trained model: they may differ between a run and its resumption.
 _NOT_FINGERPRINTED = ("out", "quiet", "restart", "save_steps")
@@ -120,14 +121,14 @@ def train_student(config: TrainConfig) -> TrainResult:
     resume = latest_checkpoint(ckpts, delete_torn=state.is_main_process)
     state.wait_for_everyone()
     # Checkpoint writes would draw their own bars over ours.
-    with _quiet_hf_bars(), PeakMemory() as memory, progress_closed(trainer):
+    with _quiet_hf_bars(), PeakMemory() as memory, progress_closed(trainer), library_writes(ckpts):
         # Trainer also evaluates and checkpoints after the last step, so the curve ends with an eval loss.
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     metrics = _metrics(config, trainer, state.num_processes, fingerprint, resume, len(eval_set), dropped + dropped_eval)
     metrics.update(bf16_reason=bf16_reason, peak_rss_gib=memory.gib)  # this process, training loop only
     if state.is_main_process:
-        with _quiet_hf_bars():
+        with _quiet_hf_bars(), library_writes(out):
             _save_final(trainer.model, tokenizer, out, config, metrics, trainer.state.log_history, t_start)
     state.wait_for_everyone()
     return TrainResult(out, _finished_metrics(out) or metrics, main_process=state.is_main_process)
