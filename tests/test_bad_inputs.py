@@ -1544,3 +1544,16 @@ def test_a_damaged_training_mark_counts_as_no_earlier_attempt(tmp_path, content)
     (ckpts / "run.json").write_text(content)
     _prepare_output(out, ckpts, "fp", finished=None, restart=False)
     assert json.loads((ckpts / "run.json").read_text()) == {"fingerprint": "fp"}
+
+
+def test_a_generated_set_is_replaced_whole_or_not_at_all_when_the_disk_fills(small_disk, capsys, monkeypatch):
+    """A new train.jsonl beside the old test.jsonl would be a split that never existed: the files
+    of one set are renamed into place only once all of them are written."""
+    gen = small_disk / "gen"
+    code, err = call(["data", "generate", "coin_flip", "--n-train", "5", "--n-test", "5", "--out", str(gen)], capsys, monkeypatch)
+    assert code == 0, err
+    earlier = tree(gen)
+    code, err = call(["data", "generate", "coin_flip", "--n-train", "5", "--n-test", "3000", "--seed", "1", "--out", str(gen)],
+                     capsys, monkeypatch)
+    assert_one_line_error(code, err, "no space left on the device")
+    assert tree(gen) == earlier

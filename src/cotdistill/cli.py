@@ -129,16 +129,14 @@ def data_generate(
     n_flips: Optional[int] = typer.Option(None, "--n-flips", help="coin_flip: people per question (default 4)."),
 ) -> None:
     """Generate seeded train/test (and dev) sets offline and write DIR/train.jsonl, DIR/test.jsonl."""
-    from cotdistill.data.records import write_examples
+    from cotdistill.data.records import example_rows, write_jsonl_files
     from cotdistill.data.generators import generate_split
 
     out = output_dir(out, "--out")
     opts = {k: v for k, v in (("test_fraction", test_fraction), ("n_words", n_words), ("n_flips", n_flips)) if v is not None}
     train, dev, test = generate_split(task, n_train, n_test, seed, split=split, n_dev=n_dev, **opts)
-    write_examples(out / "train.jsonl", train)
-    write_examples(out / "test.jsonl", test)
-    if dev:
-        write_examples(out / "dev.jsonl", dev)
+    splits = {"train": train, "test": test, **({"dev": dev} if dev else {})}
+    write_jsonl_files({out / f"{name}.jsonl": example_rows(examples) for name, examples in splits.items()})
     print(f"wrote {len(train)} train, {len(dev)} dev and {len(test)} test {task} problems ({split} split, seed {seed}) to {out}")
 
 

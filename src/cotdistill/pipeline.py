@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from cotdistill.progress import readable_console
 from cotdistill.config import EvalSettings, RunConfig, dump_config
 from cotdistill.hashing import fingerprint
-from cotdistill.data.records import write_examples, write_jsonl
+from cotdistill.data.records import example_rows, write_jsonl, write_jsonl_files
 from cotdistill.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -61,12 +61,9 @@ def prepare_data(config: RunConfig, run: RunDir) -> dict[str, Any]:
     splits = make_splits(config.data, config.data_seed)
     for note in splits.notes:
         console.print(note)
-    write_examples(run.train_data, splits.train)
-    write_examples(run.dev_data, splits.dev)
-    write_examples(run.test_data, splits.test)
-    write_jsonl(run.decontamination, splits.dropped)
-    for name, examples in splits.extra_tests.items():
-        write_examples(run.extra_test(name), examples)
+    write_jsonl_files({run.train_data: example_rows(splits.train), run.dev_data: example_rows(splits.dev),
+                       run.test_data: example_rows(splits.test), run.decontamination: splits.dropped,
+                       **{run.extra_test(name): example_rows(examples) for name, examples in splits.extra_tests.items()}})
     extra = "".join(f", {len(v)} {k}" for k, v in splits.extra_tests.items())
     console.print(f"data: {len(splits.train)} train, {len(splits.dev)} dev, {len(splits.test)} test{extra} → {run.train_data.parent}")
     return {**splits.counts, "notes": splits.notes, "seed": config.data_seed}

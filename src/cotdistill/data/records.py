@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from cotdistill.errors import UserError
-from cotdistill.fileio import SURROGATE_RE, iter_lines, json_type, jsonl_line, parse_json, write_lines_atomic
+from cotdistill.fileio import SURROGATE_RE, iter_lines, json_type, jsonl_line, parse_json, write_files_atomic
 
 ANSWER_TYPES = ("number", "yes_no", "choice", "text")
 
@@ -119,7 +119,13 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def write_jsonl(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write atomically (temp file + rename) so a crash never leaves a half-written output."""
-    write_lines_atomic(path, (jsonl_line(row) for row in rows))
+    write_jsonl_files({path: rows})
+
+
+def write_jsonl_files(files: Mapping[str | Path, Iterable[dict[str, Any]]]) -> None:
+    """Several JSON Lines files as one set (a split's train, dev and test): every file is replaced,
+    or, when any write fails (a full disk), none is (fileio.write_files_atomic)."""
+    write_files_atomic({path: (jsonl_line(row).encode("utf-8") for row in rows) for path, rows in files.items()})
 
 
 def read_examples(path: str | Path) -> list[Example]:
@@ -136,4 +142,9 @@ def read_examples(path: str | Path) -> list[Example]:
 
 
 def write_examples(path: str | Path, examples: Iterable[Example]) -> None:
-    write_jsonl(path, (e.to_dict() for e in examples))
+    write_jsonl(path, example_rows(examples))
+
+
+def example_rows(examples: Iterable[Example]) -> Iterator[dict[str, Any]]:
+    """The rows a normalised file holds, for writing several with write_jsonl_files."""
+    return (e.to_dict() for e in examples)
