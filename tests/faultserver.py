@@ -5,6 +5,7 @@ demand (faultproxy.py puts faults in front of a real one; these need no model be
   "trickle"      200 announcing 1000 bytes, then sending one byte a second
   "endless"      200 with a chunked body whose chunks never stop
   "retry_after"  429 with `Retry-After: <retry_after>` for the first `faults` requests, then "answer"
+  "slow"         "answer", after `delay_s` seconds (a request long in flight, as a big model's is)
 A trickle or an endless body stops after `give_up_s` (the connection is closed), so a client
 without a deadline ends too, only later: every test stays bounded in time.
 """
@@ -22,12 +23,13 @@ NORMAL_USAGE = {"prompt_tokens": 10, "completion_tokens": 5}
 
 class FaultServer(LoopbackServer):
     def __init__(self, mode: str, *, usage: dict | None = NORMAL_USAGE, retry_after: str = "999999", faults: int = 1,
-                 give_up_s: float = 25.0):
+                 give_up_s: float = 25.0, delay_s: float = 3.0):
         self.mode = mode
         self.usage = usage
         self.retry_after = retry_after
         self.faults = faults
         self.give_up_s = give_up_s
+        self.delay_s = delay_s
         self.requests = 0
         self.authorization: list[str | None] = []
         self.paths: list[str] = []
@@ -77,6 +79,8 @@ class FaultServer(LoopbackServer):
                 elif server.mode in ("trickle", "endless"):
                     self._trickle() if server.mode == "trickle" else self._endless()
                     self.close_connection = True
+                elif server.mode == "slow" and server._stop.wait(server.delay_s):
+                    self.close_connection = True  # the server stops: no answer
                 elif server.mode == "retry_after" and n <= server.faults:
                     self._reply(429, b'{"error": "slow down"}', {"Retry-After": server.retry_after})
                 else:

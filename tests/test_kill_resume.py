@@ -30,6 +30,7 @@ import pytest
 from cotdistill import embedded
 from cotdistill.cli import INTERRUPTED
 from faultproxy import FaultProxy
+from faultserver import FaultServer
 
 QUESTIONS = 40
 
@@ -93,13 +94,14 @@ def default_stop_signals() -> None:
 
 
 def hung_annotate(tmp_path: Path, proxy: FaultProxy) -> tuple[subprocess.Popen, Path]:
-    """`cotdistill annotate` once its first teacher request is in flight (and never answered)."""
+    """`cotdistill annotate` once its first teacher request is in flight (never answered: a stop
+    signal waits for it until its 2 s deadline)."""
     data, run = tmp_path / "data.jsonl", tmp_path / "run"
     data.write_text(json.dumps({"id": "q", "question": "What is 1 + 1?", "answer": "2", "answer_type": "number"}) + "\n")
     proxy.set_faults(["hang"] * 10)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cotdistill.cli", "annotate", "--data", str(data), "--out", str(run),
-         "--teacher", f"openai:m@{proxy.url}", "--teacher-option", "max_retries=0", "--quiet"],
+         "--teacher", f"openai:m@{proxy.url}", "--teacher-option", "max_retries=0", "--teacher-option", "timeout_s=2", "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals)
     deadline = time.monotonic() + 60
     while proxy.received == 0 and proc.poll() is None and time.monotonic() < deadline:
@@ -130,3 +132,45 @@ def test_ctrl_c_pressed_again_while_stopping_gives_the_message_once(tmp_path):
     assert proc.returncode == 130, err
     assert err.count(INTERRUPTED) == 1 and "Traceback" not in err, err
     assert json.loads((run / "manifest.json").read_text())["stages"]["annotate"]["status"] == "interrupted"
+
+
+def test_a_stop_signal_keeps_the_answer_in_flight_so_the_rerun_does_not_pay_for_it_again(tmp_path):
+    """An HTTP request in flight is paid for: the first signal lets it finish and commits it."""
+    data, run = tmp_path / "data.jsonl", tmp_path / "run"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} + 1?", "answer": "2", "answer_type": "number"}) + "\n"
+                            for i in range(3)))
+    command = [sys.executable, "-m", "cotdistill.cli", "annotate", "--data", str(data), "--out", str(run), "--quiet",
+               "--teacher-option", "concurrency=1", "--batch-size", "3"]
+    with FaultServer("slow", delay_s=3) as server:
+        proc = subprocess.Popen([*command, "--teacher", f"openai:m@{server.url}"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals)
+        deadline = time.monotonic() + 60
+        while server.requests == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert "stopping: waiting for the teacher's answers in flight" in err and err.count(INTERRUPTED) == 1, err
+        assert server.requests == 1  # the other two were never sent
+        rerun = subprocess.run([*command, "--teacher", f"openai:m@{server.url}"], capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        assert server.requests == 3  # the first answer came from the cache: paid once
+    assert json.loads((run / "manifest.json").read_text())["stages"]["annotate"]["teacher_calls"] == 2
+
+
+def test_a_second_signal_stops_without_waiting_for_the_answer_in_flight(tmp_path):
+    data, run = tmp_path / "data.jsonl", tmp_path / "run"
+    data.write_text(json.dumps({"id": "q", "question": "What is 1 + 1?", "answer": "2", "answer_type": "number"}) + "\n")
+    with FaultServer("slow", delay_s=50) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cotdistill.cli", "annotate", "--data", str(data), "--out", str(run), "--quiet",
+             "--teacher", f"openai:m@{server.url}"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=default_stop_signals)
+        deadline = time.monotonic() + 60
+        while server.requests == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)  # well before the answer's 50 s
+    assert proc.returncode == 130 and err.count(INTERRUPTED) == 1 and "Traceback" not in err, err

@@ -17,6 +17,7 @@ from typing import Any, Optional, TextIO
 
 import typer
 
+from cotdistill import stopping
 from cotdistill.errors import Interrupted, UserError
 from cotdistill.fileio import input_file
 from cotdistill.paths import expand, output_dir, output_file, storage_error
@@ -598,9 +599,9 @@ def _stop_signals() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP raise Interrupted in the main thread, once.
 
     The stage in flight then unwinds as from any error: every teacher answer already returned is
-    in the cache (committed one by one), requests still in flight are abandoned (an HTTP teacher's
-    connections are closed, so its server stops working on them), and the manifest records the
-    stage as "interrupted". Later signals are ignored until the process
+    in the cache (committed one by one), and the manifest records the stage as "interrupted". An
+    HTTP teacher's requests in flight, which are paid for, are first finished and kept
+    (stopping.py); a second signal stops without waiting for them. Later signals are ignored until the process
     exits, so that this cleanup finishes and the message is printed once, however often Ctrl-C
     is pressed. A signal ignored when we start (nohup, a background job) stays ignored."""
     previous: dict[int, Any] = {}
@@ -609,6 +610,10 @@ def _stop_signals() -> Iterator[None]:
     def stop(signum: int, frame: Any) -> None:
         nonlocal stopped
         if stopped:  # a second signal that was already pending
+            return
+        if stopping.defer(signum):  # paid requests in flight: they finish first (a second signal: now)
+            print("stopping: waiting for the teacher's answers in flight (paid for already) to keep them; "
+                  "press Ctrl-C again to stop at once", file=sys.stderr)
             return
         stopped = True
         for s in previous:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from cotdistill.budget import estimate_tokens
+from cotdistill import stopping
 from cotdistill.errors import UserError
 from cotdistill.secrets import RedactingFilter, mask_url, redact
 from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, OnDone, Request, sample_seed
@@ -115,10 +116,17 @@ class OpenAICompatTeacher:
         return f"openai:{self.model}"
 
     def generate(self, requests: list[Request], on_done: OnDone = None) -> list[Completion]:
-        """Send all requests concurrently; return the completions in request order."""
+        """Send all requests concurrently; return the completions in request order. On a stop signal
+        (stopping.py) the requests in flight are finished and handed to `on_done`, the others are not
+        sent, and Interrupted is raised."""
         if not requests:
             return []
-        return _run_sync(self._generate_all(requests, on_done, self._headers()))
+        headers = self._headers()
+        with stopping.draining():
+            try:
+                return _run_sync(self._generate_all(requests, on_done, headers))
+            finally:
+                stopping.stop_if_requested()
 
     def close(self) -> None:
         """Nothing to release: each `generate` call opens and closes its own connection pool."""
@@ -128,9 +136,16 @@ class OpenAICompatTeacher:
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
 
-            async def one(i: int, req: Request) -> Completion:
+            async def one(i: int, req: Request) -> Completion | None:
                 async with sem:
-                    completion = await self._with_retries(client, req, headers)
+                    if stopping.requested():  # a stop signal came: send nothing new
+                        return None
+                    try:
+                        completion = await self._with_retries(client, req, headers)
+                    except UserError:
+                        if stopping.requested():  # failed while stopping: not an error, the rerun asks again
+                            return None
+                        raise
                 if on_done is not None:
                     on_done(i, completion)
                 return completion
@@ -163,7 +178,7 @@ class OpenAICompatTeacher:
                 error = e
             finally:
                 self._busy[endpoint] -= 1
-            if attempt == self.max_retries:
+            if attempt == self.max_retries or stopping.requested():
                 raise UserError(
                     f"teacher endpoint {mask_url(endpoint)} failed {attempt + 1} times, last: {error}; "
                     "check the server (or raise max_retries / timeout_s)"
