@@ -42,15 +42,17 @@ MAX_NGRAM = 10_000  # words in a row shared with a held-out question
 Seed = Annotated[int, Field(ge=0, lt=2**32)]
 
 
-def _finite_inside(value: Any) -> Any:
+def _finite_inside(value: Any, where: str = "") -> Any:
     """Free-form options (passed on to a backend or generator) hold no infinity or NaN at any depth:
-    the typed fields refuse them through Section's `allow_inf_nan=False`, these by this check."""
-    items = value.values() if isinstance(value, dict) else value if isinstance(value, list) else [value]
-    for item in items:
+    the typed fields refuse them through Section's `allow_inf_nan=False`, these by this check, which
+    names the option (`timeout_s must be a finite number`)."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, item in items:
+        name = f"{where}.{key}" if where else str(key)
         if isinstance(item, float) and not math.isfinite(item):
-            raise ValueError(f"Input should be a finite number, got {item}")
+            raise ValueError(f"{name} must be a finite number, got {item}")
         if isinstance(item, dict | list):
-            _finite_inside(item)
+            _finite_inside(item, name)
     return value
 
 
