@@ -32,7 +32,7 @@ def test_the_report_compares_each_cot_student_with_its_baselines_on_the_same_que
     run.predictions("x").parent.mkdir(parents=True)
     right = {"student-cot": [1] * 12 + [0] * 8, "student-answer-only": [0] * 12 + [1] * 2 + [0] * 6}
     for name, marks in right.items():
-        rows = [{"example_id": f"q{i}", "correct": bool(m)} for i, m in enumerate(marks)]
+        rows = [{"example_id": f"q{i}", "output": "The answer is 1.", "predicted": "1", "correct": bool(m)} for i, m in enumerate(marks)]
         run.predictions(name).write_text("".join(json.dumps(r) + "\n" for r in rows))
         acc = sum(marks) / len(marks)
         run.predictions(name).with_suffix(".summary.json").write_text(json.dumps(
