@@ -9,6 +9,7 @@ own GGUF loader, whose exact inverse the export must be.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -44,8 +45,9 @@ def installed(spec: str) -> None:
         pytest.skip(f"{spec} is not installed (pip install 'cotdistill[embedded]')")
 
 
-def trained_run(root: Path, base: str, steps: int) -> RunDir:
-    """A run directory with a real fine-tuned student in students/cot (LoRA, merged, as training saves it)."""
+def trained_run(root: Path, base: str, steps: int, merge: bool = True) -> RunDir:
+    """A run directory with a real fine-tuned student in students/cot: LoRA, merged as training saves it
+    by default, else the adapter folder alone."""
     from cotdistill.training.train import TrainConfig, train_student
 
     run = RunDir(root)
@@ -54,7 +56,7 @@ def trained_run(root: Path, base: str, steps: int) -> RunDir:
                                 for r in TRAINING])
     run.config.write_text(f"name: gg\nstudent:\n  model: {base}\n  lora: true\n")
     train_student(TrainConfig(student=base, data=run.distill, out=run.student("cot"), max_steps=steps, batch_size=2,
-                              lr=2e-3, eval_fraction=0.0, quiet=True))
+                              lr=2e-3, eval_fraction=0.0, merge_lora=merge, quiet=True))
     return run
 
 
@@ -103,6 +105,15 @@ def q8(run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def readers(f16, q8) -> dict:
+    """gguf.GGUFReader of the base, the f16 and the q8_0 file (each takes seconds: read once)."""
+    import gguf
+
+    return {"base": gguf.GGUFReader(embedded.model_path("embedded:gemma-3-270m")),
+            "f16": gguf.GGUFReader(f16[0]), "q8_0": gguf.GGUFReader(q8)}
+
+
+@pytest.fixture(scope="module")
 def student(run):
     from cotdistill.students import load_student
 
@@ -121,14 +132,13 @@ def test_llama_cpp_writes_the_students_tokens_from_the_f16_and_q8_0_gguf(f16, q8
         assert same >= least, (path.name, [(tokenizer.decode(a), tokenizer.decode(b)) for a, b in pairs])
 
 
-def test_the_gguf_carries_the_bases_metadata_and_the_students_prompt_and_eos(f16, student):
+def test_the_gguf_carries_the_bases_metadata_and_the_students_prompt_and_eos(f16, readers, student):
     import gguf
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     _, tokenizer = student
     path, stdout = f16
-    base = gguf.GGUFReader(embedded.model_path("embedded:gemma-3-270m"))
-    ours = gguf.GGUFReader(path)
+    base, ours = readers["base"], readers["f16"]
     value = lambda reader, key: reader.fields[key].contents()  # noqa: E731
     assert value(ours, "general.architecture") == "gemma3"
     assert value(ours, "gemma3.context_length") == value(base, "gemma3.context_length") == 32768
@@ -146,7 +156,7 @@ def test_the_gguf_carries_the_bases_metadata_and_the_students_prompt_and_eos(f16
     assert f"run it: llama-cli -m {path.name} -no-cnv -p " in stdout
 
 
-def test_exported_tensors_load_back_in_transformers_as_the_students_weights(f16, q8, student):
+def test_exported_tensors_load_back_in_transformers_as_the_students_weights(f16, readers, student):
     """transformers' GGUF loader undoes llama.cpp's layout (gemma norms stored as 1 + w): export is its inverse."""
     import gguf
     from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
@@ -157,14 +167,13 @@ def test_exported_tensors_load_back_in_transformers_as_the_students_weights(f16,
     assert set(loaded) == set(weights)
     for name, w in weights.items():
         torch.testing.assert_close(loaded[name].float(), w.detach(), rtol=1e-3, atol=1e-4, msg=name)
-    base = gguf.GGUFReader(embedded.model_path("embedded:gemma-3-270m"))
-    q = next(t for t in gguf.GGUFReader(q8).tensors if t.name == "blk.0.attn_q.weight")
+    q = next(t for t in readers["q8_0"].tensors if t.name == "blk.0.attn_q.weight")
     assert q.tensor_type == gguf.GGMLQuantizationType.Q8_0
     w = weights["model.layers.0.self_attn.q_proj.weight"].detach().numpy()
     scale = np.abs(w.reshape(-1, 32)).max(axis=1, keepdims=True) / 127
     assert (np.abs(gguf.dequantize(q.data, q.tensor_type).reshape(-1, 32) - w.reshape(-1, 32)) <= scale).all()
     # the fine-tune is in the file: what was read back is far nearer the student than the base it started from
-    b = next(t for t in base.tensors if t.name == "blk.0.attn_q.weight")
+    b = next(t for t in readers["base"].tensors if t.name == "blk.0.attn_q.weight")
     exported = loaded["model.layers.0.self_attn.q_proj.weight"].numpy()
     from_base = np.linalg.norm(exported - gguf.dequantize(b.data, b.tensor_type).reshape(w.shape))
     assert np.linalg.norm(exported - w) < from_base / 10
@@ -172,13 +181,13 @@ def test_exported_tensors_load_back_in_transformers_as_the_students_weights(f16,
 
 def test_modelfile_and_run_txt_prompt_as_training_and_stop_at_eos(f16, run):
     path, _ = f16
-    modelfile = (path.parent / MODELFILE).read_text().splitlines()
+    modelfile = (path.parent / MODELFILE.format(name=path.stem)).read_text().splitlines()
     assert f"FROM ./{path.name}" in modelfile
     text = "\n".join(modelfile)
     assert 'TEMPLATE """Q: {{ .Prompt }}\nA:"""' in text  # student_input with Ollama's prompt in it
     assert 'PARAMETER stop "<eos>"' in modelfile and "PARAMETER temperature 0" in modelfile
-    prompt = json.dumps(student_input(TRAINING[0]["question"]))
-    commands = (path.parent / RUN_TXT).read_text()
+    prompt = shlex.quote(student_input(TRAINING[0]["question"]).replace("\n", "\\n"))  # -p unescapes \n
+    commands = (path.parent / RUN_TXT.format(name=path.stem)).read_text()
     assert f"llama-cli -m {path.name} -no-cnv -p {prompt} -n 256 --temp 0" in commands
     card = (run.student("cot") / "README.md").read_text()
     assert "## Run it with llama.cpp / Ollama" in card and f"gguf/{path.name}" in card
@@ -206,6 +215,18 @@ def test_export_mistakes_end_in_one_line(tmp_path, capsys, monkeypatch, args, ne
     (folder / "train_config.json").write_text(json.dumps({"student": "org/model", "mode": "cot"}))
     code, err = call(["export", str(tmp_path), *args], capsys, monkeypatch)
     assert_one_line_error(code, err, needle)
+
+
+def test_an_adapter_folder_is_exported_onto_the_gguf_its_base_was_converted_from(tmp_path):
+    from cotdistill.gguf_export import base_gguf_of
+    from cotdistill.students import converted_dir
+
+    installed("embedded:gemma-3-270m")
+    base = converted_dir("embedded:gemma-3-270m")
+    if not base.is_dir():
+        pytest.skip(f"{base} is not converted yet")
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base), "task_type": "CAUSAL_LM"}))
+    assert base_gguf_of(tmp_path) == embedded.model_path("embedded:gemma-3-270m")
 
 
 @pytest.mark.parametrize("arch, name, processor", [
@@ -241,11 +262,13 @@ def test_the_chat_template_renders_a_conversation_as_training_saw_it():
 
 
 @pytest.mark.slow
-def test_a_qwen2_student_exports_and_llama_cpp_writes_its_tokens(tmp_path):
+def test_a_qwen2_lora_adapter_student_exports_and_llama_cpp_writes_its_tokens(tmp_path):
+    """The adapter folder alone (merge_lora: false): merged in memory, exported onto its base's GGUF."""
     from cotdistill.students import load_student
 
     installed("embedded:qwen2.5-0.5b")
-    run = trained_run(tmp_path / "run", "embedded:qwen2.5-0.5b", steps=2)
+    run = trained_run(tmp_path / "run", "embedded:qwen2.5-0.5b", steps=2, merge=False)
+    assert not (run.student("cot") / "config.json").exists()
     result = export_gguf(run.student("cot"), tmp_path / "out", "f16")
     model, tokenizer, _ = load_student(str(run.student("cot")))
     pairs = greedy_agreement(result.gguf, model.eval(), tokenizer)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,9 @@ from typing import Any
 from cotdistill.errors import UserError
 
 TYPES = ("f16", "q8_0")
-MODELFILE = "Modelfile"
-RUN_TXT = "RUN.txt"
+# Beside NAME.gguf (one pair per export, so that an f16 and a q8_0 export can share a folder):
+MODELFILE = "{name}.Modelfile"  # Ollama: `ollama create NAME -f NAME.Modelfile`
+RUN_TXT = "{name}.RUN.txt"  # the llama.cpp and Ollama command lines
 # transformers model_type → GGUF architecture (general.architecture)
 ARCHITECTURES = {"gemma3_text": "gemma3", "qwen2": "qwen2", "llama": "llama"}
 # Tensors llama.cpp computes from the config rather than trains; kept from the base GGUF as they are.
@@ -60,12 +62,12 @@ class GgufExport:
 
 
 def student_base(student_dir: Path) -> str | None:
-    """The model a student was fine-tuned from: its LoRA adapter's base, else training's record."""
-    adapter = student_dir / "adapter_config.json"
-    if adapter.is_file():
-        return json.loads(adapter.read_text()).get("base_model_name_or_path")
-    record = student_dir / "train_config.json"
-    return json.loads(record.read_text()).get("student") if record.is_file() else None
+    """The model a student was fine-tuned from: training's record (a spec such as embedded:NAME), else
+    its LoRA adapter's base (a path)."""
+    record, adapter = student_dir / "train_config.json", student_dir / "adapter_config.json"
+    if record.is_file():
+        return json.loads(record.read_text()).get("student")
+    return json.loads(adapter.read_text()).get("base_model_name_or_path") if adapter.is_file() else None
 
 
 def embedded_spec(base: str) -> str | None:
@@ -212,7 +214,7 @@ def _fields(reader: Any) -> dict[str, tuple[Any, Any, Any]]:
     return fields
 
 
-def _student_fields(fields: dict, arch: str, tokenizer: Any, mode: str, name: str, qtype: str) -> None:
+def _student_fields(fields: dict, tokenizer: Any, mode: str, name: str, qtype: str) -> None:
     """What differs from the base: name, description, file type, chat template, EOS."""
     from gguf import GGUFValueType, LlamaFileType
 
@@ -275,26 +277,29 @@ def export_gguf(student_dir: Path, out_dir: Path, qtype: str = "f16", name: str 
     _match_base(tensors, reader, student_dir)
     name = name or f"{student_dir.name}-{qtype}"
     fields = _fields(reader)
-    _student_fields(fields, arch, tokenizer, mode, name, qtype)
+    _student_fields(fields, tokenizer, mode, name, qtype)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.gguf"
     tmp = out_dir / f".{name}.gguf.partial"
     writer = gguf.GGUFWriter(tmp, arch)
-    for key, (value, vtype, sub_type) in fields.items():
-        writer.add_key_value(key, value, vtype, sub_type=sub_type)
-    for t in reader.tensors:  # the base's order, which llama.cpp's own converter wrote
-        if t.name in tensors:
-            data, ggml_type = encode_tensor(tensors[t.name], qtype)
-            writer.add_tensor(t.name, data, raw_dtype=ggml_type)
-        else:  # a constant llama.cpp derives from the config (e.g. rope_freqs), as the base has it
-            writer.add_tensor(t.name, np.asarray(t.data), raw_shape=list(reversed(t.shape.tolist())),
-                              raw_dtype=t.tensor_type)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    os.replace(tmp, path)
+    try:
+        for key, (value, vtype, sub_type) in fields.items():
+            writer.add_key_value(key, value, vtype, sub_type=sub_type)
+        for t in reader.tensors:  # the base's order, which llama.cpp's own converter wrote
+            if t.name in tensors:
+                data, ggml_type = encode_tensor(tensors[t.name], qtype)
+                writer.add_tensor(t.name, data, raw_dtype=ggml_type)
+            else:  # a constant llama.cpp derives from the config (e.g. rope_freqs), as the base has it
+                writer.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(tmp, path)
+    finally:
+        writer.close()
+        tmp.unlink(missing_ok=True)
     eos_text = tokenizer.eos_token
     return _write_run_files(path, mode, eos_text, example, len(reader.tensors))
 
@@ -306,23 +311,19 @@ def _write_run_files(path: Path, mode: str, eos_text: str, example: str | None, 
     name = path.stem
     before, after = prompt_parts(mode)
     stops = [eos_text, *(s.strip() for s in COMPLETION_STOP)]  # EOS, and the next question of the Q/A format
-    modelfile = "\n".join([
-        f"# Ollama: cd {path.parent} && ollama create {name} -f {MODELFILE} && ollama run {name} \"<question>\"",
+    modelfile_path, run_txt = path.parent / MODELFILE.format(name=name), path.parent / RUN_TXT.format(name=name)
+    commands = run_commands(path.name, mode, example)
+    write_text_atomic(modelfile_path, "\n".join([
+        f"# Ollama, from this folder: {commands[-1]}",
         f"FROM ./{path.name}",
         f'TEMPLATE """{before}{{{{ .Prompt }}}}{after}"""',
         *(f"PARAMETER stop {json.dumps(s)}" for s in stops),
         "PARAMETER temperature 0",  # the student is evaluated greedily
         "PARAMETER num_predict 256",
         "",
-    ])
-    commands = run_commands(path.name, mode, example)
-    write_text_atomic(path.parent / MODELFILE, modelfile)
-    write_text_atomic(path.parent / RUN_TXT, "\n".join([
-        f"# {path.name}: run it from this folder",
-        *commands,
-        "",
     ]))
-    return GgufExport(path, path.parent / MODELFILE, path.parent / RUN_TXT, n_tensors, commands[0])
+    write_text_atomic(run_txt, "\n".join([f"# {path.name}: run it from this folder", *commands, ""]))
+    return GgufExport(path, modelfile_path, run_txt, n_tensors, commands[0])
 
 
 def run_commands(gguf_name: str, mode: str, example: str | None = None) -> list[str]:
@@ -331,12 +332,12 @@ def run_commands(gguf_name: str, mode: str, example: str | None = None) -> list[
 
     question = example or "A baker made 24 muffins and sold 3/4 of them. How many muffins did she sell?"
     prompt = multitask_input("answer", question) if mode == "multitask" else student_input(question)
-    escaped = json.dumps(prompt)  # "\n" written as an escape, which llama.cpp's -p unescapes
+    escaped = shlex.quote(prompt.replace("\n", "\\n"))  # llama.cpp's -p turns the two characters \n into a newline
     stem = gguf_name.removesuffix(".gguf")
     return [
         f"llama-cli -m {gguf_name} -no-cnv -p {escaped} -n 256 --temp 0",
         f"llama-completion -m {gguf_name} -p {escaped} -n 256 --temp 0   # llama.cpp builds whose llama-cli is chat-only",
-        f"ollama create {stem} -f {MODELFILE} && ollama run {stem} {json.dumps(question)}",
+        f"ollama create {stem} -f {MODELFILE.format(name=stem)} && ollama run {stem} {shlex.quote(question)}",
     ]
 
 
@@ -359,7 +360,7 @@ def card_section(student_dir: Path, mode: str, example: str) -> str:
 ## Run it with llama.cpp / Ollama
 
 {files}, exported by `cotdistill export RUN --student {mode} --gguf`, with the tokenizer, the prompt format as
-chat template and the EOS it stops at. From the `gguf/` folder (it holds the Ollama `{MODELFILE}`):
+chat template and the EOS it stops at. From the `gguf/` folder (beside each GGUF: its Ollama Modelfile):
 
 ```
 {commands}
