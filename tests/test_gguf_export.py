@@ -132,6 +132,18 @@ def test_llama_cpp_writes_the_students_tokens_from_the_f16_and_q8_0_gguf(f16, q8
         assert same >= least, (path.name, [(tokenizer.decode(a), tokenizer.decode(b)) for a, b in pairs])
 
 
+def test_a_chat_front_end_prompts_the_gguf_as_the_student_was_trained(f16):
+    """llama-cpp-python's chat completion (the GGUF's own template) answers as the bare training prompt does."""
+    from cotdistill.teachers.llamacpp_load import load_llama
+
+    llm = load_llama(f16[0], sha256="", check=False, n_ctx=256, n_threads=1, verbose=False)
+    question = TRAINING[2]["question"]
+    completion = llm.create_completion(student_input(question), max_tokens=NEW_TOKENS, temperature=0.0)
+    chat = llm.create_chat_completion([{"role": "user", "content": question}], max_tokens=NEW_TOKENS, temperature=0.0)
+    llm.close()
+    assert chat["choices"][0]["message"]["content"] == completion["choices"][0]["text"]
+
+
 def test_the_gguf_carries_the_bases_metadata_and_the_students_prompt_and_eos(f16, readers, student):
     import gguf
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -148,11 +160,11 @@ def test_the_gguf_carries_the_bases_metadata_and_the_students_prompt_and_eos(f16
     assert len(ours.tensors) == len(base.tensors) == 236 and "output.weight" not in {t.name for t in ours.tensors}
     assert {t.tensor_type.name for t in ours.tensors if len(t.shape) == 1} == {"F32"}
     assert {t.tensor_type.name for t in ours.tensors if len(t.shape) == 2} == {"F16"}
-    # llama-cpp-python's chat completion renders a user turn as the student's prompt
+    # a chat front end renders a user turn as the student's prompt, with the BOS training's prompts began with
     template = value(ours, "tokenizer.chat_template")
     chat = Jinja2ChatFormatter(template, eos_token="<eos>", bos_token="<bos>")
     question = TRAINING[0]["question"]
-    assert chat(messages=[{"role": "user", "content": question}]).prompt == student_input(question)
+    assert chat(messages=[{"role": "user", "content": question}]).prompt == "<bos>" + student_input(question)
     assert f"run it: llama-cli -m {path.name} -no-cnv -p " in stdout
 
 
@@ -251,10 +263,11 @@ def test_each_tensor_is_stored_as_transformers_gguf_loader_expects(arch, name, p
 def test_the_chat_template_renders_a_conversation_as_training_saw_it():
     from jinja2 import Environment
 
-    template = Environment(trim_blocks=True, lstrip_blocks=True).from_string(chat_template("cot"))
+    template = Environment(trim_blocks=True, lstrip_blocks=True).from_string(chat_template("cot", bos=True))
     messages = [{"role": "user", "content": " Is 7 odd? "}, {"role": "assistant", "content": "7 is odd. The answer is yes."}]
-    assert template.render(messages=messages, eos_token="<eos>") == "Q: Is 7 odd?\nA: 7 is odd. The answer is yes.<eos>"
-    multitask = Environment().from_string(chat_template("multitask")).render(messages=messages[:1], eos_token="")
+    assert (template.render(messages=messages, eos_token="<eos>", bos_token="<bos>") ==
+            "<bos>Q: Is 7 odd?\nA: 7 is odd. The answer is yes.<eos>")
+    multitask = Environment().from_string(chat_template("multitask", bos=False)).render(messages=messages[:1], bos_token="B")
     assert multitask == "[answer] Q: Is 7 odd?\nA:"
 
 

@@ -122,13 +122,16 @@ def prompt_parts(mode: str) -> tuple[str, str]:
     return before, after
 
 
-def chat_template(mode: str) -> str:
+def chat_template(mode: str, bos: bool) -> str:
     """A Jinja chat template that renders a user turn as the student's prompt, and an assistant turn
-    as training's target (separator, text, EOS), so that chat front ends prompt it as trained."""
+    as training's target (separator, text, EOS), so that chat front ends prompt it as trained.
+
+    `bos`: training's prompts began with BOS. The template then writes it, as chat templates do:
+    llama-cpp-python adds no BOS to a rendered chat, and llama.cpp drops a leading one before adding its own."""
     from cotdistill.prompts import STUDENT_SEPARATOR
 
     before, after = prompt_parts(mode)
-    return ("{% for message in messages %}{% if message['role'] == 'user' %}"
+    return ("{{ bos_token }}" * bos + "{% for message in messages %}{% if message['role'] == 'user' %}"
             f"{before}{{{{ message['content'] | trim }}}}{after}"
             "{% elif message['role'] == 'assistant' %}"
             f"{STUDENT_SEPARATOR}{{{{ message['content'] | trim }}}}{{{{ eos_token }}}}"
@@ -214,6 +217,12 @@ def _fields(reader: Any) -> dict[str, tuple[Any, Any, Any]]:
     return fields
 
 
+def _adds_bos(tokenizer: Any) -> bool:
+    """Whether the student's tokenizer began every training prompt with BOS (Gemma: yes; Qwen: no)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("Q:")["input_ids"][:1] == [bos]
+
+
 def _student_fields(fields: dict, tokenizer: Any, mode: str, name: str, qtype: str) -> None:
     """What differs from the base: name, description, file type, chat template, EOS."""
     from gguf import GGUFValueType, LlamaFileType
@@ -229,7 +238,7 @@ def _student_fields(fields: dict, tokenizer: Any, mode: str, name: str, qtype: s
         "general.name": name,
         "general.description": (f"{base_name} fine-tuned by cotdistill (student mode {mode}) to answer a bare question "
                                 f"with a chain of thought and 'The answer is X.'; prompt: {before}<question>{after}"),
-        "tokenizer.chat_template": chat_template(mode),
+        "tokenizer.chat_template": chat_template(mode, bos=_adds_bos(tokenizer)),
     }
     for key, value in text.items():
         fields[key] = (value, GGUFValueType.STRING, None)
