@@ -22,6 +22,7 @@ from tiny_lm import build_tiny_causal, build_tiny_seq2seq
 
 from cotdistill import embedded
 from cotdistill.data.records import write_jsonl
+from cotdistill.errors import UserError
 from cotdistill.gguf_export import MODELFILE, RUN_TXT, chat_template, export_gguf, to_gguf_tensor
 from cotdistill.prompts import student_input
 from cotdistill.rundir import RunDir
@@ -220,13 +221,34 @@ def test_a_seq2seq_student_is_refused_in_one_line(tmp_path, capsys, monkeypatch)
     (["--student", "nope", "--gguf"], "no student 'nope' in this run (students: cot)"),
     (["--student", "cot", "--gguf", "--type", "q4_k"], "unknown GGUF type; choose one of f16, q8_0"),
     (["--student", "cot", "--gguf"], "its base model is org/model, not an embedded model"),
+    (["--student", "cot", "--gguf", "--base-gguf", "/nonexistent.gguf"], "/nonexistent.gguf: no such base GGUF file"),
+    (["--student", "cot", "--gguf", "--base-gguf", "GEMMA"], "a llama student and a base GGUF of architecture gemma3"),
     ([], "give --out DIR"),
 ])
 def test_export_mistakes_end_in_one_line(tmp_path, capsys, monkeypatch, args, needle):
+    if "GEMMA" in args:
+        installed("embedded:gemma-3-270m")
+        args = [str(embedded.model_path("embedded:gemma-3-270m")) if a == "GEMMA" else a for a in args]
     folder = build_tiny_causal(RunDir(tmp_path).student("cot"), steps=1)
     (folder / "train_config.json").write_text(json.dumps({"student": "org/model", "mode": "cot"}))
     code, err = call(["export", str(tmp_path), *args], capsys, monkeypatch)
     assert_one_line_error(code, err, needle)
+
+
+def test_a_student_not_shaped_like_its_base_gguf_is_refused_not_written(tmp_path):
+    """A 2-layer Gemma3 given the 18-layer embedded gemma as its base: one line, no file."""
+    from tiny_lm import tiny_tokenizer
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    installed("embedded:gemma-3-270m")
+    tok = tiny_tokenizer([student_input(r["question"]) + " " + r["rationale"] for r in TRAINING])
+    config = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=2, num_key_value_heads=1, head_dim=32)
+    Gemma3ForCausalLM(config).save_pretrained(tmp_path / "student")
+    tok.save_pretrained(tmp_path / "student")
+    with pytest.raises(UserError, match=r"does not have its base GGUF's tensors: it lacks \['blk.10"):
+        export_gguf(tmp_path / "student", tmp_path / "out", base_gguf=embedded.model_path("embedded:gemma-3-270m"))
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_an_adapter_folder_is_exported_onto_the_gguf_its_base_was_converted_from(tmp_path):

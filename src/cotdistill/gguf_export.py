@@ -16,14 +16,15 @@ architecture hyper-parameters). The export therefore:
     stored as w + 1 (the loader subtracts 1), Llama q/k projections are permuted (the loader
     reverse-permutes), Qwen2 tensors are stored as they are. So load(export(model)) == model;
   * checks the result has exactly the base GGUF's tensors with the base's shapes, so a student that
-    is not shaped like its base is refused rather than written broken.
+    is not shaped like its base is refused rather than written broken;
+  * writes NAME.Modelfile (Ollama) and NAME.RUN.txt (the llama-cli line) beside NAME.gguf.
 
 Supported: causal students of Gemma3, Qwen2 and Llama architecture whose base GGUF is known, i.e.
 every student of an embedded model (embedded:gemma-3-270m, embedded:qwen2.5-0.5b,
 embedded:qwen2.5-1.5b), or any such student given the GGUF of its base (`base_gguf`, the CLI's
---base-gguf). Not supported, with a one-line error: seq2seq (T5) students (llama.cpp runs T5 only in
-its own encoder-decoder path, without our prompt format), and students of a Hugging Face base with no
-GGUF given: writing a tokenizer from scratch reliably needs llama.cpp's per-model converter code.
+--base-gguf; Llama's layout is checked against transformers' loader, not yet run end to end). Refused
+with a one-line error: seq2seq (T5) students, and students of a Hugging Face base with no GGUF given:
+writing a tokenizer from scratch reliably needs llama.cpp's per-model converter code, so we do not guess.
 Types: f16 (default) and q8_0 (gguf.quants); 1-D tensors (norms, biases) stay f32, as llama.cpp keeps them.
 """
 
@@ -252,7 +253,7 @@ def _student_fields(fields: dict, tokenizer: Any, mode: str, name: str, qtype: s
 
 def export_gguf(student_dir: Path, out_dir: Path, qtype: str = "f16", name: str | None = None,
                 mode: str | None = None, base_gguf: Path | None = None, example: str | None = None) -> GgufExport:
-    """Write OUT/NAME.gguf, a Modelfile for Ollama and RUN.txt (the llama-cli line) for a causal student.
+    """Write OUT/NAME.gguf, NAME.Modelfile (Ollama) and NAME.RUN.txt (the llama-cli line) for a causal student.
 
     `mode` (cot, answer-only, multitask) decides the prompt; by default training's record says.
     `example` is the question shown in the command lines."""
@@ -314,6 +315,7 @@ def export_gguf(student_dir: Path, out_dir: Path, qtype: str = "f16", name: str 
 
 
 def _write_run_files(path: Path, mode: str, eos_text: str, example: str | None, n_tensors: int) -> GgufExport:
+    """The Ollama Modelfile (the student's prompt as TEMPLATE, greedy, stop at EOS) and the command lines."""
     from cotdistill.fileio import write_text_atomic
     from cotdistill.prompts import COMPLETION_STOP
 
