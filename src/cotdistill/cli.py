@@ -493,16 +493,54 @@ def report(
 
 @app.command()
 def export(
-    run_dir: Path = typer.Argument(..., help="A run directory with a distill.jsonl."),
-    out: Path = typer.Option(..., "--out", help="Folder for the Hugging Face dataset (parquet + README.md card)."),
+    run_dir: Path = typer.Argument(..., help="A run directory with a distill.jsonl (or, with --gguf, a trained student)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for the Hugging Face dataset (parquet + README.md "
+                                       "card); with --gguf, for the GGUF (default RUN/students/MODE/gguf)."),
+    student: Optional[str] = typer.Option(None, "--student", help="With --gguf: the student to export (a folder of "
+                                          "RUN/students/, e.g. cot)."),
+    gguf: bool = typer.Option(False, "--gguf", help="Export the student as a GGUF for llama.cpp / Ollama, with a "
+                              "Modelfile and the llama-cli line beside it."),
+    type_: str = typer.Option("f16", "--type", help="GGUF tensor type: f16 or q8_0 (norms and biases stay f32)."),
+    base_gguf: Optional[Path] = typer.Option(None, "--base-gguf", help="The base model's GGUF, for a student whose "
+                                             "base is not an embedded model (its tokenizer is copied from it)."),
 ) -> None:
-    """The distilled set as a Hugging Face dataset: load it with datasets.load_dataset(OUT)."""
-    from cotdistill.reporting.cards import export_dataset
+    """The distilled set as a Hugging Face dataset: load it with datasets.load_dataset(OUT).
+    With --student MODE --gguf: the fine-tuned student as a GGUF that llama.cpp and Ollama load."""
     from cotdistill.rundir import RunDir
 
-    out = output_dir(out, "--out", "dataset folder")
-    export_dataset(RunDir(expand(run_dir)), out)
+    run = RunDir(expand(run_dir))
+    if gguf or student:
+        _export_gguf(run, student, gguf, output_dir(out, "--out", "GGUF folder") if out else None, type_,
+                     input_file(base_gguf) if base_gguf else None)
+        return
+    if out is None:
+        raise UserError("export: give --out DIR (the folder for the dataset), or --student MODE --gguf for a GGUF")
+    from cotdistill.reporting.cards import export_dataset
+
+    export_dataset(run, output_dir(out, "--out", "dataset folder"))
     print(f"dataset: {out} (datasets.load_dataset('{out}'))")
+
+
+def _export_gguf(run, mode: Optional[str], gguf: bool, out: Optional[Path], type_: str, base_gguf: Optional[Path]) -> None:
+    """`export --student MODE --gguf`: the GGUF, Modelfile and RUN.txt; the student's model card says how to run it."""
+    from cotdistill.data.records import read_examples
+    from cotdistill.gguf_export import export_gguf
+    from cotdistill.reporting.cards import write_model_cards
+
+    if not gguf or not mode:
+        raise UserError("export: a student is exported with --student MODE --gguf (both)")
+    folder = run.student(mode)
+    if not folder.is_dir():
+        trained = sorted(p.name for p in (run.root / "students").glob("*") if p.is_dir())
+        raise UserError(f"{folder}: no student '{mode}' in this run (students: {', '.join(trained) or 'none'})")
+    held_out = read_examples(run.test_data) if run.test_data.exists() else []
+    result = export_gguf(folder, out or folder / "gguf", type_, name=f"{run.root.name}-{mode}-{type_}",
+                         base_gguf=base_gguf, example=held_out[0].question if held_out else None)
+    if out is None and run.config.exists():
+        write_model_cards(run, [mode])  # its card gains the "Run it with llama.cpp / Ollama" section
+    print(f"gguf: {result.gguf} ({result.gguf.stat().st_size / 1e6:.0f} MB, {type_}, {result.tensors} tensors)\n"
+          f"run it: {result.llama_cli}\n"
+          f"Ollama: {result.modelfile}; all commands: {result.run_txt}")
 
 
 # ------------------------------------------------------------------ run / demo

@@ -58,6 +58,7 @@ def _results_table(evals: list[dict[str, Any]], student: str) -> str:
 def model_card(run: RunDir, mode: str) -> str:
     """The README.md of students/MODE, from the run's config, manifest and evaluations."""
 
+    from cotdistill.gguf_export import card_section
     from cotdistill.reporting.report import RunData, num
 
     d = RunData.load(run)
@@ -102,7 +103,7 @@ print(generate(prompt, max_new_tokens=160, do_sample=False, return_full_text=Fal
 
 The prompt is `Q: <question>\\nA:` with no exemplars; the answer is the number (or option, yes/no) in the
 first "The answer is X." sentence of the output.
-
+{card_section(run.student(mode), mode, held_out[0].question if held_out else None)}
 ## Training data
 
 - Questions: {_data_sources(config)}; {data.get('n_train', '?')} training questions
