@@ -137,3 +137,17 @@ def test_evaluate_records_the_base_rates_and_its_summary_line_names_them(tmp_pat
     s = json.loads(run.predictions("cot").with_suffix(".summary.json").read_text())
     assert (s["majority_answer"], s["majority_rate"], s["chance_rate"]) == ("2", 0.75, None)
     assert "always '2' scores 75.0 %: NOT above the majority rate" in out.stdout
+
+
+def test_base_rates_are_found_for_a_run_reported_from_another_folder(tmp_path, monkeypatch):
+    """evaluate records its data path as given (relative to where it ran): a run directory reported
+    from elsewhere, or moved, still shows its base rates."""
+    monkeypatch.chdir(tmp_path)
+    run = yes_no_run(tmp_path, student_right="rrrrrrrrrrwr")
+    for path in (run.root / "predictions").glob("*.summary.json"):
+        path.write_text(path.read_text().replace(str(run.test_data), "runs/coin/data/test.jsonl"))
+    moved = tmp_path / "elsewhere" / "coin"
+    moved.parent.mkdir()
+    run.root.rename(moved)
+    text = write_report([RunDir(moved)])[0].read_text()
+    assert "| 75.0 (no) | 50.0 |" in text

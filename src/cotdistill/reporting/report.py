@@ -116,7 +116,19 @@ def _evaluations(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def evaluated_examples(run: RunDir, e: dict[str, Any]) -> list[Example]:
     """The questions an evaluation scored: the first n of its data file (evaluate's --limit takes the first)."""
-    return list(_examples(Path(e.get("data") or run.test_data)).values())[: e["n"]]
+    return list(_examples(evaluated_data(run, e)).values())[: e["n"]]
+
+
+def evaluated_data(run: RunDir, e: dict[str, Any]) -> Path:
+    """The data file an evaluation scored: as recorded; else, when the run directory was moved or is
+    reported from another folder (the recorded path is relative to where evaluate ran), the file
+    of the same name under this run's data/."""
+    recorded = Path(e.get("data") or run.test_data)
+    if recorded.exists() or "data" not in recorded.parts:
+        return recorded
+    parts = recorded.parts
+    inside = run.root.joinpath(*parts[len(parts) - 1 - parts[::-1].index("data"):])
+    return inside if inside.exists() else recorded
 
 
 def _loss_curves(run: RunDir) -> dict[str, dict[str, list[tuple[float, float]]]]:
