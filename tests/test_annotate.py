@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.annotate import Job, annotate, judge_example, plan, majority, yield_table
+from cotdistill.annotate import CHECK_SAMPLE, Job, annotate, judge_example, plan, majority, yield_table
+from cotdistill.filters import hint_check_line
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, write_examples
 from cotdistill.config import TeacherConfig
@@ -479,3 +480,59 @@ def test_a_task_with_open_answers_gets_no_teacher_check(tiny_model, tmp_path):
                     "batch_size: 2, n_exemplars: 2}\n")
     run = run_pipeline(load_config(path, ["quiet=true"]), dry_run=True)
     assert "evaluate:teacher-few-shot.dev" not in run.read_manifest()["stages"]
+
+
+# ---------------------------------------------------------------- the hint check
+
+
+RIGHT_COT = "She sold 48 / 2 = 24 in May, so 48 + 24 = 72 clips. The answer is 72."
+
+
+def with_unhinted(example: Example, texts: list[str], unhinted: str) -> dict:
+    return {**completions(example, texts), (example.id, CHECK_SAMPLE): Completion(unhinted, "stop", 100, 20)}
+
+
+def test_the_hint_check_asks_each_question_once_more_greedy_and_without_the_hint():
+    params = SamplingParams(temperature=0.7, max_tokens=64)
+    jobs = plan(examples(2), True, TeacherConfig(samples=2, temperature=0.7, filters={"hint_check": True}), params)
+    assert [(j.example.id, j.sample) for j in jobs] == [("q0", 0), ("q0", 1), ("q0", CHECK_SAMPLE), ("q1", 0), ("q1", 1), ("q1", CHECK_SAMPLE)]
+    check, hinted = jobs[2], jobs[0]
+    assert "Answer hint: 72" in json.dumps(hinted.prompt) and "Answer hint" not in json.dumps(check.prompt)
+    assert check.params.temperature == 0.0 and hinted.params is None  # the run's own sampling
+    assert len(plan(examples(2), True, TeacherConfig(samples=2, filters={"hint_check": True}, hint=False), params)) == 4  # no hint: nothing to check
+
+
+def test_a_kept_cot_of_a_question_the_teacher_misses_unhinted_is_marked_hint_dependent_and_kept():
+    ex = examples(1)[0]
+    ann, dist = judge_example(ex, jobs_for(ex, 1), with_unhinted(ex, [RIGHT_COT], "48 + 48 = 96. The answer is 96."),
+                              TeacherConfig(filters={"hint_check": True}))
+    assert (ann[0]["verdict"], ann[0]["hint_dependent"]) == ("kept", True) and len(dist) == 1
+    ann, _ = judge_example(ex, jobs_for(ex, 1), with_unhinted(ex, [RIGHT_COT], RIGHT_COT), TeacherConfig(filters={"hint_check": True}))
+    assert ann[0]["hint_dependent"] is False
+
+
+def test_hint_independent_keeps_only_the_cots_of_questions_the_teacher_also_answers_unhinted():
+    ex = examples(1)[0]
+    config = TeacherConfig(filters={"hint_independent": True})
+    ann, dist = judge_example(ex, jobs_for(ex, 1), with_unhinted(ex, [RIGHT_COT], "The answer is 96."), config)
+    assert ann[0]["verdict"] == "hint_dependent" and dist == []
+    ann, dist = judge_example(ex, jobs_for(ex, 1), with_unhinted(ex, [RIGHT_COT], RIGHT_COT), config)
+    assert ann[0]["verdict"] == "kept" and len(dist) == 1
+
+
+def test_the_yield_table_gives_the_hint_dependent_share_of_the_cots_that_passed_the_filters():
+    rows = [{"example_id": "a", "verdict": "kept", "hint_dependent": True}, {"example_id": "a", "verdict": "wrong", "hint_dependent": True},
+            {"example_id": "b", "verdict": "kept", "hint_dependent": False}, {"example_id": "c", "verdict": "hint_dependent", "hint_dependent": True}]
+    check = yield_table(rows, 3)["hint_check"]
+    assert check == {"questions": 3, "right_unhinted": 1, "passed": 3, "passed_hint_dependent": 2}
+    assert hint_check_line(check).startswith("Hint-dependent: 2 of the 3 CoTs that passed the filters (66.7 %)")
+    assert "hint_check" not in yield_table([{"example_id": "a", "verdict": "kept"}], 1)
+
+
+def test_a_run_with_the_hint_check_pays_one_more_request_per_question_once(tiny_teacher, tmp_path):
+    config = FAST.model_copy(update={"samples": 2, "filters": FAST.filters.model_copy(update={"hint_check": True})})
+    info = quietly(examples(3), tiny_teacher, RunDir(tmp_path / "run"), config)
+    assert info["teacher_calls"] == 3 * 3 and info["yield"]["hint_check"]["questions"] == 3
+    assert all("hint_dependent" in a for a in lines(tmp_path / "run" / "annotations.jsonl"))
+    again = quietly(examples(3), tiny_teacher, RunDir(tmp_path / "run"), config)
+    assert again["teacher_calls"] == 0 and again["yield"] == info["yield"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,8 @@ from cotdistill.config import TeacherConfig
 from cotdistill.teachers.cache import CompletionCache, Key
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, write_jsonl
-from cotdistill.filters import VERDICTS, judge
+from cotdistill.answers import answers_match
+from cotdistill.filters import VERDICTS, hint_check_line, judge
 from cotdistill.progress import console, progress_bar
 from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, prompt_hash, select_exemplars
 from cotdistill.rundir import RunDir
@@ -43,9 +44,10 @@ class Job:
     """One teacher request: sample `sample` of question `example`."""
 
     example: Example
-    sample: int
+    sample: int  # CHECK_SAMPLE: the question asked once more without the hint (hint_check)
     prompt: Prompt
     prompt_hash: str
+    params: SamplingParams | None = None  # its own sampling, else the run's
 
 
 @dataclass
@@ -70,21 +72,37 @@ def load_examples(path: str | Path, format: str | None = None) -> list[Example]:
     return result.examples
 
 
+CHECK_SAMPLE = -1  # the sample index of a question's unhinted check (hint_check)
+
+
+def hint_checked(config: TeacherConfig) -> bool:
+    """Whether each question is also asked without the hint (only meaningful when the hint is given)."""
+    return (config.filters.hint_check or config.filters.hint_independent) and config.hint and not config.no_gold
+
+
 def plan(examples: list[Example], chat: bool, config: TeacherConfig, params: SamplingParams) -> list[Job]:
     """Every (question, sample) request in order; samples of one question are adjacent so that the
-    teacher reuses their common prompt."""
+    teacher reuses their common prompt. With the hint check, each question's greedy unhinted request
+    (CHECK_SAMPLE) follows its samples."""
     hint = config.hint and not config.no_gold
+    check = hint_checked(config)
+    greedy = replace(params, temperature=0.0, top_p=1.0)
     exemplars: dict[str, list] = {}
     jobs = []
     for ex in examples:
         if ex.answer_type not in exemplars:
             exemplars[ex.answer_type] = select_exemplars(ex.answer_type, config.n_exemplars, config.exemplars)
-        prompt = build_teacher_prompt(
-            ex.question, ex.answer_type, exemplars[ex.answer_type], chat=chat, choices=ex.choices,
-            hint=ex.answer if hint else None, zero_shot=config.zero_shot,
-        )
+
+        def prompt_for(hinted: bool) -> Prompt:
+            return build_teacher_prompt(ex.question, ex.answer_type, exemplars[ex.answer_type], chat=chat, choices=ex.choices,
+                                        hint=ex.answer if hinted else None, zero_shot=config.zero_shot)
+
+        prompt = prompt_for(hint)
         phash = prompt_hash(prompt, params)
         jobs.extend(Job(ex, k, prompt, phash) for k in range(config.samples))
+        if check:
+            unhinted = prompt_for(False)
+            jobs.append(Job(ex, CHECK_SAMPLE, unhinted, prompt_hash(unhinted, greedy), greedy))
     return jobs
 
 
@@ -105,7 +123,7 @@ def fetch(
 
     After the first batch the whole stage's cost is estimated and printed (budget.py); `dry_run`
     stops there, and reaching `budget` after any batch raises BudgetReached."""
-    keys: list[Key] = [(teacher.name, j.prompt_hash, params, j.sample) for j in jobs]
+    keys: list[Key] = [(teacher.name, j.prompt_hash, j.params or params, j.sample) for j in jobs]
     found = cache.get_many(keys)
     stats = FetchStats(cached=len(found))
     spent = stats.spent
@@ -138,7 +156,7 @@ def fetch(
                     spent.usd += completion.cost_usd
                 bar.advance(task, 1)
 
-            answers = teacher.generate([Request(j.prompt, params, j.sample) for j, _ in batch], on_done=commit)
+            answers = teacher.generate([Request(j.prompt, j.params or params, j.sample) for j, _ in batch], on_done=commit)
             spent.seconds += time.perf_counter() - t0
             if len(answers) != len(batch) or any(k not in found for _, k in batch):
                 raise RuntimeError(f"{teacher.name} reported {len(answers)} completions for {len(batch)} requests")
@@ -195,7 +213,11 @@ def majority(predictions: list[str | None]) -> tuple[str | None, dict[str, int]]
 def judge_example(
     example: Example, jobs: list[Job], completions: dict[tuple[str, int], Completion], config: TeacherConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Annotation rows (one per sample) and distill rows (one per kept sample) for one question."""
+    """Annotation rows (one per sample) and distill rows (one per kept sample) for one question.
+    With the hint check, each row says whether the question is `hint_dependent` (the teacher's
+    unhinted answer, CHECK_SAMPLE, is not the gold one), and `hint_independent` drops those CoTs."""
+    dependent = _hint_dependent(example, completions.get((example.id, CHECK_SAMPLE)))
+    jobs = [j for j in jobs if j.sample != CHECK_SAMPLE]
     answers = [completions[(example.id, j.sample)] for j in jobs]
     label, vote = example.answer, None
     if config.no_gold:  # first read every sample's answer, then judge them against the vote
@@ -208,6 +230,8 @@ def judge_example(
             c.text, c.finish_reason, example.answer_type, label, question=example.question,
             choices=example.choices, kept_texts=kept_texts, options=config.filters,
         )
+        if j.verdict == "kept" and dependent and config.filters.hint_independent:
+            j = replace(j, verdict="hint_dependent", reason="wrong without the hint")
         row = {
             "example_id": example.id, "sample": job.sample, "prompt_hash": job.prompt_hash, "text": c.text,
             "predicted": j.predicted, "verdict": j.verdict, "reason": j.reason, "finish_reason": c.finish_reason,
@@ -215,6 +239,8 @@ def judge_example(
         }
         if vote is not None:
             row["vote"] = vote
+        if dependent is not None:
+            row["hint_dependent"] = dependent
         annotations.append(row)
         if j.verdict == "kept":
             d = {
@@ -230,17 +256,33 @@ def judge_example(
     return annotations, distill
 
 
+def _hint_dependent(example: Example, unhinted: Completion | None) -> bool | None:
+    """Whether the teacher misses the gold answer when asked without the hint (None: not asked)."""
+    if unhinted is None or unhinted.finish_reason == PROMPT_TOO_LONG:
+        return None
+    j = judge(unhinted.text, unhinted.finish_reason, example.answer_type, example.answer, choices=example.choices)
+    return not answers_match(j.predicted, example.answer, example.answer_type)
+
+
 def yield_table(annotations: list[dict[str, Any]], n_examples: int) -> dict[str, Any]:
-    """Counts and percentages of each verdict, and how many questions got at least one CoT."""
+    """Counts and percentages of each verdict, and how many questions got at least one CoT. With the
+    hint check, `hint_check`: questions asked without the hint and answered right so, and of the CoTs
+    that passed every other filter, those of hint-dependent questions."""
     counts = Counter(a["verdict"] for a in annotations)
     total = len(annotations)
     covered = len({a["example_id"] for a in annotations if a["verdict"] == "kept"})
-    return {
+    table: dict[str, Any] = {
         "samples": total,
         "verdicts": {v: {"count": counts[v], "percent": round(100 * counts[v] / total, 1) if total else 0.0} for v in VERDICTS},
         "questions": n_examples,
         "questions_with_kept": covered,
     }
+    checked = {a["example_id"]: a["hint_dependent"] for a in annotations if "hint_dependent" in a}
+    if checked:
+        passed = [a for a in annotations if a["verdict"] in ("kept", "hint_dependent")]
+        table["hint_check"] = {"questions": len(checked), "right_unhinted": sum(not d for d in checked.values()),
+                               "passed": len(passed), "passed_hint_dependent": sum(bool(a["hint_dependent"]) for a in passed)}
+    return table
 
 
 def print_yield(table: dict[str, Any]) -> None:
@@ -251,6 +293,8 @@ def print_yield(table: dict[str, Any]) -> None:
     for verdict, v in table["verdicts"].items():
         t.add_row(verdict, str(v["count"]), f"{v['percent']:.1f}")
     console.print(t)
+    if "hint_check" in table:
+        console.print(hint_check_line(table["hint_check"]))
 
 
 # ---------------------------------------------------------------- the stage
@@ -287,8 +331,11 @@ def annotate(
         return {"status": "estimated", "teacher": teacher.name, "estimate": asdict(stats.estimate) if stats.estimate else None,
                 "cached": stats.cached, "requests": len(jobs)}
     annotations, distill = [], []
-    for i, ex in enumerate(examples):
-        a, d = judge_example(ex, jobs[i * config.samples : (i + 1) * config.samples], completions, config)
+    per_example: dict[str, list[Job]] = {}
+    for job in jobs:
+        per_example.setdefault(job.example.id, []).append(job)
+    for ex in examples:
+        a, d = judge_example(ex, per_example[ex.id], completions, config)
         annotations += a
         distill += d
     write_jsonl(run.annotations, annotations)

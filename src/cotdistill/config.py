@@ -132,6 +132,13 @@ class FiltersConfig(Section):
     dedupe_similarity: float = Field(0.9, gt=0, le=1)
     max_per_question: int | None = Field(None, ge=1, le=MAX_SAMPLES)
     max_chars: int | None = Field(None, ge=1, le=MAX_CHARS)
+    # Ask the teacher each question once more, greedy and WITHOUT the hint (one request per question):
+    # the kept CoTs of questions it then gets wrong are counted as hint-dependent in the yield table,
+    # since the hint may have let it rationalise an answer it could not find.
+    hint_check: bool = False
+    # Keep only the CoTs of questions the teacher also answers right without the hint (implies
+    # hint_check); the others get the verdict hint_dependent.
+    hint_independent: bool = False
 
 
 class TeacherConfig(Section):

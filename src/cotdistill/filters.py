@@ -16,6 +16,8 @@ Every sample gets exactly one verdict, checked in this order (the first that app
                 similarity >= `dedupe_similarity` after normalising case, spacing, punctuation)
     over_cap    the question already has `max_per_question` kept samples (with many samples per
                 question, easy questions would otherwise dominate the training set)
+    hint_dependent  with `hint_independent`: a CoT that passed every check above, of a question the
+                teacher answers wrongly when asked without the hint (annotate.py asks it once more)
     kept        everything else
 
 Text after the first final-answer sentence is cut off before any check (plain-completion teachers
@@ -28,6 +30,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from typing import Any
 
 from cotdistill.answers import (
     ANSWER_PHRASE_RE,
@@ -43,7 +46,8 @@ from cotdistill.config import FiltersConfig
 from cotdistill.stepcheck import false_step
 from cotdistill.teachers.base import PROMPT_TOO_LONG
 
-VERDICTS = ("kept", "prompt_too_long", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "over_cap", "too_long")
+VERDICTS = ("kept", "prompt_too_long", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "over_cap",
+            "too_long", "hint_dependent")
 
 
 @dataclass(frozen=True)
@@ -225,3 +229,11 @@ def _similarity(a: str, b: str) -> float:
     if a == b:
         return 1.0
     return SequenceMatcher(None, a.split(), b.split(), autojunk=False).ratio()
+
+
+def hint_check_line(check: dict[str, Any]) -> str:
+    """The hint check in one sentence (the yield table's footnote, here and in the report)."""
+    share = f" ({100 * check['passed_hint_dependent'] / check['passed']:.1f} %)" if check["passed"] else ""
+    return (f"Hint-dependent: {check['passed_hint_dependent']} of the {check['passed']} CoTs that passed the filters{share} "
+            f"are of questions the teacher answers wrongly without the hint; it answers {check['right_unhinted']} of "
+            f"{check['questions']} right unhinted")

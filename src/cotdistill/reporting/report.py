@@ -364,6 +364,11 @@ def annotation(d: RunData, prefix: str, level: int) -> list:
              if isinstance(info.get("yield"), dict) and "questions" in info["yield"] else None]
     if any(facts):
         blocks.append(Para("; ".join(f for f in facts if f) + "."))
+    check = info.get("yield", {}).get("hint_check") if isinstance(info.get("yield"), dict) else None
+    if check:
+        from cotdistill.filters import hint_check_line
+
+        blocks.append(Para(hint_check_line(check) + "."))
     blocks += cost_table(info)
     blocks.append(Image(f"{prefix}yield.png", funnel_plot(verdicts, total), "annotation yield funnel"))
     return blocks + annotations_browser(d, level + 1)
