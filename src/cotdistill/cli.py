@@ -252,6 +252,11 @@ def annotate(
     step_filter: bool = typer.Option(FILTERS["steps"], "--step-filter/--no-step-filter",
                                      help="Drop CoTs with a false step (arithmetic, coin state, last letter)."),
     dedupe: bool = typer.Option(FILTERS["dedupe"], "--dedupe/--no-dedupe"),
+    hint_check: bool = typer.Option(FILTERS["hint_check"], "--hint-check/--no-hint-check",
+                                    help="Also ask each question once without the hint (one more request each): the "
+                                    "share of kept CoTs whose question the teacher misses unhinted."),
+    hint_independent: bool = typer.Option(FILTERS["hint_independent"], "--hint-independent/--no-hint-independent",
+                                          help="Keep only the CoTs of questions the teacher answers right without the hint."),
     dedupe_similarity: float = typer.Option(FILTERS["dedupe_similarity"], "--dedupe-similarity",
                                             help="Samples of a question this alike (word-level, 0-1) count as duplicates."),
     max_per_question: Optional[int] = typer.Option(None, "--max-per-question", help="Keep at most N samples per question."),
@@ -276,7 +281,8 @@ def annotate(
         exemplars=str(exemplar_file) if exemplar_file else None, samples=samples, temperature=temperature, top_p=top_p,
         max_tokens=max_tokens, batch_size=batch_size, no_gold=no_gold,
         filters=dict(leak=leak_filter, underived=underived_filter, steps=step_filter, dedupe=dedupe,
-                     dedupe_similarity=dedupe_similarity, max_per_question=max_per_question, max_chars=max_chars),
+                     dedupe_similarity=dedupe_similarity, max_per_question=max_per_question, max_chars=max_chars,
+                     hint_check=hint_check, hint_independent=hint_independent),
         cache=str(cache) if cache else None, options=_parse_assignments(teacher_option, "--teacher-option", "n_ctx=8192"),
         budget=_parse_assignments(budget, "--budget", "minutes=30"),
     )
