@@ -517,7 +517,7 @@ def export(
     run = RunDir(expand(run_dir))
     if gguf or student:
         _export_gguf(run, student, gguf, output_dir(out, "--out", "GGUF folder") if out else None, type_,
-                     input_file(base_gguf) if base_gguf else None)
+                     expand(base_gguf) if base_gguf else None)
         return
     if out is None:
         raise UserError("export: give --out DIR (the folder for the dataset), or --student MODE --gguf for a GGUF")
