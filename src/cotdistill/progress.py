@@ -29,6 +29,9 @@ from rich.text import Text
 
 MIN_WIDTH = 80  # columns a console lays tables out in, at least (the classic terminal)
 LOG_EVERY_S = 10.0  # seconds between two progress lines of a task in a log file
+# The window rates and ETAs are measured over. rich's default (30 s) is shorter than one batch of a
+# slow teacher, whose answers arrive together: the rate then read "–/min" between batches.
+RATE_WINDOW_S = 600.0
 
 
 def readable_console(**options: Any) -> Console:
@@ -67,7 +70,7 @@ class LogProgress(Progress):
     LOG_EVERY_S seconds, and when it finishes."""
 
     def __init__(self) -> None:
-        super().__init__(console=console, disable=True)
+        super().__init__(console=console, disable=True, speed_estimate_period=RATE_WINDOW_S)
         self._logged: dict[TaskID, float] = {}  # when each task's last line was written; inf: its last line
 
     def update(self, task_id: TaskID, **changes: Any) -> None:
@@ -93,5 +96,5 @@ def progress_bar(quiet: bool) -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(),
         TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, disable=quiet,
+        console=console, disable=quiet, speed_estimate_period=RATE_WINDOW_S,
     )
