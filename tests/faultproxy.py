@@ -17,9 +17,8 @@ from __future__ import annotations
 import urllib.error
 import urllib.request
 from collections import deque
-from http.server import BaseHTTPRequestHandler
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 
 FAULTS = ("429", "500", "garbage", "no_choices", "hang", "drop")
 
@@ -65,12 +64,7 @@ class FaultProxy(LoopbackServer):
     def _handler_class(self):
         proxy = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # keep test output quiet
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 self._forward(None)
 

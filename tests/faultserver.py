@@ -16,7 +16,7 @@ import json
 import time
 from http.server import BaseHTTPRequestHandler
 
-from loopback import LoopbackServer
+from loopback import LoopbackServer, QuietHandler
 
 NORMAL_USAGE = {"prompt_tokens": 10, "completion_tokens": 5}
 
@@ -56,12 +56,7 @@ class FaultServer(LoopbackServer):
     def _handler_class(self):
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # keep test output quiet
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 try:
                     self._answer()

@@ -434,15 +434,20 @@ def test_no_gold_with_one_sample_is_refused_before_any_teacher_call(tmp_path):
     assert r.returncode == 2 and "--samples" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_run_dry_run_prepares_the_data_estimates_the_teacher_and_trains_nothing(tiny_model, tmp_path):
+def dry_run(tmp_path: Path, tiny_model: Path, data: str, more: str = "") -> RunDir:
+    """`run --dry-run` of a small config with the tiny teacher; `data` is the inside of its data section."""
     from cotdistill.config import load_config
     from cotdistill.pipeline import run_pipeline
 
     path = tmp_path / "run.yaml"
-    path.write_text(f"name: dry\nrun_dir: {tmp_path / 'run'}\ndata: {{generate: coin_flip, n_train: 6, n_test: 4}}\n"
+    path.write_text(f"name: dry\nrun_dir: {tmp_path / 'run'}\ndata: {{{data}}}\n"
                     f"teacher: {{model: 'hf:{tiny_model}', options: {{local_files_only: true}}, max_tokens: 12, "
-                    "batch_size: 2, n_exemplars: 2}\n")
-    run = run_pipeline(load_config(path, ["quiet=true"]), dry_run=True)
+                    "batch_size: 2, n_exemplars: 2}\n" + more)
+    return run_pipeline(load_config(path, ["quiet=true"]), dry_run=True)
+
+
+def test_run_dry_run_prepares_the_data_estimates_the_teacher_and_trains_nothing(tiny_model, tmp_path):
+    run = dry_run(tmp_path, tiny_model, "generate: coin_flip, n_train: 6, n_test: 4")
     stage = run.read_manifest()["stages"]["annotate"]
     assert stage["status"] == "estimated" and stage["estimate"]["requests"] == 6 and stage["estimate"]["measured_on"] == 2
     assert run.train_data.exists() and not run.distill.exists() and not (run.root / "students").exists()
@@ -452,14 +457,8 @@ def test_before_annotating_labels_the_teacher_is_checked_unhinted_on_dev_and_a_t
         tiny_model, tmp_path, capsys):
     """The tiny teacher knows nothing of coin flips: the check (on dev, before any annotation is paid
     for, in a dry run too) says it is not above always giving the majority answer."""
-    from cotdistill.config import load_config
-    from cotdistill.pipeline import run_pipeline
-
-    path = tmp_path / "run.yaml"
-    path.write_text(f"name: dry\nrun_dir: {tmp_path / 'run'}\ndata: {{generate: coin_flip, n_train: 6, n_test: 4, n_dev: 8}}\n"
-                    f"teacher: {{model: 'hf:{tiny_model}', options: {{local_files_only: true}}, max_tokens: 12, "
-                    "batch_size: 2, n_exemplars: 2}\nevaluate: {few_shot: 1, max_new_tokens: 12, teacher_check: 6}\n")
-    run = run_pipeline(load_config(path, ["quiet=true"]), dry_run=True)
+    run = dry_run(tmp_path, tiny_model, "generate: coin_flip, n_train: 6, n_test: 4, n_dev: 8",
+                  "evaluate: {few_shot: 1, max_new_tokens: 12, teacher_check: 6}\n")
     stages = run.read_manifest()["stages"]
     check = stages["evaluate:teacher-few-shot.dev"]["summary"]
     assert check["n"] == 6 and check["data"] == str(run.dev_data) and check["few_shot"] == 1
@@ -471,14 +470,7 @@ def test_before_annotating_labels_the_teacher_is_checked_unhinted_on_dev_and_a_t
 
 
 def test_a_task_with_open_answers_gets_no_teacher_check(tiny_model, tmp_path):
-    from cotdistill.config import load_config
-    from cotdistill.pipeline import run_pipeline
-
-    path = tmp_path / "run.yaml"
-    path.write_text(f"name: dry\nrun_dir: {tmp_path / 'run'}\ndata: {{generate: last_letters, n_train: 6, n_test: 4, n_dev: 8}}\n"
-                    f"teacher: {{model: 'hf:{tiny_model}', options: {{local_files_only: true}}, max_tokens: 12, "
-                    "batch_size: 2, n_exemplars: 2}\n")
-    run = run_pipeline(load_config(path, ["quiet=true"]), dry_run=True)
+    run = dry_run(tmp_path, tiny_model, "generate: last_letters, n_train: 6, n_test: 4, n_dev: 8")
     assert "evaluate:teacher-few-shot.dev" not in run.read_manifest()["stages"]
 
 
