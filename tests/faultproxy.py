@@ -96,13 +96,4 @@ class FaultProxy(LoopbackServer):
                 except urllib.error.HTTPError as e:
                     self._reply(e.code, e.read())
 
-            def _reply(self, status: int, body: bytes, headers: dict | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
         return Handler

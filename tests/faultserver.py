@@ -81,15 +81,6 @@ class FaultServer(LoopbackServer):
                 else:
                     self._reply(200, server._completion(chat))
 
-            def _reply(self, status: int, body: bytes, headers: dict | None = None) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(body)
-
             def _trickle(self) -> None:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

@@ -9,12 +9,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class QuietHandler(BaseHTTPRequestHandler):
-    """A keep-alive handler that logs nothing (the test's own output is what is checked)."""
+    """A keep-alive handler that logs nothing (the test's own output is what is checked) and answers JSON."""
 
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:
         pass
+
+    def _reply(self, status: int, body: bytes, headers: dict | None = None) -> None:
+        """A whole JSON answer: status, headers, body."""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
 
 
 class _Server(ThreadingHTTPServer):

@@ -138,11 +138,17 @@ CONFIG_CASES = {
 }
 
 
+def coin_config(tmp_path: Path, extra: str) -> Path:
+    """c.yaml: a small generated coin-flip run into tmp_path/run, with `extra` YAML appended."""
+    config = tmp_path / "c.yaml"
+    config.write_text(f"name: x\nrun_dir: {tmp_path / 'run'}\ndata:\n  generate: coin_flip\n  n_train: 4\n  n_test: 2\n" + extra)
+    return config
+
+
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
 def test_a_bad_config_value_names_the_field_before_any_work(case, tmp_path, capsys, monkeypatch):
     extra, field = CONFIG_CASES[case]
-    config = tmp_path / "c.yaml"
-    config.write_text(f"name: x\nrun_dir: {tmp_path / 'run'}\ndata:\n  generate: coin_flip\n  n_train: 4\n  n_test: 2\n" + extra)
+    config = coin_config(tmp_path, extra)
     code, err = call(["run", str(config)], capsys, monkeypatch)
     assert_one_line_error(code, err, "c.yaml", field)
     assert not (tmp_path / "run").exists()  # refused before anything was written
@@ -741,8 +747,7 @@ SECRET_CONFIGS = {
 @pytest.mark.parametrize("case", sorted(SECRET_CONFIGS))
 def test_a_key_in_the_wrong_place_of_a_config_is_not_echoed(case, tmp_path, capsys, monkeypatch):
     extra, field = SECRET_CONFIGS[case]
-    config = tmp_path / "c.yaml"
-    config.write_text(f"name: x\nrun_dir: {tmp_path / 'run'}\ndata:\n  generate: coin_flip\n  n_train: 4\n  n_test: 2\n" + extra)
+    config = coin_config(tmp_path, extra)
     code, err = call(["run", str(config)], capsys, monkeypatch)
     assert_one_line_error(code, err, field)
     assert "OPTKEY123" not in err
