@@ -484,11 +484,11 @@ def with_unhinted(example: Example, texts: list[str], unhinted: str) -> dict:
     return {**completions(example, texts), (example.id, CHECK_SAMPLE): Completion(unhinted, "stop", 100, 20)}
 
 
-def test_the_hint_check_asks_each_question_once_more_greedy_and_without_the_hint():
+def test_the_hint_check_asks_each_question_once_more_greedy_and_without_the_hint_after_the_hinted_requests():
     params = SamplingParams(temperature=0.7, max_tokens=64)
     jobs = plan(examples(2), True, TeacherConfig(samples=2, temperature=0.7, filters={"hint_check": True}), params)
-    assert [(j.example.id, j.sample) for j in jobs] == [("q0", 0), ("q0", 1), ("q0", CHECK_SAMPLE), ("q1", 0), ("q1", 1), ("q1", CHECK_SAMPLE)]
-    check, hinted = jobs[2], jobs[0]
+    assert [(j.example.id, j.sample) for j in jobs] == [("q0", 0), ("q0", 1), ("q1", 0), ("q1", 1), ("q0", CHECK_SAMPLE), ("q1", CHECK_SAMPLE)]
+    check, hinted = jobs[4], jobs[0]
     assert "Answer hint: 72" in json.dumps(hinted.prompt) and "Answer hint" not in json.dumps(check.prompt)
     assert check.params.temperature == 0.0 and hinted.params is None  # the run's own sampling
     assert len(plan(examples(2), True, TeacherConfig(samples=2, filters={"hint_check": True}, hint=False), params)) == 4  # no hint: nothing to check
