@@ -95,9 +95,9 @@ def dev_choice(runs: list[RunDir], names: list[str]) -> list:
     for run, name in zip(runs, names):
         evals = {e["name"]: e for e in RunData.load(run).evals}
         for dev_name, dev in evals.items():
-            name = EvalName.parse(dev_name)
-            student = str(name.on(None))
-            if name.split != DEV or name.student_mode is None or (student in best and best[student][0] >= dev["accuracy"]):
+            parsed = EvalName.parse(dev_name)
+            student = str(parsed.on(None))
+            if parsed.split != DEV or parsed.student_mode is None or (student in best and best[student][0] >= dev["accuracy"]):
                 continue
             best[student] = (dev["accuracy"], name, dev, evals.get(student))
     if not best:
