@@ -94,3 +94,15 @@ def test_export_of_a_run_without_a_distilled_set_is_a_one_line_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cotdistill.cli", "export", str(tmp_path), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_a_setting_the_config_copy_leaves_out_is_shown_at_the_configs_default(tmp_path):
+    """The card falls back on the config classes' defaults: a run whose config.yaml does not name
+    teacher.hint ran with the hint (the card used to say it did not)."""
+    from cotdistill.reporting.cards import model_card
+
+    run = RunDir(tmp_path)
+    run.config.write_text("name: pens\ndata:\n  generate: coin_flip\n  n_train: 2\n  n_test: 1\n")
+    card = model_card(run, "cot")
+    assert "1 sample(s) per question at temperature\n  0.0, gold answer as hint: True;" in card
+    assert "sharing 8 consecutive words" in card

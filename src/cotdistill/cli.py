@@ -331,7 +331,7 @@ def train(
     Data parallel: accelerate launch --multi_gpu --num_processes N -m cotdistill.cli train ...
     or torchrun --nproc_per_node N -m cotdistill.cli train ... (GPUs, or CPUs over gloo).
     """
-    from cotdistill.training.collate import normalise_mode
+    from cotdistill.modes import normalise_mode
 
     mode = normalise_mode(mode)
     if run is None and (data is None or out is None):

@@ -18,6 +18,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from cotdistill.errors import UserError
 from cotdistill.fileio import read_text, write_text_atomic
+from cotdistill.modes import ANSWER_ONLY, COT, StudentMode
 from cotdistill.paths import expand
 from cotdistill.secrets import MASK, is_secret_name, mask_data
 
@@ -210,8 +211,7 @@ class TrainSettings(Section):
 
 class StudentConfig(TrainSettings):
     model: str = "embedded:gemma-3-270m"
-    # cot-k1: a cot student on each question's first teacher sample only (the baseline for teacher.samples > 1)
-    modes: list[Literal["cot", "cot-k1", "answer-only", "multitask"]] = ["cot", "answer-only"]
+    modes: list[StudentMode] = [COT, ANSWER_ONLY]  # modes.py says what each trains
 
 
 class EvalSettings(Section):

@@ -34,7 +34,7 @@ from pydantic import Field
 
 from cotdistill.answers import answers_match, extract_answer
 from cotdistill.baserates import BaseRates, base_rates
-from cotdistill.config import MAX_SAMPLES, EvalSettings, Options, Seed
+from cotdistill.config import MAX_SAMPLES, EvalSettings, EvaluateConfig, Options, Seed
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, read_examples, write_jsonl
 from cotdistill.fileio import jsonl_line, read_json_object, write_json_atomic
@@ -43,28 +43,23 @@ from cotdistill.progress import progress_bar
 from cotdistill.prompts import (
     COMPLETION_STOP,
     build_teacher_prompt,
-    multitask_input,
     select_exemplars,
-    student_input,
+    student_prompt,
 )
+from cotdistill.modes import MODES
 from cotdistill.rundir import RunDir
 from cotdistill.secrets import mask_spec
 from cotdistill.teachers.base import PROMPT_TOO_LONG, Prompt
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-FINE_TUNED_METHODS = {
-    "cot": "fine-tuned on teacher CoT",
-    "answer-only": "fine-tuned on answers only",
-    "multitask": "fine-tuned multitask (rationale + answer)",
-}
 
 
 class EvalOptions(EvalSettings):
     """One evaluation: the shared settings (config.EvalSettings) plus what to score and how to label it."""
 
     data: Path | None = None  # default: RUN_DIR/data/test.jsonl
-    few_shot: int | None = Field(None, ge=0, le=MAX_SAMPLES)  # None: 0 for students fine-tuned here, else 8
+    few_shot: int | None = Field(None, ge=0, le=MAX_SAMPLES)  # None: 0 for students fine-tuned here, else EvaluateConfig's
     exemplars: Path | None = None  # default: the project's exemplars for the answer type
     seed: Seed = 0
     strict: bool | None = None  # None: strict for fine-tuned students, lenient for prompted models
@@ -230,13 +225,13 @@ def _weights_identity(path: Path) -> str:
 class Prompter:
     """Builds each question's prompt: the bare student input, or the few-shot teacher prompt (no hint)."""
 
-    def __init__(self, few_shot: int, chat: bool, exemplars: Path | None, multitask: bool):
-        self.few_shot, self.chat, self.exemplars, self.multitask = few_shot, chat, exemplars, multitask
+    def __init__(self, few_shot: int, chat: bool, exemplars: Path | None, mode: str | None):
+        self.few_shot, self.chat, self.exemplars, self.mode = few_shot, chat, exemplars, mode
         self._shots: dict[str, list] = {}
 
     def __call__(self, e: Example) -> Prompt:
         if self.few_shot == 0:
-            return multitask_input("answer", e.question, e.choices) if self.multitask else student_input(e.question, e.choices)
+            return student_prompt(e.question, e.choices, self.mode)
         if e.answer_type not in self._shots:
             self._shots[e.answer_type] = select_exemplars(e.answer_type, self.few_shot, self.exemplars)
         return build_teacher_prompt(e.question, e.answer_type, self._shots[e.answer_type], chat=self.chat, choices=e.choices)
@@ -285,9 +280,9 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
     model = open_model(model_spec, options)
     try:
         tc = model.train_config
-        few_shot = options.few_shot if options.few_shot is not None else (0 if tc else 8)
+        few_shot = options.few_shot if options.few_shot is not None else (0 if tc else EvaluateConfig.model_fields["few_shot"].default)
         strict = options.strict if options.strict is not None else few_shot == 0
-        prompter = Prompter(few_shot, model.chat, options.exemplars, multitask=tc.get("mode") == "multitask")
+        prompter = Prompter(few_shot, model.chat, options.exemplars, tc.get("mode"))
         fp = _fingerprint(model.name, few_shot, options, data)
         partial = run.predictions(name).with_suffix(".partial.jsonl")
         logged = run.read_generations(name)
@@ -363,7 +358,8 @@ def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: 
     if o.method:
         method = o.method
     elif train_config:
-        method = FINE_TUNED_METHODS.get(train_config.get("mode", ""), f"fine-tuned ({train_config.get('mode')})")
+        mode = MODES.get(train_config.get("mode", ""))
+        method = mode.method if mode else f"fine-tuned ({train_config.get('mode')})"
     else:
         method = f"{few_shot}-shot CoT prompting" if few_shot else "zero-shot"
     if o.samples > 1:

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import UserError
+from cotdistill.modes import COT
 
 TYPES = ("f16", "q8_0")
 # Beside NAME.gguf (one pair per export, so that an f16 and a q8_0 export can share a folder):
@@ -116,9 +117,9 @@ def is_seq2seq(student_dir: Path) -> bool:
 
 def prompt_parts(mode: str) -> tuple[str, str]:
     """The text before and after the question in the student's prompt (prompts.py is the one definition)."""
-    from cotdistill.prompts import multitask_input, student_input
+    from cotdistill.prompts import student_prompt
 
-    text = multitask_input("answer", _MARKER) if mode == "multitask" else student_input(_MARKER)
+    text = student_prompt(_MARKER, None, mode)
     before, _, after = text.partition(_MARKER)
     return before, after
 
@@ -255,7 +256,7 @@ def export_gguf(student_dir: Path, out_dir: Path, qtype: str = "f16", name: str 
                 mode: str | None = None, base_gguf: Path | None = None, example: str | None = None) -> GgufExport:
     """Write OUT/NAME.gguf, NAME.Modelfile (Ollama) and NAME.RUN.txt (the llama-cli line) for a causal student.
 
-    `mode` (cot, answer-only, multitask) decides the prompt; by default training's record says.
+    `mode` (modes.py) decides the prompt; by default training's record says.
     `example` is the question shown in the command lines."""
     import gguf
     import numpy as np
@@ -274,7 +275,7 @@ def export_gguf(student_dir: Path, out_dir: Path, qtype: str = "f16", name: str 
     if not base_path.is_file():
         raise UserError(f"{base_path}: no such base GGUF file")
     record = student_dir / "train_config.json"
-    mode = mode or (json.loads(record.read_text()).get("mode") if record.is_file() else None) or "cot"
+    mode = mode or (json.loads(record.read_text()).get("mode") if record.is_file() else None) or COT
     reader = gguf.GGUFReader(base_path)
     arch = reader.fields["general.architecture"].contents()
     model, tokenizer, _ = load_student(str(student_dir))
@@ -339,10 +340,10 @@ def _write_run_files(path: Path, mode: str, eos_text: str, example: str | None, 
 
 def run_commands(gguf_name: str, mode: str, example: str | None = None) -> list[str]:
     """The llama.cpp and Ollama command lines for an exported student, prompted as in training."""
-    from cotdistill.prompts import multitask_input, student_input
+    from cotdistill.prompts import student_prompt
 
     question = example or "A baker made 24 muffins and sold 3/4 of them. How many muffins did she sell?"
-    prompt = multitask_input("answer", question) if mode == "multitask" else student_input(question)
+    prompt = student_prompt(question, None, mode)
     escaped = shlex.quote(prompt.replace("\n", "\\n"))  # llama.cpp's -p turns the two characters \n into a newline
     stem = gguf_name.removesuffix(".gguf")
     return [

@@ -16,6 +16,8 @@ from cotdistill.progress import readable_console
 from cotdistill.config import EvalSettings, RunConfig, dump_config
 from cotdistill.hashing import fingerprint
 from cotdistill.data.records import example_rows, write_jsonl, write_jsonl_files
+from cotdistill.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
+from cotdistill.modes import COT, MODES
 from cotdistill.rundir import RunDir
 
 if TYPE_CHECKING:
@@ -75,12 +77,9 @@ def prepare_data(config: RunConfig, run: RunDir) -> dict[str, Any]:
 # ------------------------------------------------------------------ stage: train
 
 
-ONE_SAMPLE = "cot-k1"  # a CoT student trained on each question's first teacher sample only
-
-
 def first_samples(run: RunDir) -> Path:
     """distill.jsonl restricted to sample 0 of each question: what one teacher call per question
-    would have given. Training on it beside `cot` shows what several samples add (Ho et al. 2023)."""
+    would have given: the data of the first-sample-only mode (cot-k1, modes.py)."""
     path = run.root / "distill-k1.jsonl"
     write_jsonl(path, (r for r in run.read_distill() if r.get("sample", 0) == 0))
     return path
@@ -89,9 +88,9 @@ def first_samples(run: RunDir) -> Path:
 def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
     from cotdistill.training.train import TrainConfig
 
-    s = config.student
-    data = first_samples(run) if mode == ONE_SAMPLE else run.distill
-    return TrainConfig(**s.model_dump(exclude={"model", "modes"}), student=s.model, mode="cot" if mode == ONE_SAMPLE else mode,
+    s, m = config.student, MODES[mode]
+    data = first_samples(run) if m.first_sample_only else run.distill
+    return TrainConfig(**s.model_dump(exclude={"model", "modes"}), student=s.model, mode=m.training_mode,
                        data=data, out=run.student(mode), seed=config.seed, quiet=config.quiet)
 
 
@@ -102,25 +101,25 @@ def evaluations(config: RunConfig, run: RunDir) -> list[tuple[str, str, dict[str
     """(name, model spec, EvalOptions overrides) for every model the results table compares."""
     e = config.evaluate
     k = config.teacher.samples
-    methods = {ONE_SAMPLE: "fine-tuned on teacher CoT, 1 sample per question"}
+    methods = {mode: m.method for mode, m in MODES.items() if m.first_sample_only}
     if k > 1:
-        methods["cot"] = f"fine-tuned on teacher CoT, {k} samples per question"
-    models = [(f"student-{mode}", str(run.student(mode)), {"method": methods[mode]} if mode in methods else {})
+        methods[COT] = f"{MODES[COT].method}, {k} samples per question"
+    models = [(EvalName.student(mode), str(run.student(mode)), {"method": methods[mode]} if mode in methods else {})
               for mode in config.student.modes]
     if e.few_shot_student:
-        models.append(("student-few-shot", config.student.model, {"few_shot": e.few_shot}))
+        models.append((STUDENT_FEW_SHOT, config.student.model, {"few_shot": e.few_shot}))
     if e.teacher:
         limits = [x for x in (e.limit, e.teacher_limit) if x is not None]
-        models.append(("teacher-few-shot", config.teacher.model,
+        models.append((TEACHER_FEW_SHOT, config.teacher.model,
                        {"few_shot": e.few_shot, "teacher_options": config.teacher.backend_options(),
                         "limit": min(limits) if limits else None}))
     # Every model again on each extra test set: NAME.TESTSET, data/tests/TESTSET.jsonl.
-    extra = [(f"{name}.{t.name}", spec, {**overrides, "data": run.extra_test(t.name)})
+    extra = [(name.on(t.name), spec, {**overrides, "data": run.extra_test(t.name)})
              for t in config.data.extra_tests for name, spec, overrides in models]
     # The fine-tuned students on the dev split too (NAME.dev): the figures settings are chosen on.
-    dev = [(f"{name}.dev", spec, {**overrides, "data": run.dev_data})
+    dev = [(name.on(DEV), spec, {**overrides, "data": run.dev_data})
            for name, spec, overrides in models[:len(config.student.modes)]] if e.dev and config.data.n_dev else []
-    return models + extra + dev
+    return [(str(name), spec, overrides) for name, spec, overrides in models + extra + dev]
 
 
 def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptions":
@@ -143,7 +142,7 @@ def evaluate_stage(config: RunConfig, run: RunDir, name: str, spec: str, overrid
     return run.read_manifest()["stages"][f"evaluate:{name}"]["summary"]
 
 
-TEACHER_CHECK = "teacher-few-shot.dev"
+TEACHER_CHECK = str(TEACHER_FEW_SHOT.on(DEV))
 
 
 def check_teacher(config: RunConfig, run: RunDir) -> None:

@@ -30,11 +30,12 @@ from pathlib import Path
 from cotdistill.data.records import unencodable
 from cotdistill.errors import UserError
 from cotdistill.fileio import parse_json, read_text
+from cotdistill.modes import COT, MODES, TRAINING_MODES
 from cotdistill.tasks import EXEMPLAR_FILES, final_answer_sentence, format_question
 from cotdistill.teachers.base import Prompt, SamplingParams
 
 STUDENT_SEPARATOR = " "
-STUDENT_MODES = ("cot", "answer-only")
+SINGLE_TASK_MODES = tuple(name for name in TRAINING_MODES if not MODES[name].multitask)  # one target: student_target
 MULTITASK_PREFIXES = {"rationale": "[rationale] ", "answer": "[answer] "}
 
 
@@ -43,13 +44,13 @@ def student_input(question: str, choices: list[str] | None = None) -> str:
     return f"Q: {format_question(question, choices)}\nA:"
 
 
-def student_target(rationale: str, answer: str, answer_type: str, mode: str = "cot") -> str:
+def student_target(rationale: str, answer: str, answer_type: str, mode: str = COT) -> str:
     """What the student learns to write: CoT then the final-answer sentence, or the sentence alone."""
     sentence = final_answer_sentence(answer, answer_type)
-    if mode == "answer-only":
+    if mode not in SINGLE_TASK_MODES:
+        raise ValueError(f"unknown student mode {mode!r}; expected one of {SINGLE_TASK_MODES}")
+    if not MODES[mode].rationale:
         return sentence
-    if mode != "cot":
-        raise ValueError(f"unknown student mode {mode!r}; expected one of {STUDENT_MODES}")
     rationale = rationale.strip()
     return f"{rationale} {sentence}" if rationale else sentence
 
@@ -57,6 +58,13 @@ def student_target(rationale: str, answer: str, answer_type: str, mode: str = "c
 def multitask_input(task: str, question: str, choices: list[str] | None = None) -> str:
     """The student's prompt for one multitask task ("rationale" or "answer")."""
     return MULTITASK_PREFIXES[task] + student_input(question, choices)
+
+
+def student_prompt(question: str, choices: list[str] | None, mode: str | None) -> str:
+    """What a student trained in `mode` is asked at test time: a multitask student its "[answer]" task;
+    any other (a name that is no mode too: a folder trained elsewhere) the bare question."""
+    known = MODES.get(mode or "")
+    return multitask_input("answer", question, choices) if known and known.multitask else student_input(question, choices)
 
 
 def multitask_pairs(

@@ -24,6 +24,7 @@ from pathlib import Path
 from cotdistill.progress import readable_console
 from cotdistill.config import RunConfig, load_config
 from cotdistill.errors import UserError
+from cotdistill.evalnames import DEV, EvalName
 from cotdistill.rundir import RunDir
 
 console = readable_console(stderr=True)
@@ -72,7 +73,8 @@ def size_plot(runs: list[RunDir], names: list[str]) -> list:
         if n_train is None:
             continue
         for e in d.evals:
-            if e["name"].startswith("student-") and e["name"] != "student-few-shot" and "." not in e["name"]:
+            name = EvalName.parse(e["name"])
+            if name.student_mode is not None and name.split is None:
                 points.setdefault(e["name"], []).append((int(n_train), e["accuracy"], e["ci_low"], e["ci_high"]))
     sizes = {n for pts in points.values() for n, *_ in pts}
     if len(sizes) < 2:
@@ -93,8 +95,9 @@ def dev_choice(runs: list[RunDir], names: list[str]) -> list:
     for run, name in zip(runs, names):
         evals = {e["name"]: e for e in RunData.load(run).evals}
         for dev_name, dev in evals.items():
-            student = dev_name.removesuffix(".dev")
-            if student == dev_name or not student.startswith("student-") or (student in best and best[student][0] >= dev["accuracy"]):
+            parsed = EvalName.parse(dev_name)
+            student = str(parsed.on(None))
+            if parsed.split != DEV or parsed.student_mode is None or (student in best and best[student][0] >= dev["accuracy"]):
                 continue
             best[student] = (dev["accuracy"], name, dev, evals.get(student))
     if not best:

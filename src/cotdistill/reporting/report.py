@@ -22,7 +22,9 @@ from typing import Any
 from cotdistill.baserates import above_majority, base_rates, majority_correct
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, read_examples
+from cotdistill.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
 from cotdistill.fileio import read_json_object, write_files_atomic
+from cotdistill.modes import ANSWER_ONLY, COT_K1, MODES
 from cotdistill.paths import output_dir
 from cotdistill.reporting.plots import accuracy_plot, funnel_plot, loss_plot
 from cotdistill.reporting.blocks import (
@@ -195,12 +197,12 @@ def teacher_warning(d: RunData) -> list:
     then its hinted CoTs mostly explain answers it could not have found, and the student cannot learn
     the task from them (the gold filter removes little on label sets: any label can be rationalised)."""
     evals = {e["name"]: e for e in d.evals}
-    teacher = evals.get("teacher-few-shot") or evals.get("teacher-few-shot.dev")
+    teacher = evals.get(str(TEACHER_FEW_SHOT)) or evals.get(str(TEACHER_FEW_SHOT.on(DEV)))
     if teacher is None or above_majority(teacher["ci_low"], teacher.get("majority_rate")) is not False:
         return []
     found = _yield(d.run, d.stages)
     kept = f" while it kept {found[0].get('kept', 0)} of its {found[1]} hinted CoTs" if found else ""
-    split = "test" if teacher["name"] == "teacher-few-shot" else "dev"
+    split = EvalName.parse(teacher["name"]).test_set
     return [Para(f"Warning: the teacher without the hint scores {accuracy_cell(teacher)} on the {split} questions, not above "
                  f"always answering {teacher['majority_answer']!r} ({pct(teacher['majority_rate'])} %){kept}. Its CoTs are "
                  "likely rationalisations of the given answers, and a student cannot learn the task from them: "
@@ -280,7 +282,7 @@ def results(d: RunData, prefix: str, level: int) -> list:
     return blocks
 
 
-BASELINES = ("student-answer-only", "student-few-shot", "student-cot-k1", "teacher-few-shot")
+BASELINES = (EvalName.student(ANSWER_ONLY), STUDENT_FEW_SHOT, EvalName.student(COT_K1), TEACHER_FEW_SHOT)
 
 
 def paired_table(d: RunData) -> list:
@@ -291,11 +293,11 @@ def paired_table(d: RunData) -> list:
                for e in d.evals}
     rows = []
     for e in d.evals:
-        base_name, _, suffix = e["name"].partition(".")
-        if base_name not in ("student-cot", "student-multitask"):
+        name = EvalName.parse(e["name"])
+        if name.student_mode not in MODES or MODES[name.student_mode].baseline:
             continue
         for baseline in BASELINES:
-            other = baseline + ("." + suffix if suffix else "")
+            other = str(baseline.on(name.split))
             if other not in correct or other == e["name"] or not correct[other]:
                 continue
             p = compare(correct[e["name"]], correct[other])
@@ -327,8 +329,8 @@ def protocol_card(d: RunData) -> list:
 
 
 def test_set(e: dict[str, Any]) -> str:
-    """Which test set an evaluation used: 'test' (the run's own) or an extra one (NAME.TESTSET)."""
-    return e["name"].split(".", 1)[1] if "." in e["name"] else "test"
+    """Which test set an evaluation used: 'test' (the run's own), 'dev' or an extra one (NAME.TESTSET)."""
+    return EvalName.parse(e["name"]).test_set
 
 
 def data_section(d: RunData, level: int, shown: int = 20) -> list:

@@ -26,17 +26,9 @@ import torch
 from cotdistill import prompts
 from cotdistill.errors import UserError
 from cotdistill.data.records import iter_jsonl
+from cotdistill.modes import MODES, normalise_mode
 
-MODES = ("cot", "answer-only", "multitask")
 IGNORE = -100  # label value the loss ignores (PyTorch's cross_entropy default)
-
-
-def normalise_mode(mode: str) -> str:
-    """Accept "answer_only" as well as "answer-only"."""
-    mode = mode.replace("_", "-")
-    if mode not in MODES:
-        raise UserError(f"unknown training mode {mode!r}; expected one of {', '.join(MODES)}")
-    return mode
 
 
 @dataclass
@@ -55,7 +47,7 @@ def read_pairs(path: str | Path, mode: str) -> list[Pair]:
     pairs: list[Pair] = []
     for lineno, row in iter_jsonl(path):
         where = f"{path}:{lineno}"
-        needed = ("question", "answer") if mode == "answer-only" else ("question", "rationale", "answer")
+        needed = ("question", "rationale", "answer") if MODES[mode].rationale else ("question", "answer")
         missing = [k for k in needed if row.get(k) is None or not str(row[k]).strip()]
         if missing:
             raise UserError(f"{where}: missing or empty field(s) {', '.join(missing)} (mode {mode})")
@@ -66,7 +58,7 @@ def read_pairs(path: str | Path, mode: str) -> list[Pair]:
         question, answer = str(row["question"]), str(row["answer"])
         answer_type, choices = row.get("answer_type", "text"), row.get("choices")
         try:
-            if mode == "multitask":
+            if MODES[mode].multitask:
                 for inp, tgt in prompts.multitask_pairs(question, row["rationale"], answer, answer_type, choices):
                     pairs.append(Pair(group, inp, tgt))
             else:

@@ -33,7 +33,6 @@ from typing import Any
 from cotdistill.training.collate import (
     encode_all,
     example_length,
-    normalise_mode,
     read_pairs,
     split_eval,
 )
@@ -43,6 +42,7 @@ from cotdistill.errors import UserError
 from cotdistill.fileio import read_json_object, write_json_atomic
 from cotdistill.hashing import stream_sha256
 from cotdistill.memory import PeakMemory
+from cotdistill.modes import COT, normalise_mode
 from cotdistill.paths import library_writes
 
 # Fields that do not change the trained model: they may differ between a run and its resumption.
@@ -54,9 +54,9 @@ class TrainConfig(TrainSettings):
     into which folder. Built from the config's `student` section or from `cotdistill train`'s options."""
 
     student: str = StudentConfig.model_fields["model"].default
-    mode: str = "cot"  # cot | answer-only | multitask
+    mode: str = COT  # one of modes.TRAINING_MODES
     data: str | Path = "distill.jsonl"
-    out: str | Path = "students/cot"
+    out: str | Path = f"students/{COT}"
     seed: Seed = 0
     restart: bool = False  # discard this output directory's checkpoints / model from another configuration
     quiet: bool = False
