@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cotdistill.errors import UserError
+from cotdistill.locks import Busy, file_lock
 from cotdistill.rundir import RunDir
 
 HOLD = """
@@ -52,6 +53,36 @@ def test_the_lock_is_reentrant_within_one_process(tmp_path):
         run.record_stage("data", status="done")
     with run.lock():
         pass
+
+
+WAIT_HOLD = """
+import sys, time
+from pathlib import Path
+from cotdistill.locks import file_lock
+with file_lock(Path(sys.argv[1]), wait=True, note="converting"):
+    print("locked", flush=True)
+    time.sleep(2)
+"""
+
+
+def test_one_lock_for_both_uses_waits_or_refuses_and_is_reentrant(tmp_path):
+    """The run directory's lock refuses at once, the student conversion's waits for the holder; both
+    are re-entrant (the conversion's own lock was not: nested, it waited for itself forever)."""
+    lock = tmp_path / "cache" / ".model.lock"
+    proc = subprocess.Popen([sys.executable, "-c", WAIT_HOLD, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(Busy) as refused:
+            with file_lock(lock, wait=False):
+                pass
+        assert refused.value.holder == "converting"
+        t0 = time.monotonic()
+        with file_lock(lock, wait=True), file_lock(lock, wait=True):
+            assert time.monotonic() - t0 > 0.5  # waited for the holder to finish
+            assert proc.poll() is not None or proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_an_unwritable_run_directory_is_a_user_error(tmp_path):

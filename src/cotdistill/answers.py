@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 NO_ANSWER = "no answer"
@@ -289,6 +290,15 @@ def cut_after_answer(text: str) -> str:
     """The text up to and including its first final-answer sentence (drops loops and chatter)."""
     found = _final_span(text)
     return text if found is None else text[: found[1]].rstrip()
+
+
+def majority(answers: list[str | None]) -> tuple[str | None, dict[str, int]]:
+    """The most frequent answer read (ties: the one seen first; None when none was read) and the
+    whole vote: the teacher's no-gold vote and self-consistency at evaluation count alike."""
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return None, {}
+    return votes.most_common(1)[0][0], dict(votes)
 
 
 def answers_match(predicted: str | None, gold: str, answer_type: str) -> bool:

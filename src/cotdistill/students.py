@@ -9,17 +9,15 @@ it (~45 s), so it is converted ONCE to safetensors + tokenizer and cached beside
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import UserError
 from cotdistill.fileio import parse_json, read_text
+from cotdistill.locks import file_lock
 
 _DONE = "cotdistill-converted.json"  # written last: its presence marks a complete conversion
 
@@ -32,18 +30,6 @@ def converted_dir(spec: str) -> Path:
     return embedded.cache_dir().parent / "hf" / f"{model.name}-{model.sha256[:12]}"
 
 
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock, so that two processes (e.g. two DDP ranks) never convert the same model at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def convert_embedded(spec: str, quiet: bool = False) -> Path:
     """The embedded model as a Hugging Face directory, converting the GGUF the first time."""
     from cotdistill import embedded
@@ -52,7 +38,8 @@ def convert_embedded(spec: str, quiet: bool = False) -> Path:
     if (target / _DONE).is_file():
         return target
     gguf = embedded.model_path(spec).resolve()  # assembles and verifies the GGUF if needed
-    with _lock(target.parent / f".{target.name}.lock"):
+    # Two processes (e.g. two DDP ranks) never convert the same model at once: the second waits.
+    with file_lock(target.parent / f".{target.name}.lock", wait=True):
         if (target / _DONE).is_file():  # another process converted it while we waited
             return target
         import torch
