@@ -120,6 +120,28 @@ def test_temporary_files_are_unique_per_writer(tmp_path):
     assert target.read_text().strip().endswith("}") and not list(tmp_path.glob("*.tmp"))
 
 
+def test_what_a_library_writes_replaces_its_target_only_when_whole(tmp_path):
+    """A converted student folder or an exported GGUF: a failed write keeps the old one and leaves no
+    temporary; a finished one replaces it, a folder as a whole."""
+    from cotdistill.fileio import replaced_when_done
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+    with pytest.raises(RuntimeError), replaced_when_done(target) as tmp:
+        tmp.mkdir()
+        (tmp / "half.bin").write_text("half")
+        raise RuntimeError("the library failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and (target / "old.bin").read_text() == "old"
+    with replaced_when_done(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new.bin").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and [p.name for p in target.iterdir()] == ["new.bin"]
+    with replaced_when_done(tmp_path / "m.gguf") as tmp:
+        tmp.write_bytes(b"GGUF")
+    assert (tmp_path / "m.gguf").read_bytes() == b"GGUF"
+
+
 def test_a_stage_records_what_it_returned_a_clean_stop_and_a_failure(tmp_path):
     from cotdistill.errors import StageStopped
 

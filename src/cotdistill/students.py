@@ -9,14 +9,11 @@ it (~45 s), so it is converted ONCE to safetensors + tokenizer and cached beside
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 from cotdistill.errors import UserError
-from cotdistill.fileio import parse_json, read_text
+from cotdistill.fileio import parse_json, read_text, replaced_when_done, write_json_atomic
 from cotdistill.locks import file_lock
 
 _DONE = "cotdistill-converted.json"  # written last: its presence marks a complete conversion
@@ -47,19 +44,17 @@ def convert_embedded(spec: str, quiet: bool = False) -> Path:
 
         if not quiet:
             print(f"converting {spec} from GGUF to safetensors once (a minute or more) → {target}")
-        tmp = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
         kw: dict[str, Any] = {"gguf_file": str(gguf), "local_files_only": True}
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), dtype=torch.float32, quantization_config=GgufConfig(dequantize=True), **kw
         )
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
         _forget_gguf(model)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _DONE).write_text(json.dumps({"spec": spec, "gguf_sha256": embedded.get_model(spec).sha256}))
-        shutil.rmtree(target, ignore_errors=True)  # a half-written earlier attempt (no _DONE marker)
-        os.replace(tmp, target)
+        # replaces a half-written earlier attempt (no _DONE marker) only once this one is whole
+        with replaced_when_done(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json_atomic(tmp / _DONE, {"spec": spec, "gguf_sha256": embedded.get_model(spec).sha256})
     return target
 
 
