@@ -10,7 +10,8 @@ import pytest
 
 from cotdistill.errors import UserError
 from cotdistill.rundir import RunDir
-from cotdistill.study import dev_choice, size_plot, variant_configs
+from cotdistill.reporting.study import dev_choice, size_plot
+from cotdistill.study import variant_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "src" / "cotdistill" / "configs" / "cpu-math.yaml"
