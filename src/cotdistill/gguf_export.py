@@ -73,13 +73,13 @@ def student_base(student_dir: Path) -> str | None:
 
 def embedded_spec(base: str) -> str | None:
     """"embedded:NAME" when `base` is an embedded model or its converted Hugging Face folder."""
-    from cotdistill import embedded
+    from cotdistill.catalogue import PREFIX, get_model, list_models
     from cotdistill.students import converted_dir
 
-    if base.startswith(embedded.PREFIX):
-        return embedded.get_model(base).spec
+    if base.startswith(PREFIX):
+        return get_model(base).spec
     path = Path(base).expanduser()
-    for model in embedded.list_models():
+    for model in list_models():
         if path.exists() and path.resolve() == converted_dir(model.spec).resolve():
             return model.spec
     return None

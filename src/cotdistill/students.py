@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cotdistill.catalogue import get_model
 from cotdistill.errors import UserError
 from cotdistill.fileio import parse_json, read_text, replaced_when_done, write_json_atomic
 from cotdistill.locks import file_lock
@@ -23,7 +24,7 @@ def converted_dir(spec: str) -> Path:
     """Where the safetensors conversion of an embedded model lives (whether or not it exists yet)."""
     from cotdistill import embedded
 
-    model = embedded.get_model(spec)
+    model = get_model(spec)
     return embedded.cache_dir().parent / "hf" / f"{model.name}-{model.sha256[:12]}"
 
 
@@ -54,7 +55,7 @@ def convert_embedded(spec: str, quiet: bool = False) -> Path:
         with replaced_when_done(target) as tmp:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
-            write_json_atomic(tmp / _DONE, {"spec": spec, "gguf_sha256": embedded.get_model(spec).sha256})
+            write_json_atomic(tmp / _DONE, {"spec": spec, "gguf_sha256": get_model(spec).sha256})
     return target
 
 

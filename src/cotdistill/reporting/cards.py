@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cotdistill.embedded import PREFIX, get_model
+from cotdistill.catalogue import PREFIX, get_model
 from cotdistill.fileio import write_files_atomic, write_text_atomic
 from cotdistill.data.records import read_examples
 from cotdistill.prompts import student_input
