@@ -9,8 +9,8 @@ the answers paid for (the same files as an uninterrupted run, up to llama.cpp's 
 which a restart's different KV-cache contents can flip). `teacher_calls` in the manifest counts what
 this run paid for.
 
-Outputs (see DESIGN.md): annotations.jsonl, one line per teacher sample, and distill.jsonl, one
-line per kept CoT (the student's training set).
+Outputs (the run directory's layout: rundir.py): annotations.jsonl, one line per teacher sample, and
+distill.jsonl, one line per kept CoT (the student's training set).
 """
 
 from __future__ import annotations
