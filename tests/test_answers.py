@@ -13,7 +13,6 @@ from cotdistill.answers import (
     answers_match,
     cut_after_answer,
     extract_answer,
-    majority,
     normalise,
     parse_number,
 )
@@ -171,12 +170,6 @@ def test_cut_after_answer_drops_the_loop_and_chatter():
     text = "3 + 4 = 7. The answer is 7. The answer is 7. The answer is 7.\nQ: another"
     assert cut_after_answer(text) == "3 + 4 = 7. The answer is 7."
     assert cut_after_answer("no answer here") == "no answer here"
-
-
-def test_the_majority_is_the_most_frequent_answer_read_ties_to_the_first_seen():
-    assert majority(["7", None, "8", "8", "7"]) == ("7", {"7": 2, "8": 2})
-    assert majority(["3", "5", "5"]) == ("5", {"3": 1, "5": 2})
-    assert majority([None, None]) == (None, {})
 
 
 def test_extraction_end_points_just_past_the_answer_sentence():

@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from cotdistill.reporting.plots import size_curve_plot
-from cotdistill.reporting.report import Heading, Image, Para, RunData, Table, accuracy_cell, pct, write_report
+from cotdistill.reporting.blocks import Heading, Image, Para, Table
+from cotdistill.reporting.report import RunData, accuracy_cell, pct, write_report
 from cotdistill.rundir import RunDir
 
 
