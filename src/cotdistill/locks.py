@@ -49,6 +49,9 @@ def file_lock(path: Path, *, wait: bool, note: str = "") -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except OSError:
+            if wait:  # not contention (that waits): e.g. no locks on this file system
+                os.close(fd)
+                raise
             holder = os.read(fd, 4096).decode("utf-8", errors="replace").strip()
             os.close(fd)
             raise Busy(holder) from None
