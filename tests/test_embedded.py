@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from cotdistill import embedded, hashing
+from cotdistill import catalogue, embedded, hashing
 from cotdistill.errors import UserError
 
-GEMMA = embedded.MODELS["gemma-3-270m"]
+GEMMA = catalogue.MODELS["gemma-3-270m"]
 
 
 @pytest.fixture
@@ -40,12 +40,12 @@ def fake_model(tmp_path, monkeypatch):
         size=len(blob),
         sha256=hashlib.sha256(blob).hexdigest(),
     )
-    monkeypatch.setitem(embedded.MODELS, "tiny", model)
+    monkeypatch.setitem(catalogue.MODELS, "tiny", model)
     return model, blob, tmp_path / "site"
 
 
 def test_three_models_are_listed_with_what_users_need_to_know():
-    models = {m.spec: m for m in embedded.list_models()}
+    models = {m.spec: m for m in catalogue.list_models()}
     assert set(models) == {"embedded:gemma-3-270m", "embedded:qwen2.5-0.5b", "embedded:qwen2.5-1.5b"}
     assert not models["embedded:gemma-3-270m"].chat
     assert models["embedded:qwen2.5-0.5b"].chat and models["embedded:qwen2.5-1.5b"].chat
@@ -103,8 +103,8 @@ def test_parts_of_the_wrong_size_are_reported_before_hashing(cache, fake_model):
 
 @pytest.mark.parametrize("name, extra", [("gemma-3-270m", "embedded"), ("qwen2.5-1.5b", "embedded")])
 def test_a_missing_package_names_the_exact_pip_command(cache, monkeypatch, name, extra):
-    absent = dataclasses.replace(embedded.MODELS[name], parts=(("cotdistill_no_such_part", "x.bin"),))
-    monkeypatch.setitem(embedded.MODELS, name, absent)
+    absent = dataclasses.replace(catalogue.MODELS[name], parts=(("cotdistill_no_such_part", "x.bin"),))
+    monkeypatch.setitem(catalogue.MODELS, name, absent)
     with pytest.raises(UserError, match=rf"not installed; install it with: pip install 'cotdistill\[{extra}\]'$"):
         embedded.model_path(f"embedded:{name}")
 
@@ -140,7 +140,7 @@ def _cli(*args, env=None):
 def test_cli_models_list_shows_each_model_and_its_state(tmp_path):
     r = _cli("models", "list", env={"COTDISTILL_CACHE": str(tmp_path), "COLUMNS": "120"})
     assert r.returncode == 0, r.stderr
-    for m in embedded.list_models():
+    for m in catalogue.list_models():
         assert m.spec in r.stdout
     assert "installed" in r.stdout and "cached" in r.stdout and str(tmp_path) in r.stdout
 

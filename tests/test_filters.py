@@ -89,6 +89,14 @@ def test_rationale_is_the_reasoning_without_the_final_answer_sentence(text, rati
     assert split_rationale(text) == rationale
 
 
+def test_the_rationale_ends_where_the_answer_is_read_from():
+    """An unclosed \\boxed{ is no answer to the reader, so it does not end the reasoning either
+    (the rationale used to stop there, dropping the steps the kept answer came from)."""
+    text = "She has \\boxed{ 3 + 4 = 7 clips. The answer is 7."
+    assert split_rationale(text) == "She has \\boxed{ 3 + 4 = 7 clips."
+    assert verdict(text, gold="7").rationale == "She has \\boxed{ 3 + 4 = 7 clips."
+
+
 # ---------------------------------------------------------------- underived
 
 

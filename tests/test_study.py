@@ -10,7 +10,8 @@ import pytest
 
 from cotdistill.errors import UserError
 from cotdistill.rundir import RunDir
-from cotdistill.study import dev_choice, size_plot, variant_configs
+from cotdistill.reporting.study import dev_choice, size_plot
+from cotdistill.study import variant_configs
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "src" / "cotdistill" / "configs" / "cpu-math.yaml"
@@ -58,7 +59,7 @@ def fake_run(root: Path, n_train: int, accuracy: float, dev: float | None = None
 
 
 def test_each_student_ships_the_variant_best_on_dev_and_is_reported_on_test(tmp_path):
-    from cotdistill.reporting.report import Table
+    from cotdistill.reporting.blocks import Table
 
     runs = [fake_run(tmp_path / "a", 100, accuracy=0.40, dev=0.30),  # best on test, not on dev
             fake_run(tmp_path / "b", 100, accuracy=0.25, dev=0.35),
@@ -69,7 +70,8 @@ def test_each_student_ships_the_variant_best_on_dev_and_is_reported_on_test(tmp_
 
 
 def test_the_size_plot_appears_only_when_variants_differ_in_training_size(tmp_path):
-    from cotdistill.reporting.report import Image, write_report
+    from cotdistill.reporting.blocks import Image
+    from cotdistill.reporting.report import write_report
 
     runs = [fake_run(tmp_path / "a", 100, 0.2), fake_run(tmp_path / "b", 400, 0.3)]
     blocks = size_plot(runs, ["quarter", "base"])

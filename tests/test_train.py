@@ -478,9 +478,9 @@ def test_weights_digest_tells_equal_from_different_weights(causal_dir):
 @pytest.mark.ci
 def test_default_embedded_student_trains_and_saves_a_plain_transformers_model(tmp_path):
     """embedded:gemma-3-270m: GGUF → cached safetensors, one LoRA step, merged model loadable by transformers."""
-    from cotdistill import embedded
+    from cotdistill import catalogue, embedded
 
-    if not embedded.is_installed(embedded.get_model("embedded:gemma-3-270m")):
+    if not embedded.is_installed(catalogue.get_model("embedded:gemma-3-270m")):
         pytest.skip("embedded:gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
     data = tmp_path / "distill.jsonl"
     write_jsonl(data, distill_rows(6))

@@ -9,8 +9,8 @@ the answers paid for (the same files as an uninterrupted run, up to llama.cpp's 
 which a restart's different KV-cache contents can flip). `teacher_calls` in the manifest counts what
 this run paid for.
 
-Outputs (see DESIGN.md): annotations.jsonl, one line per teacher sample, and distill.jsonl, one
-line per kept CoT (the student's training set).
+Outputs (the run directory's layout: rundir.py): annotations.jsonl, one line per teacher sample, and
+distill.jsonl, one line per kept CoT (the student's training set).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from cotdistill.budget import Budget, BudgetReached, Estimate, Spent, extrapolat
 from cotdistill.config import TeacherConfig
 from cotdistill.teachers.cache import CompletionCache, Key
 from cotdistill.errors import UserError
-from cotdistill.data.records import Example, write_jsonl
-from cotdistill.answers import answers_match
+from cotdistill.data.records import Example, check_unique_ids, write_jsonl
+from cotdistill.answers import answers_match, majority
 from cotdistill.filters import VERDICTS, hint_check_line, judge
 from cotdistill.progress import console, progress_bar
 from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, prompt_hash, select_exemplars
@@ -204,14 +204,6 @@ def _await_others(
 # ---------------------------------------------------------------- filtering
 
 
-def majority(predictions: list[str | None]) -> tuple[str | None, dict[str, int]]:
-    """The most frequent answer (ties: the one seen first) and the whole vote."""
-    votes = Counter(p for p in predictions if p is not None)
-    if not votes:
-        return None, {}
-    return votes.most_common(1)[0][0], dict(votes)
-
-
 def judge_example(
     example: Example, jobs: list[Job], completions: dict[tuple[str, int], Completion], config: TeacherConfig
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -311,10 +303,7 @@ def annotate(
 
     `limit`: only the first N questions. `dry_run`: stop after the estimate (the first batch's
     answers are cached) and write nothing. A spent `config.budget` stops cleanly (BudgetReached)."""
-    ids = Counter(e.id for e in examples)
-    dup = next((i for i, n in ids.items() if n > 1), None)
-    if dup is not None:
-        raise UserError(f"example id {dup!r} occurs {ids[dup]} times in the data; ids must be unique")
+    check_unique_ids(examples, "the data")
     if limit is not None:
         examples = examples[:limit]
     t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 
 NO_ANSWER = "no answer"
@@ -161,8 +162,11 @@ def _boxed(text: str) -> tuple[str, int] | None:
     return text[begin : i - 1], i
 
 
-def _final_span(text: str) -> tuple[str, int] | None:
-    """The text of the first final-answer sentence after its marker, and the offset after it."""
+def _final_span(text: str) -> tuple[int, str, int] | None:
+    """Where the first final-answer sentence's marker starts, its text after the marker, and the
+    offset after it: the one definition of where a final answer is, for reading it
+    (extract_answer), cutting what follows (cut_after_answer) and taking the reasoning before it
+    (before_answer)."""
     candidates = []
     m = ANSWER_PHRASE_RE.search(text)
     if m:
@@ -179,17 +183,17 @@ def _final_span(text: str) -> tuple[str, int] | None:
         return None
     start, after, kind = min(candidates)
     if kind == "boxed":
-        return b[0], b[1]
+        return start, b[0], b[1]
     rest = text[after:]
     if kind == "phrase":
         # The value may itself be boxed: "The answer is \boxed{72}."
         inner = _boxed(rest)
         if inner and rest.find("\\boxed{") < 5:
-            return inner[0], after + inner[1]
+            return start, inner[0], after + inner[1]
     stop = SENTENCE_END_RE.search(rest)
     span = rest[: stop.start()] if stop else rest
     end = after + (stop.end() if stop else len(rest))
-    return span, end
+    return start, span, end
 
 
 # ---------------------------------------------------------------- public API
@@ -264,7 +268,7 @@ def extract_answer(
         if fallback_last:
             return _fallback(text, answer_type)
         return Extraction(None, NO_ANSWER)
-    span, end = found
+    _, span, end = found
     if not span.strip():
         return Extraction(None, NO_ANSWER, end)
     if _ambiguity(span, answer_type, choices):
@@ -288,7 +292,22 @@ def _fallback(text: str, answer_type: str) -> Extraction:
 def cut_after_answer(text: str) -> str:
     """The text up to and including its first final-answer sentence (drops loops and chatter)."""
     found = _final_span(text)
-    return text if found is None else text[: found[1]].rstrip()
+    return text if found is None else text[: found[2]].rstrip()
+
+
+def before_answer(text: str) -> str:
+    """The text before its first final-answer sentence's marker (all of it when there is none)."""
+    found = _final_span(text)
+    return text if found is None else text[: found[0]]
+
+
+def majority(answers: list[str | None]) -> tuple[str | None, dict[str, int]]:
+    """The most frequent answer read (ties: the one seen first; None when none was read) and the
+    whole vote: the teacher's no-gold vote and self-consistency at evaluation count alike."""
+    votes = Counter(a for a in answers if a is not None)
+    if not votes:
+        return None, {}
+    return votes.most_common(1)[0][0], dict(votes)
 
 
 def answers_match(predicted: str | None, gold: str, answer_type: str) -> bool:

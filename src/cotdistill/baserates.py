@@ -16,11 +16,11 @@ mostly 2.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cotdistill.answers import majority
 from cotdistill.data.records import Example
 
 LABEL_TYPES = ("yes_no", "choice")
@@ -42,12 +42,13 @@ def base_rates(examples: Sequence[Example]) -> BaseRates | None:
     """The base rates of a set of questions, or None where no constant answer is worth naming."""
     if not examples:
         return None
-    answer, count = Counter(e.answer for e in examples).most_common(1)[0]
-    majority = count / len(examples)
+    answer, votes = majority([e.answer for e in examples])
+    count = votes[answer]
+    rate = count / len(examples)
     labels = all(e.answer_type in LABEL_TYPES for e in examples)
-    if not labels and (count < 2 or majority <= NOTABLE_MAJORITY):
+    if not labels and (count < 2 or rate <= NOTABLE_MAJORITY):
         return None
-    return BaseRates(answer, majority, _chance(examples) if labels else None)
+    return BaseRates(answer, rate, _chance(examples) if labels else None)
 
 
 def _chance(examples: Sequence[Example]) -> float:

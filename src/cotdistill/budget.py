@@ -18,9 +18,10 @@ Token counts are the teacher's own; where a server reports none, or nonsense (ne
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
-from cotdistill.errors import StageStopped, UserError
+from cotdistill.config import BUDGET_LIMITS, budget_limits
+from cotdistill.errors import StageStopped
 
 
 # About 4 characters per token for English text with the BPE vocabularies of current teachers
@@ -64,26 +65,12 @@ class Budget:
 
     @classmethod
     def from_dict(cls, items: dict) -> "Budget":
-        """The limits in `items` (tokens / usd / minutes); the error's caller names where they came from."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(items) - names)
-        if unknown:
-            raise UserError(f"unknown limit {', '.join(unknown)}; use tokens, usd or minutes (e.g. minutes=30)")
-        out: dict[str, float] = {}
-        for k, v in items.items():
-            try:
-                limit = float(v)
-            except (TypeError, ValueError):
-                raise UserError(f"{k}={v!r} is not a number") from None
-            # NaN compares false with everything: a NaN limit would never stop anything.
-            if not math.isfinite(limit) or limit <= 0:
-                raise UserError(f"{k} must be positive and finite, got {v!r}")
-            out[k] = int(limit) if k == "tokens" else limit
-        return cls(**out)
+        """The limits in `items` (config.budget_limits checks them); the error's caller names where they came from."""
+        return cls(**budget_limits(items))
 
     def reached(self, spent: Spent) -> str | None:
         """Which limit `spent` has reached, as words, or None."""
-        for name in ("tokens", "usd", "minutes"):
+        for name in BUDGET_LIMITS:
             limit, used = getattr(self, name), getattr(spent, name)
             if limit is not None and used >= limit:
                 return f"{name} {used:.4g} of {limit:g}"

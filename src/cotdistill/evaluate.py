@@ -32,11 +32,11 @@ from typing import Any
 
 from pydantic import Field
 
-from cotdistill.answers import answers_match, extract_answer
+from cotdistill.answers import answers_match, extract_answer, majority
 from cotdistill.baserates import BaseRates, base_rates
 from cotdistill.config import MAX_SAMPLES, EvalSettings, EvaluateConfig, Options, Seed
 from cotdistill.errors import UserError
-from cotdistill.data.records import Example, read_examples, write_jsonl
+from cotdistill.data.records import Example, check_unique_ids, read_examples, write_jsonl
 from cotdistill.fileio import jsonl_line, read_json_object, write_json_atomic
 from cotdistill.generation import Generation, finish_text
 from cotdistill.progress import progress_bar
@@ -252,8 +252,7 @@ def score_question(e: Example, outputs: list[dict[str, Any]], strict: bool) -> d
     """The prediction row of one question; with several samples, the majority answer wins
     (ties: the answer seen first) and the row shows a sample that gave it."""
     extractions = [extract_answer(o["output"], e.answer_type, e.choices, fallback_last=not strict) for o in outputs]
-    votes = Counter(x.value for x in extractions if x.value is not None)
-    predicted = votes.most_common(1)[0][0] if votes else None
+    predicted, votes = majority([x.value for x in extractions])
     shown = next((i for i, x in enumerate(extractions) if x.value == predicted), 0)
     row: dict[str, Any] = {
         "example_id": e.id, "output": outputs[shown]["output"], "predicted": predicted, "gold": e.answer,
@@ -263,7 +262,7 @@ def score_question(e: Example, outputs: list[dict[str, Any]], strict: bool) -> d
     if predicted is None:
         row["reason"] = Counter(x.reason for x in extractions).most_common(1)[0][0]
     if len(outputs) > 1:
-        row["votes"] = dict(votes)
+        row["votes"] = votes
         row["samples"] = [o["output"] for o in outputs]
     return row
 
@@ -336,10 +335,7 @@ def _examples(run: RunDir, name: str, options: EvalOptions) -> tuple[list[Exampl
     examples = read_examples(data)[: options.limit]
     if not examples:
         raise UserError(f"{data}: no questions to evaluate")
-    ids = Counter(e.id for e in examples)
-    dup = next((i for i, n in ids.items() if n > 1), None)
-    if dup is not None:
-        raise UserError(f"{data}: example id {dup!r} occurs {ids[dup]} times; ids must be unique")
+    check_unique_ids(examples, str(data))
     return examples, data
 
 

@@ -9,15 +9,18 @@ stray temporary, and two writers never rename each other's temporaries away. A s
 through (its target replaced, the link kept: paths.py). A write that fails for want of space,
 a file size limit or a read-only location removes its temporary and is a UserError naming the
 file and the bytes needed; several files written as one set (write_files_atomic) are all
-replaced or none.
+replaced or none. What a library writes itself (a GGUF writer's file, save_pretrained's folder)
+goes to a temporary beside its target the same way (replaced_when_done).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
+import shutil
 import stat
 import sys
 import tempfile
@@ -115,6 +118,30 @@ def write_files_atomic(files: Mapping[str | Path, Iterable[bytes]]) -> None:
         if isinstance(e, OSError) and e.errno in STORAGE_ERRNOS:
             raise storage_error(e, current, _needed(counted.values())) from None
         raise
+
+
+@contextlib.contextmanager
+def replaced_when_done(target: Path) -> Iterator[Path]:
+    """A temporary path beside `target`, unique to this writer, for a library that writes a file or
+    a folder itself; when the block ends without error it replaces `target` (a folder there is
+    removed first), on any error it is removed: a reader never finds half a model at `target`."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    _remove(tmp)
+    try:
+        yield tmp
+        if target.is_dir() and not target.is_symlink():  # a file is replaced by the rename itself
+            shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    """A file or a whole folder gone, if it was there (a symlink is removed, not followed)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 class _Counted:

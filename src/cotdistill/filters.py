@@ -33,10 +33,9 @@ from difflib import SequenceMatcher
 from typing import Any
 
 from cotdistill.answers import (
-    ANSWER_PHRASE_RE,
-    GSM_MARKER_RE,
     NUMBER_RE,
     answers_match,
+    before_answer,
     cut_after_answer,
     extract_answer,
     format_number,
@@ -66,16 +65,13 @@ _TRAILING_CONNECTOR_RE = re.compile(r"(?:[,;:\-–—]|\b(?:and|so|thus|therefor
 
 
 def split_rationale(text: str) -> str:
-    """The reasoning of a cut completion without its final-answer sentence.
+    """The reasoning of a cut completion without its final-answer sentence: the text before the
+    sentence extract_answer reads the answer from (answers.before_answer), less a dangling connector.
 
     "48 + 24 = 72. So the answer is 72." -> "48 + 24 = 72."; a clause that shares the sentence with
     the answer keeps its content: "She has 72 clips, so the answer is 72." -> "She has 72 clips."
     """
-    starts = [m.start() for m in (ANSWER_PHRASE_RE.search(text), GSM_MARKER_RE.search(text)) if m]
-    if "\\boxed{" in text:
-        starts.append(text.find("\\boxed{"))
-    head = text[: min(starts)] if starts else text
-    head = head.rstrip()
+    head = before_answer(text).rstrip()
     while True:
         trimmed = _TRAILING_CONNECTOR_RE.sub("", head).rstrip()
         if trimmed == head:

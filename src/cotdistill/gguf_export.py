@@ -31,7 +31,6 @@ Types: f16 (default) and q8_0 (gguf.quants); 1-D tensors (norms, biases) stay f3
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 from cotdistill.errors import UserError
 from cotdistill.modes import COT
+from cotdistill.fileio import replaced_when_done, write_text_atomic
 
 TYPES = ("f16", "q8_0")
 # Beside NAME.gguf (one pair per export, so that an f16 and a q8_0 export can share a folder):
@@ -74,13 +74,13 @@ def student_base(student_dir: Path) -> str | None:
 
 def embedded_spec(base: str) -> str | None:
     """"embedded:NAME" when `base` is an embedded model or its converted Hugging Face folder."""
-    from cotdistill import embedded
+    from cotdistill.catalogue import PREFIX, get_model, list_models
     from cotdistill.students import converted_dir
 
-    if base.startswith(embedded.PREFIX):
-        return embedded.get_model(base).spec
+    if base.startswith(PREFIX):
+        return get_model(base).spec
     path = Path(base).expanduser()
-    for model in embedded.list_models():
+    for model in list_models():
         if path.exists() and path.resolve() == converted_dir(model.spec).resolve():
             return model.spec
     return None
@@ -292,32 +292,28 @@ def export_gguf(student_dir: Path, out_dir: Path, qtype: str = "f16", name: str 
 
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.gguf"
-    tmp = out_dir / f".{name}.gguf.partial"
-    writer = gguf.GGUFWriter(tmp, arch)
-    try:
-        for key, (value, vtype, sub_type) in fields.items():
-            writer.add_key_value(key, value, vtype, sub_type=sub_type)
-        for t in reader.tensors:  # the base's order, which llama.cpp's own converter wrote
-            if t.name in tensors:
-                data, ggml_type = encode_tensor(tensors[t.name], qtype)
-                writer.add_tensor(t.name, data, raw_dtype=ggml_type)
-            else:  # a constant llama.cpp derives from the config (e.g. rope_freqs), as the base has it
-                writer.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        os.replace(tmp, path)
-    finally:
-        writer.close()
-        tmp.unlink(missing_ok=True)
+    with replaced_when_done(path) as tmp:
+        writer = gguf.GGUFWriter(tmp, arch)
+        try:
+            for key, (value, vtype, sub_type) in fields.items():
+                writer.add_key_value(key, value, vtype, sub_type=sub_type)
+            for t in reader.tensors:  # the base's order, which llama.cpp's own converter wrote
+                if t.name in tensors:
+                    data, ggml_type = encode_tensor(tensors[t.name], qtype)
+                    writer.add_tensor(t.name, data, raw_dtype=ggml_type)
+                else:  # a constant llama.cpp derives from the config (e.g. rope_freqs), as the base has it
+                    writer.add_tensor(t.name, np.asarray(t.data), raw_dtype=t.tensor_type)
+            writer.write_header_to_file()
+            writer.write_kv_data_to_file()
+            writer.write_tensors_to_file()
+        finally:
+            writer.close()
     eos_text = tokenizer.eos_token
     return _write_run_files(path, mode, eos_text, example, len(reader.tensors))
 
 
 def _write_run_files(path: Path, mode: str, eos_text: str, example: str | None, n_tensors: int) -> GgufExport:
     """The Ollama Modelfile (the student's prompt as TEMPLATE, greedy, stop at EOS) and the command lines."""
-    from cotdistill.fileio import write_text_atomic
     from cotdistill.prompts import COMPLETION_STOP
 
     name = path.stem

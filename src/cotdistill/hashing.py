@@ -9,7 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cotdistill.fileio import read_json_object
+from cotdistill.errors import StorageError
+from cotdistill.fileio import read_json_object, write_json_atomic
 
 BLOCK = 8 * 1024 * 1024
 
@@ -61,8 +62,7 @@ def file_sha256(path: str | Path) -> str:
         return recorded["sha256"]
     sha = stream_sha256(path)
     try:
-        record.parent.mkdir(parents=True, exist_ok=True)
-        record.write_text(json.dumps({**current, "sha256": sha}))
-    except OSError:
-        pass  # a read-only cache only costs a re-hash next time
+        write_json_atomic(record, {**current, "sha256": sha})
+    except (OSError, StorageError):
+        pass  # a read-only or full cache only costs a re-hash next time
     return sha

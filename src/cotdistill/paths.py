@@ -30,7 +30,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from cotdistill.errors import UserError
+from cotdistill.errors import StorageError, UserError
 
 # errno -> (what happened, what to do): the write failures a user fixes by freeing space, raising a
 # limit or choosing another place. Anything else stays a bug with its traceback.
@@ -97,7 +97,7 @@ def _existing(path: str | Path, option: str, what: str) -> tuple[Path, Path, int
         raise _refuse(path, what, option, e.strerror.lower()) from None
 
 
-def storage_error(e: OSError, path: str | Path | None = None, needed: int | None = None) -> UserError | None:
+def storage_error(e: OSError, path: str | Path | None = None, needed: int | None = None) -> StorageError | None:
     """The one-line error for a write that failed for lack of space or rights (see STORAGE_ERRNOS),
     naming `path` (else the error's own file name) and, where known, the bytes `needed` and those
     free; None for any other OSError."""
@@ -109,8 +109,8 @@ def storage_error(e: OSError, path: str | Path | None = None, needed: int | None
     if needed is not None and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         free = _free_bytes(Path(where)) if where and e.errno != errno.EFBIG else None
         space = f": it needs {human_bytes(needed)}" + (f", {human_bytes(free)} are free there" if free is not None else "")
-    return UserError(f"{where}: {happened}{space}; {fix} and rerun the same command" if where else
-                     f"{happened} while writing; {fix} and rerun the same command")
+    return StorageError(f"{where}: {happened}{space}; {fix} and rerun the same command" if where else
+                        f"{happened} while writing; {fix} and rerun the same command")
 
 
 # Libraries that write model files report a failed write in their own words: safetensors as

@@ -31,7 +31,7 @@ from cotdistill.data.records import unencodable
 from cotdistill.errors import UserError
 from cotdistill.fileio import parse_json, read_text
 from cotdistill.modes import COT, MODES, TRAINING_MODES
-from cotdistill.tasks import EXEMPLAR_FILES, final_answer_sentence, format_question
+from cotdistill.tasks import EXEMPLAR_FILES, FINAL_ANSWER_PREFIX, final_answer_sentence, format_question
 from cotdistill.teachers.base import Prompt, SamplingParams
 
 STUDENT_SEPARATOR = " "
@@ -107,7 +107,7 @@ class Exemplar:
 
 def system_instruction(hint: bool) -> str:
     """The chat system message: the answer format, and (with a hint) not to mention the hint."""
-    text = "Solve the problem step by step. End your reply with one sentence of the form \"The answer is X.\""
+    text = f"Solve the problem step by step. End your reply with one sentence of the form \"{FINAL_ANSWER_PREFIX} X.\""
     if hint:
         text += (
             " Each problem comes with its correct answer as a hint. Write the reasoning that leads to"
@@ -203,11 +203,17 @@ def select_exemplars(answer_type: str, n_exemplars: int, path: str | Path | None
     return pool[:n_exemplars]
 
 
-_FINAL_RE = re.compile(r"\s*The answer is\s+(?P<answer>.+?)\.?\s*$", re.IGNORECASE | re.DOTALL)
+_FINAL_RE = re.compile(rf"\s*{re.escape(FINAL_ANSWER_PREFIX)}\s+(?P<answer>.+?)\.?\s*$", re.IGNORECASE | re.DOTALL)
 
 
 def _split_final(rationale: str) -> tuple[str, str | None]:
-    """("reasoning", "X") from a rationale that ends with "The answer is X." (else answer None)."""
+    """("reasoning", "X") from a rationale that ends with "The answer is X." (else answer None).
+
+    Not answers.before_answer / extract_answer, on purpose: those read a model's output leniently
+    ("Answer: X", "#### X", \\boxed{X}; the first such sentence wins, whatever follows), while an
+    exemplar is written by a person in the project's own form (tasks.final_answer_sentence), and
+    only its LAST sentence is that form: an exemplar whose reasoning says "the answer is the sum of
+    ..." must keep that sentence, and a block that does not end in the form is an error to report."""
     lines = rationale.rstrip().splitlines()
     last = lines[-1] if lines else ""
     sentences = re.split(r"(?<=[.!?])\s+", last)

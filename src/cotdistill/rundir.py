@@ -11,7 +11,7 @@ outputs are up to date and `report` can show where the time went. `RunDir.stage`
 a stage's outcome is recorded: stages return what they did, and whoever runs them (the pipeline,
 a single-stage command) wraps the call in it.
 
-One process writes a run directory at a time: `RunDir.lock` holds an advisory lock (flock) on
+One process writes a run directory at a time: `RunDir.lock` holds an advisory lock (locks.py) on
 `.lock` while a stage writes. The kernel drops it when its holder exits, however it exits, so a
 killed run never blocks the next one; a second process is refused with the holder's pid and command.
 
@@ -34,15 +34,9 @@ from typing import Any
 
 from cotdistill.errors import Interrupted, StageStopped, UserError
 from cotdistill.fileio import check_fields, read_json_file, read_jsonl_file, read_text, write_json_atomic
+from cotdistill.locks import Busy, file_lock
 from cotdistill.memory import PeakMemory
 from cotdistill.secrets import mask_argv, mask_data, redact
-
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; one writer is then the user's business
-    fcntl = None  # type: ignore[assignment]
-
-_HELD: dict[Path, int] = {}  # run directories this process has locked, and how deeply
 
 # The fields each file of a run directory is read back with, and their JSON types ("?": may be
 # missing): what the readers use, checked once here, so that a torn, foreign or hand-edited file
@@ -124,39 +118,19 @@ class RunDir:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the run directory for this process (re-entrant: `run` locks, its stages lock again)."""
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            root = self.root.resolve()
-            if root in _HELD or fcntl is None:
-                _HELD[root] = _HELD.get(root, 0) + 1
-                fd = None
-            else:
-                fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise UserError(f"{self.root}: cannot write the run directory ({e.strerror}); choose another --out or run_dir") from None
-        if fd is not None:
+        note = f"pid {os.getpid()}: {' '.join(mask_argv(sys.argv))[:300]}, since {time.strftime('%H:%M:%S')}"
+        with contextlib.ExitStack() as held:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                holder = redact(os.read(fd, 4096).decode("utf-8", errors="replace").strip()) or "unknown process"
-                os.close(fd)
+                self.root.mkdir(parents=True, exist_ok=True)
+                held.enter_context(file_lock(self.root / ".lock", wait=False, note=note))
+            except OSError as e:
+                raise UserError(f"{self.root}: cannot write the run directory ({e.strerror}); choose another --out or run_dir") from None
+            except Busy as e:
                 raise UserError(
-                    f"{self.root} is being written by another process ({holder}); one process writes a run "
-                    "directory at a time: wait for it to finish, stop it, or use another run directory"
+                    f"{self.root} is being written by another process ({redact(e.holder) or 'unknown process'}); one process "
+                    "writes a run directory at a time: wait for it to finish, stop it, or use another run directory"
                 ) from None
-            os.ftruncate(fd, 0)
-            os.write(fd, f"pid {os.getpid()}: {' '.join(mask_argv(sys.argv))[:300]}, since {time.strftime('%H:%M:%S')}".encode())
-            _HELD[root] = 1
-        try:
             yield
-        finally:
-            _HELD[root] -= 1
-            if not _HELD[root]:
-                del _HELD[root]
-                if fd is not None:
-                    os.ftruncate(fd, 0)
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    os.close(fd)
 
     # ------------------------------------------------------------ manifest
 

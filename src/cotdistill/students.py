@@ -9,17 +9,13 @@ it (~45 s), so it is converted ONCE to safetensors + tokenizer and cached beside
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from cotdistill.catalogue import get_model
 from cotdistill.errors import UserError
-from cotdistill.fileio import parse_json, read_text
+from cotdistill.fileio import parse_json, read_text, replaced_when_done, write_json_atomic
+from cotdistill.locks import file_lock
 
 _DONE = "cotdistill-converted.json"  # written last: its presence marks a complete conversion
 
@@ -28,20 +24,8 @@ def converted_dir(spec: str) -> Path:
     """Where the safetensors conversion of an embedded model lives (whether or not it exists yet)."""
     from cotdistill import embedded
 
-    model = embedded.get_model(spec)
+    model = get_model(spec)
     return embedded.cache_dir().parent / "hf" / f"{model.name}-{model.sha256[:12]}"
-
-
-@contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock, so that two processes (e.g. two DDP ranks) never convert the same model at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def convert_embedded(spec: str, quiet: bool = False) -> Path:
@@ -52,7 +36,8 @@ def convert_embedded(spec: str, quiet: bool = False) -> Path:
     if (target / _DONE).is_file():
         return target
     gguf = embedded.model_path(spec).resolve()  # assembles and verifies the GGUF if needed
-    with _lock(target.parent / f".{target.name}.lock"):
+    # Two processes (e.g. two DDP ranks) never convert the same model at once: the second waits.
+    with file_lock(target.parent / f".{target.name}.lock", wait=True):
         if (target / _DONE).is_file():  # another process converted it while we waited
             return target
         import torch
@@ -60,19 +45,17 @@ def convert_embedded(spec: str, quiet: bool = False) -> Path:
 
         if not quiet:
             print(f"converting {spec} from GGUF to safetensors once (a minute or more) → {target}")
-        tmp = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(tmp, ignore_errors=True)
         kw: dict[str, Any] = {"gguf_file": str(gguf), "local_files_only": True}
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), dtype=torch.float32, quantization_config=GgufConfig(dequantize=True), **kw
         )
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), **kw)
         _forget_gguf(model)
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _DONE).write_text(json.dumps({"spec": spec, "gguf_sha256": embedded.get_model(spec).sha256}))
-        shutil.rmtree(target, ignore_errors=True)  # a half-written earlier attempt (no _DONE marker)
-        os.replace(tmp, target)
+        # replaces a half-written earlier attempt (no _DONE marker) only once this one is whole
+        with replaced_when_done(target) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            write_json_atomic(tmp / _DONE, {"spec": spec, "gguf_sha256": get_model(spec).sha256})
     return target
 
 

@@ -17,11 +17,14 @@ EXEMPLAR_FILES = {
 }
 
 
+FINAL_ANSWER_PREFIX = "The answer is"
+
+
 def final_answer_sentence(answer: str, answer_type: str) -> str:
     """The fixed, parseable sentence that ends every CoT and every student target."""
     if answer_type not in ANSWER_TYPES:
         raise ValueError(f"unknown answer type {answer_type!r}")
-    return f"The answer is {answer}."
+    return f"{FINAL_ANSWER_PREFIX} {answer}."
 
 
 def format_question(question: str, choices: list[str] | None = None) -> str:

@@ -6,6 +6,7 @@ answer already normalised for its type (see answers.normalise), so later stages 
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
@@ -139,6 +140,17 @@ def read_examples(path: str | Path) -> list[Example]:
             raise UserError(f"{path}:{n}: {problem}; fix or remove that record")
         examples.append(e)
     return examples
+
+
+def check_unique_ids(examples: Iterable[Example], where: str) -> None:
+    """A UserError naming `where` (the file, or what the examples are) when an id occurs more than
+    once: predictions, cache keys and training rows are all keyed by id, so a repeated one would
+    silently pair an answer with the wrong question. (load_dataset instead skips a repeat in a
+    user's file and counts it, like any other unusable record.)"""
+    ids = Counter(e.id for e in examples)
+    dup = next((i for i, n in ids.items() if n > 1), None)
+    if dup is not None:
+        raise UserError(f"{where}: example id {dup!r} occurs {ids[dup]} times; ids must be unique")
 
 
 def write_examples(path: str | Path, examples: Iterable[Example]) -> None:

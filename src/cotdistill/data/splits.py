@@ -35,6 +35,9 @@ class Splits:
 
 
 def make_splits(cfg: DataConfig, seed: int) -> Splits:
+    """The splits the `data` section describes. It takes the section whole, not its fields one by one:
+    it reads every field but `seed` (which the caller resolves against the run's), and the section's
+    validator has already checked how they combine (one source, the counts each source needs)."""
     extra_tests = {t.name: _load_test_set(t) for t in cfg.extra_tests}
     if cfg.generate:
         from cotdistill.data.generators import generate_split

@@ -18,8 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from cotdistill.catalogue import PREFIX, get_model
 from cotdistill.config import DataConfig, TeacherConfig
-from cotdistill.embedded import PREFIX, get_model
 from cotdistill.evalnames import STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
 from cotdistill.fileio import write_files_atomic, write_text_atomic
 from cotdistill.data.records import read_examples

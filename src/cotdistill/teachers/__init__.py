@@ -33,9 +33,10 @@ def load_teacher(spec: str, **options) -> Teacher:
         raise _unknown(spec)
     if kind == "embedded":
         from cotdistill import embedded
+        from cotdistill.catalogue import get_model
         from cotdistill.teachers.llamacpp import LlamaCppTeacher
 
-        model = embedded.get_model(rest)
+        model = get_model(rest)
         path = embedded.model_path(rest)
         defaults = {"label": model.name, "sha256": model.sha256, "chat": model.chat}
         return _build(LlamaCppTeacher, spec, path, **{**defaults, **options})
