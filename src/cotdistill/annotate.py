@@ -353,29 +353,3 @@ def annotate(
         "estimate": asdict(stats.estimate) if stats.estimate else None,
         "options": config.model_dump(), "sampling": params.to_dict(), "limit": limit,
     }
-
-
-def run_annotate(
-    data: str | Path | None, config: TeacherConfig, out: str | Path, *, seed: int = 0, limit: int | None = None,
-    quiet: bool = False, data_format: str | None = None, dry_run: bool = False,
-) -> dict[str, Any]:
-    """The `annotate` command: load the data (default RUN_DIR/data/train.jsonl) and the teacher,
-    annotate, and record the stage in the run's manifest."""
-    from cotdistill.teachers import load_teacher
-
-    run = RunDir(Path(out))
-    if data is None and not run.train_data.exists():
-        raise UserError(f"no --data given and {run.train_data} does not exist; give --data PATH")
-    examples = load_examples(data or run.train_data, data_format)
-    if not examples:
-        raise UserError(f"{data or run.train_data}: no examples to annotate")
-    with run.lock():  # before the teacher loads: a busy or unwritable --out fails at once
-        run.read_manifest()  # and so does a torn or foreign manifest
-        teacher = load_teacher(config.model, **config.backend_options())
-        try:
-            with run.stage("annotate") as done:
-                done.update(annotate(examples, teacher, run, config, seed=seed, limit=limit, quiet=quiet, dry_run=dry_run),
-                            data=str(data or run.train_data))
-        finally:
-            teacher.close()
-    return done

@@ -36,14 +36,14 @@ app.add_typer(data_app, name="data")
 # ------------------------------------------------------------------ data
 
 from cotdistill.data.load import format_names  # noqa: E402  (light: no heavy imports)
-from cotdistill.config import EvalSettings, FiltersConfig, StudentConfig, TeacherConfig, TrainSettings, from_options  # noqa: E402
+from cotdistill.cli_options import SectionOptions, default, with_sections  # noqa: E402
+from cotdistill.config import (  # noqa: E402
+    DataConfig, EvalSettings, EvaluateConfig, RunConfig, StudentConfig, TeacherConfig, TrainSettings, from_options,
+)
 
-# The commands' defaults are the config schema's (config.py): one place for each.
-TRAIN = {name: f.default for name, f in TrainSettings.model_fields.items()}
-EVAL = {name: f.default for name, f in EvalSettings.model_fields.items()}
-TEACHER = {name: f.default for name, f in TeacherConfig.model_fields.items()}
-FILTERS = {name: f.default for name, f in FiltersConfig.model_fields.items()}
-STUDENT_DEFAULT = StudentConfig.model_fields["model"].default
+# The options of a config section are generated from its class (cli_options), and every other
+# option that the config also has takes its default from there: one place for each.
+SEED_OPTION = typer.Option(default(RunConfig, "seed"), "--seed")
 
 FORMAT_OPTION = typer.Option(None, "--format", "-f", help=f"Dataset format (default: detected). One of: {format_names()}.")
 MAP_OPTION = typer.Option(
@@ -118,10 +118,10 @@ def data_generate(
     task: str = typer.Argument(..., help="gsm_symbolic | last_letters | coin_flip"),
     n_train: int = typer.Option(..., "--n-train", help="Training problems."),
     n_test: int = typer.Option(..., "--n-test", help="Test problems."),
-    n_dev: int = typer.Option(0, "--n-dev", help="Dev problems (from the training templates), to choose settings on."),
-    seed: int = typer.Option(0, "--seed"),
+    n_dev: int = typer.Option(default(DataConfig, "n_dev"), "--n-dev", help="Dev problems (from the training templates), to choose settings on."),
+    seed: int = SEED_OPTION,
     split: str = typer.Option(
-        "template", "--split", help="template: test problems come from templates (or names) never seen "
+        default(DataConfig, "split"), "--split", help="template: test problems come from templates (or names) never seen "
         "in training; same-template: a random split.",
     ),
     out: Path = typer.Option(..., "--out", help="Folder: writes train.jsonl, test.jsonl (and dev.jsonl with --n-dev)."),
@@ -141,7 +141,8 @@ def data_generate(
     print(f"wrote {len(train)} train, {len(dev)} dev and {len(test)} test {task} problems ({split} split, seed {seed}) to {out}")
 
 
-NGRAM_OPTION = typer.Option(8, "--ngram", min=1, help="Words in a row shared with a held-out question that make a training question contaminated.")
+NGRAM_OPTION = typer.Option(default(DataConfig, "decontamination_ngram"), "--ngram", min=1,
+                             help="Words in a row shared with a held-out question that make a training question contaminated.")
 
 
 @data_app.command("prepare")
@@ -224,69 +225,59 @@ def _parse_assignments(items: list[str], option: str, example: str) -> dict:
 
 DRY_RUN_OPTION = typer.Option(False, "--dry-run", help="Print the teacher's estimated requests, tokens, time and "
                               "cost (measured on its first batch, which is cached) and stop.")
-BUDGET_OPTION = typer.Option([], "--budget", help="Stop cleanly once this run has spent tokens=N, usd=X or minutes=M "
-                             "on the teacher (repeatable); rerun to continue.")
+
+
+TEACHER_OPTIONS = SectionOptions(
+    TeacherConfig, required=frozenset({"model"}), skip=frozenset({"api_key_env"}),  # a key's variable: --teacher-option api_key_env=NAME
+    flags={"model": "--teacher", "zero_shot": "--zero-shot", "n_exemplars": "--exemplars", "exemplars": "--exemplar-file",
+           "no_gold": "--no-gold", "options": "--teacher-option", "max_chars": "--max-cot-chars",
+           "leak": "--leak-filter/--no-leak-filter", "underived": "--underived-filter/--no-underived-filter",
+           "steps": "--step-filter/--no-step-filter"},
+)
 
 
 @app.command()
+@with_sections
 def annotate(
     out: Path = typer.Option(..., "--out", help="Run directory: writes annotations.jsonl, distill.jsonl, cache.sqlite."),
-    teacher: str = typer.Option(..., "--teacher", help="embedded:NAME | gguf:/path | openai:MODEL@URL | hf:PATH"),
     data: Optional[Path] = typer.Option(None, "--data", help="Dataset file (default: RUN_DIR/data/train.jsonl)."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Dataset format (default: detected from the file)."),
-    hint: bool = typer.Option(TEACHER["hint"], "--hint/--no-hint", help="Give the gold answer before the CoT (the paper's rationalisation)."),
-    zero_shot: bool = typer.Option(TEACHER["zero_shot"], "--zero-shot", help="No exemplars; 'Let's think step by step.'"),
-    exemplars: int = typer.Option(TEACHER["n_exemplars"], "--exemplars", help="Number of few-shot exemplars."),
-    exemplar_file: Optional[Path] = typer.Option(None, "--exemplar-file", help="JSON list of {question, rationale, answer}, or a text prompt."),
-    samples: int = typer.Option(TEACHER["samples"], "--samples", help="CoTs per question."),
-    temperature: float = typer.Option(TEACHER["temperature"], "--temperature"),
-    top_p: float = typer.Option(TEACHER["top_p"], "--top-p"),
-    max_tokens: int = typer.Option(TEACHER["max_tokens"], "--max-tokens", help="Teacher output limit; longer CoTs are 'truncated'."),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(TEACHER["batch_size"], "--batch-size", help="Requests per teacher call (each answer is cached as it arrives)."),
-    no_gold: bool = typer.Option(TEACHER["no_gold"], "--no-gold", help="Unlabelled data: the majority answer across samples is the label."),
+    teacher: dict = TEACHER_OPTIONS,
+    seed: int = SEED_OPTION,
     limit: Optional[int] = typer.Option(None, "--limit", help="Annotate only the first N questions."),
-    max_chars: Optional[int] = typer.Option(None, "--max-cot-chars", help="Drop CoTs longer than this ('too_long')."),
-    leak_filter: bool = typer.Option(FILTERS["leak"], "--leak-filter/--no-leak-filter"),
-    underived_filter: bool = typer.Option(FILTERS["underived"], "--underived-filter/--no-underived-filter"),
-    step_filter: bool = typer.Option(FILTERS["steps"], "--step-filter/--no-step-filter",
-                                     help="Drop CoTs with a false step (arithmetic, coin state, last letter)."),
-    dedupe: bool = typer.Option(FILTERS["dedupe"], "--dedupe/--no-dedupe"),
-    hint_check: bool = typer.Option(FILTERS["hint_check"], "--hint-check/--no-hint-check",
-                                    help="Also ask each question once without the hint (one more request each): the "
-                                    "share of kept CoTs whose question the teacher misses unhinted."),
-    hint_independent: bool = typer.Option(FILTERS["hint_independent"], "--hint-independent/--no-hint-independent",
-                                          help="Keep only the CoTs of questions the teacher answers right without the hint."),
-    dedupe_similarity: float = typer.Option(FILTERS["dedupe_similarity"], "--dedupe-similarity",
-                                            help="Samples of a question this alike (word-level, 0-1) count as duplicates."),
-    max_per_question: Optional[int] = typer.Option(None, "--max-per-question", help="Keep at most N samples per question."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Teacher cache (default: RUN_DIR/cache.sqlite); share it between runs."),
-    teacher_option: list[str] = typer.Option([], "--teacher-option", help="Backend option KEY=VALUE (repeatable), e.g. n_ctx=8192."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or table."),
     dry_run: bool = DRY_RUN_OPTION,
-    budget: list[str] = BUDGET_OPTION,
 ) -> None:
     """Annotate a dataset with teacher CoTs and filter them (resumable: rerun to continue)."""
-    from cotdistill.annotate import run_annotate
+    from cotdistill.annotate import annotate as annotate_examples, load_examples
+    from cotdistill.pipeline import held_stage
+    from cotdistill.rundir import RunDir
+    from cotdistill.teachers import load_teacher
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
-    out = output_dir(out, "--out", "run directory")
-    cache = output_file(cache, "--cache", "teacher cache") if cache else None
-    exemplar_file = input_file(exemplar_file) if exemplar_file else None
-    config = from_options(
-        TeacherConfig, flags={"model": "--teacher", "n_exemplars": "--exemplars", "exemplars": "--exemplar-file",
-                              "max_chars": "--max-cot-chars", "options": "--teacher-option"},
-        model=teacher, hint=hint, zero_shot=zero_shot, n_exemplars=exemplars,
-        exemplars=str(exemplar_file) if exemplar_file else None, samples=samples, temperature=temperature, top_p=top_p,
-        max_tokens=max_tokens, batch_size=batch_size, no_gold=no_gold,
-        filters=dict(leak=leak_filter, underived=underived_filter, steps=step_filter, dedupe=dedupe,
-                     dedupe_similarity=dedupe_similarity, max_per_question=max_per_question, max_chars=max_chars,
-                     hint_check=hint_check, hint_independent=hint_independent),
-        cache=str(cache) if cache else None, options=_parse_assignments(teacher_option, "--teacher-option", "n_ctx=8192"),
-        budget=_parse_assignments(budget, "--budget", "minutes=30"),
-    )
-    run_annotate(data, config, out, seed=seed, limit=limit, quiet=quiet, data_format=data_format, dry_run=dry_run)
+    run = RunDir(output_dir(out, "--out", "run directory"))
+    if teacher["cache"] is not None:
+        teacher["cache"] = str(output_file(teacher["cache"], "--cache", "teacher cache"))
+    if teacher["exemplars"] is not None:
+        teacher["exemplars"] = str(input_file(teacher["exemplars"]))
+    teacher["options"] = _parse_assignments(teacher["options"], "--teacher-option", "n_ctx=8192")
+    teacher["budget"] = _parse_assignments(teacher["budget"], "--budget", "minutes=30")
+    config = from_options(TeacherConfig, flags=TEACHER_OPTIONS.names, **teacher)
+    if data is None and not run.train_data.exists():
+        raise UserError(f"no --data given and {run.train_data} does not exist; give --data PATH")
+    examples = load_examples(data or run.train_data, data_format)
+    if not examples:
+        raise UserError(f"{data or run.train_data}: no examples to annotate")
+    with held_stage(run):  # before the teacher loads: a busy or unwritable --out fails at once
+        run.read_manifest()  # and so does a torn or foreign manifest
+        backend = load_teacher(config.model, **config.backend_options())
+        try:
+            with held_stage(run, "annotate") as done:
+                done.update(annotate_examples(examples, backend, run, config, seed=seed, limit=limit, quiet=quiet,
+                                              dry_run=dry_run), data=str(data or run.train_data))
+        finally:
+            backend.close()
 
 
 # ------------------------------------------------------------------ train
@@ -298,31 +289,19 @@ def _bf16_option(value: str) -> bool | str:
     raise UserError(f"--bf16 {value!r}: expected auto, true or false")
 
 
+TRAIN_OPTIONS = SectionOptions(TrainSettings, flags={"lora": "--lora/--full", "merge_lora": "--merge/--no-merge"})
+
+
 @app.command()
+@with_sections
 def train(
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory: reads RUN/distill.jsonl, writes RUN/students/MODE."),
-    student: str = typer.Option(STUDENT_DEFAULT, "--student", help="Model directory, hub name, or embedded:NAME."),
+    student: str = typer.Option(default(StudentConfig, "model"), "--student", help="Model directory, hub name, or embedded:NAME."),
     mode: str = typer.Option("cot", "--mode", help="cot | answer-only | multitask (rationale and answer as two tasks)."),
     data: Optional[Path] = typer.Option(None, "--data", help="distill.jsonl to train on (default: RUN/distill.jsonl)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN/students/MODE)."),
-    lora: bool = typer.Option(TRAIN["lora"], "--lora/--full", help="LoRA adapters (default) or full fine-tuning."),
-    lora_r: int = typer.Option(TRAIN["lora_r"], "--lora-r", help="LoRA rank."),
-    lora_dropout: float = typer.Option(TRAIN["lora_dropout"], "--lora-dropout", help="Dropout on the LoRA adapters' input "
-                                       "(0.05 is common; it costs CPU time: docs/benchmarks.md)."),
-    merge: bool = typer.Option(TRAIN["merge_lora"], "--merge/--no-merge", help="Save LoRA merged into the model (default) or the adapter alone."),
-    epochs: float = typer.Option(TRAIN["epochs"], "--epochs"),
-    max_steps: Optional[int] = typer.Option(TRAIN["max_steps"], "--max-steps", help="Stop after N optimizer steps (overrides --epochs)."),
-    lr: float = typer.Option(TRAIN["lr"], "--lr", help="Peak learning rate (2e-4 suits LoRA; try 2e-5 for --full)."),
-    batch_size: int = typer.Option(TRAIN["batch_size"], "--batch-size", help="Examples per micro-batch and process (memory grows with it)."),
-    grad_accum: int = typer.Option(TRAIN["grad_accum"], "--grad-accum", help="Micro-batches per optimizer step: --batch-size 4 "
-                                   "--grad-accum 2 trains like --batch-size 8 in about half the memory."),
-    max_len: int = typer.Option(TRAIN["max_len"], "--max-len", help="Longer examples are dropped (counted), not cut."),
-    schedule: str = typer.Option(TRAIN["schedule"], "--schedule", help="cosine | linear | constant, after a linear warm-up."),
-    warmup: float = typer.Option(TRAIN["warmup"], "--warmup", help="Warm-up: a fraction of the steps (< 1) or a number of steps."),
-    bf16: str = typer.Option(str(TRAIN["bf16"]), "--bf16", help="auto (bf16 autocast where it is faster here) | true | false."),
-    seed: int = typer.Option(0, "--seed"),
-    save_steps: int = typer.Option(TRAIN["save_steps"], "--save-steps", help="Checkpoint (and eval) every N steps; rerun the command to resume."),
-    eval_fraction: float = typer.Option(TRAIN["eval_fraction"], "--eval-fraction", help="Questions held out for the eval loss."),
+    settings: dict = TRAIN_OPTIONS,
+    seed: int = SEED_OPTION,
     restart: bool = typer.Option(False, "--restart", help="Discard checkpoints or a model of another configuration in --out."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
@@ -339,26 +318,19 @@ def train(
     run = output_dir(run, "--run", "run directory") if run else None
     out = output_dir(out, "--out", "run directory") if out else None  # it holds the lock, as a run directory
     data = input_file(data) if data else None
+    from cotdistill.pipeline import held_stage
+    from cotdistill.rundir import RunDir
     from cotdistill.training.train import TrainConfig, train_fingerprint, train_student
 
     config = from_options(
-        TrainConfig,
-        student=student, mode=mode, data=data or run / "distill.jsonl", out=out or run / "students" / mode,
-        lora=lora, lora_r=lora_r, lora_dropout=lora_dropout, merge_lora=merge, epochs=epochs, max_steps=max_steps, lr=lr,
-        batch_size=batch_size, grad_accum=grad_accum, max_len=max_len, schedule=schedule, warmup=warmup,
-        bf16=_bf16_option(bf16), seed=seed, save_steps=save_steps, eval_fraction=eval_fraction,
-        restart=restart, quiet=quiet,
+        TrainConfig, flags=TRAIN_OPTIONS.names,
+        **{**settings, "bf16": _bf16_option(settings["bf16"])}, student=student, mode=mode,
+        data=data or run / "distill.jsonl", out=out or run / "students" / mode, seed=seed, restart=restart, quiet=quiet,
     )
-    from cotdistill.rundir import RunDir
-
-    # Under accelerate/torchrun every rank runs this command; rank 0 holds the directory and, in a
-    # run directory, records the stage as `cotdistill run` does (so `run` sees it up to date).
-    rank0 = os.environ.get("RANK", "0") == "0"
-    recorded = run is not None and rank0
-    with contextlib.ExitStack() as stack:
-        if rank0:
-            stack.enter_context(RunDir(run or config.out).lock())
-        done = stack.enter_context(RunDir(run).stage(f"train:{mode}", fingerprint=train_fingerprint(config))) if recorded else {}
+    # In a run directory the stage is recorded as `cotdistill run` records it (so `run` sees it up
+    # to date); a student folder outside one is held only.
+    held = held_stage(RunDir(run), f"train:{mode}", fingerprint=train_fingerprint(config)) if run else held_stage(RunDir(out))
+    with held as done:
         result = train_student(config)
         done["metrics"] = result.metrics
     m = result.metrics
@@ -434,6 +406,7 @@ def models_path(name: str = typer.Argument(..., help="e.g. embedded:gemma-3-270m
 
 
 @app.command()
+@with_sections
 def evaluate(
     run: Path = typer.Option(..., "--run", help="Run directory: reads RUN/data/test.jsonl, writes RUN/predictions/NAME.*"),
     model: str = typer.Option(..., "--model", help="A student directory (RUN/students/cot), hf:PATH_OR_HUB_NAME, or a "
@@ -441,16 +414,10 @@ def evaluate(
     name: str = typer.Option(..., "--name", help="Name of this evaluation in the report, e.g. cot, answer-only, teacher."),
     data: Optional[Path] = typer.Option(None, "--data", help="Questions to answer (default: RUN/data/test.jsonl)."),
     few_shot: Optional[int] = typer.Option(None, "--few-shot", help="Exemplars in the prompt (no hint). Default: 0 for "
-                                           "students fine-tuned here (bare question), 8 for other models."),
+                                           f"students fine-tuned here (bare question), {default(EvaluateConfig, 'few_shot')} for other models."),
     exemplars: Optional[Path] = typer.Option(None, "--exemplar-file", help="Exemplars for --few-shot (default: the project's)."),
-    samples: int = typer.Option(EVAL["samples"], "--samples", help="Self-consistency: majority vote over K samples (needs --temperature)."),
-    temperature: float = typer.Option(EVAL["temperature"], "--temperature", help="0: greedy."),
-    batch_size: int = typer.Option(EVAL["batch_size"], "--batch-size", help="Sequences generated together."),
-    max_new_tokens: int = typer.Option(EVAL["max_new_tokens"], "--max-new-tokens"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N questions."),
-    dtype: str = typer.Option(EVAL["dtype"], "--dtype", help="transformers models: auto (bfloat16 where it is the faster dtype here, "
-                              "e.g. CPUs with AVX512-BF16/AMX) | float32 | bfloat16 (greedy outputs may differ between them)."),
-    seed: int = typer.Option(0, "--seed"),
+    settings: dict = SectionOptions(EvalSettings),
+    seed: int = SEED_OPTION,
     strict: Optional[bool] = typer.Option(None, "--strict/--lenient", help="Only a 'The answer is X.' sentence counts "
                                           "(default for fine-tuned students), or also the last number (default for prompted models)."),
     method: Optional[str] = typer.Option(None, "--method", help="Method label for the report (default: derived)."),
@@ -460,6 +427,7 @@ def evaluate(
     """Accuracy (95 % Wilson CI) of a model on held-out questions; resumable: rerun to continue."""
     from cotdistill.baserates import rates_note
     from cotdistill.evaluate import EvalOptions, evaluate_model
+    from cotdistill.pipeline import held_stage
     from cotdistill.rundir import RunDir
 
     run = output_dir(run, "--run", "run directory")
@@ -467,11 +435,10 @@ def evaluate(
     exemplars = input_file(exemplars) if exemplars else None
     options = from_options(
         EvalOptions,
-        data=data, few_shot=few_shot, exemplars=exemplars, samples=samples, temperature=temperature,
-        batch_size=batch_size, max_new_tokens=max_new_tokens, limit=limit, dtype=dtype, seed=seed, strict=strict,
-        method=method, teacher_options=_parse_assignments(teacher_option, "--teacher-option", "n_ctx=8192"), quiet=quiet,
+        **settings, data=data, few_shot=few_shot, exemplars=exemplars, seed=seed, strict=strict, method=method,
+        teacher_options=_parse_assignments(teacher_option, "--teacher-option", "n_ctx=8192"), quiet=quiet,
     )
-    with RunDir(run).lock(), RunDir(run).stage(f"evaluate:{name}") as done:
+    with held_stage(RunDir(run), f"evaluate:{name}") as done:
         s = evaluate_model(RunDir(run), model, name, options)
         done["summary"] = s.to_dict()
     speed = f", {s.tokens_per_s:.1f} tokens/s" if s.tokens_per_s else ""

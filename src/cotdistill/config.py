@@ -128,18 +128,18 @@ class FiltersConfig(Section):
 
     leak: bool = True
     underived: bool = True
-    steps: bool = True
+    steps: bool = Field(True, description="Drop CoTs with a false step (arithmetic, coin state, last letter).")
     dedupe: bool = True
-    dedupe_similarity: float = Field(0.9, gt=0, le=1)
-    max_per_question: int | None = Field(None, ge=1, le=MAX_SAMPLES)
-    max_chars: int | None = Field(None, ge=1, le=MAX_CHARS)
-    # Ask the teacher each question once more, greedy and WITHOUT the hint (one request per question):
-    # the kept CoTs of questions it then gets wrong are counted as hint-dependent in the yield table,
-    # since the hint may have let it rationalise an answer it could not find.
-    hint_check: bool = False
-    # Keep only the CoTs of questions the teacher also answers right without the hint (implies
-    # hint_check); the others get the verdict hint_dependent.
-    hint_independent: bool = False
+    dedupe_similarity: float = Field(0.9, gt=0, le=1, description="Samples of a question this alike (word-level, 0-1) count as duplicates.")
+    max_per_question: int | None = Field(None, ge=1, le=MAX_SAMPLES, description="Keep at most N samples per question.")
+    max_chars: int | None = Field(None, ge=1, le=MAX_CHARS, description="Drop CoTs longer than this ('too_long').")
+    # The kept CoTs of questions the teacher then gets wrong are counted as hint-dependent in the
+    # yield table, since the hint may have let it rationalise an answer it could not find.
+    hint_check: bool = Field(False, description="Also ask each question once without the hint, greedy (one more request each): "
+                             "the share of kept CoTs whose question the teacher misses unhinted.")
+    # The others get the verdict hint_dependent.
+    hint_independent: bool = Field(False, description="Keep only the CoTs of questions the teacher answers right without "
+                                   "the hint (implies hint_check).")
 
 
 BUDGET_LIMITS = ("tokens", "usd", "minutes")
@@ -169,22 +169,24 @@ class TeacherConfig(Section):
     """The annotate stage's options: which teacher, how it is asked and sampled, what is kept.
     `cotdistill annotate`'s options are this class."""
 
-    model: str = "embedded:qwen2.5-0.5b"
-    hint: bool = True
-    zero_shot: bool = False
-    n_exemplars: int = Field(8, ge=0, le=MAX_SAMPLES)
-    exemplars: UserPath | None = None
-    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
+    model: str = Field("embedded:qwen2.5-0.5b", description="embedded:NAME | gguf:/path | openai:MODEL@URL | hf:PATH")
+    hint: bool = Field(True, description="Give the gold answer before the CoT (the paper's rationalisation).")
+    zero_shot: bool = Field(False, description="No exemplars; 'Let's think step by step.'")
+    n_exemplars: int = Field(8, ge=0, le=MAX_SAMPLES, description="Number of few-shot exemplars.")
+    exemplars: UserPath | None = Field(None, description="JSON list of {question, rationale, answer}, or a text prompt.")
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="CoTs per question.")
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(256, ge=1, le=MAX_TOKENS)
-    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
-    no_gold: bool = False
+    max_tokens: int = Field(256, ge=1, le=MAX_TOKENS, description="Teacher output limit; longer CoTs are 'truncated'.")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="Requests per teacher call (each answer is cached as it arrives).")
+    no_gold: bool = Field(False, description="Unlabelled data: the majority answer across samples is the label.")
     filters: FiltersConfig = FiltersConfig()
     api_key_env: str | None = None  # name of the environment variable, never the key itself
-    cache: UserPath | None = None  # teacher cache file (default RUN_DIR/cache.sqlite); `study` variants share one
-    options: Options = {}
-    budget: dict[str, float] = {}  # tokens / usd / minutes: a clean stop once spent (not part of the fingerprint)
+    cache: UserPath | None = Field(None, description="Teacher cache (default: RUN_DIR/cache.sqlite); share it between "
+                                   "runs (`study` variants share one).")
+    options: Options = Field({}, description="Backend options KEY=VALUE, e.g. n_ctx=8192.")
+    budget: dict[str, float] = Field({}, description="Stop cleanly once this run has spent tokens=N, usd=X or minutes=M on "
+                                     "the teacher; rerun to continue.")  # not part of the fingerprint
 
     @field_validator("budget", mode="before")
     @classmethod
@@ -213,21 +215,23 @@ class TrainSettings(Section):
     The config's `student` section, `cotdistill train`'s options and training.train.TrainConfig
     are all this class (plus what each adds)."""
 
-    lora: bool = True
-    lora_r: int = Field(16, ge=1, le=MAX_LORA_RANK)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)  # PEFT's and torchtune's default; 0.05 costs CPU time (bench/)
-    merge_lora: bool = True  # save the merged model (loadable anywhere) rather than the adapter
+    lora: bool = Field(True, description="LoRA adapters (default) or full fine-tuning.")
+    lora_r: int = Field(16, ge=1, le=MAX_LORA_RANK, description="LoRA rank.")
+    lora_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the LoRA adapters' input (0.05 is common; it costs "
+                                "CPU time: docs/benchmarks.md).")  # 0: PEFT's and torchtune's default
+    merge_lora: bool = Field(True, description="Save LoRA merged into the model (default: loadable anywhere) or the adapter alone.")
     epochs: float = Field(3.0, gt=0, le=MAX_EPOCHS)
-    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS)  # overrides epochs when set
-    lr: float = Field(2e-4, gt=0)
-    batch_size: int = Field(8, ge=1, le=MAX_BATCH)
-    grad_accum: int = Field(1, ge=1, le=MAX_BATCH)
-    max_len: int = Field(384, ge=8, le=MAX_TOKENS)  # longer examples are dropped (and counted), never cut before their answer
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"  # all after a linear warm-up
-    warmup: float = Field(0.05, ge=0, le=MAX_STEPS)  # < 1: a fraction of the steps; >= 1: a number of steps
-    bf16: bool | Literal["auto"] = "auto"  # "auto": bf16 autocast where this CPU/GPU computes bf16 faster
-    save_steps: int = Field(50, ge=1, le=MAX_STEPS)
-    eval_fraction: float = Field(0.05, ge=0, lt=1)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS, description="Stop after N optimizer steps (overrides epochs).")
+    lr: float = Field(2e-4, gt=0, description="Peak learning rate (2e-4 suits LoRA; try 2e-5 for full fine-tuning).")
+    batch_size: int = Field(8, ge=1, le=MAX_BATCH, description="Examples per micro-batch and process (memory grows with it).")
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="Micro-batches per optimizer step: batch_size 4 with "
+                            "grad_accum 2 trains like batch_size 8 in about half the memory.")
+    max_len: int = Field(384, ge=8, le=MAX_TOKENS, description="Longer examples are dropped (counted), never cut before their answer.")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="cosine | linear | constant, after a linear warm-up.")
+    warmup: float = Field(0.05, ge=0, le=MAX_STEPS, description="Warm-up: a fraction of the steps (< 1) or a number of steps.")
+    bf16: bool | Literal["auto"] = Field("auto", description="auto (bf16 autocast where this CPU/GPU computes bf16 faster) | true | false.")
+    save_steps: int = Field(50, ge=1, le=MAX_STEPS, description="Checkpoint (and eval) every N steps; rerun to resume.")
+    eval_fraction: float = Field(0.05, ge=0, lt=1, description="Questions held out for the eval loss.")
 
 
 class StudentConfig(TrainSettings):
@@ -239,15 +243,16 @@ class EvalSettings(Section):
     """How a model is scored: the one definition of these options and defaults, shared by the
     config's `evaluate` section, `cotdistill evaluate`'s options and evaluate.EvalOptions."""
 
-    batch_size: int = Field(16, ge=1, le=MAX_BATCH)
+    batch_size: int = Field(16, ge=1, le=MAX_BATCH, description="Sequences generated together.")
     max_new_tokens: int = Field(256, ge=1, le=MAX_TOKENS)
-    limit: int | None = Field(None, ge=1, le=MAX_QUESTIONS)
-    samples: int = Field(1, ge=1, le=MAX_SAMPLES)  # > 1: self-consistency vote over this many samples
-    temperature: float = Field(0.0, ge=0)
-    # transformers models: float32 (the reference numerics) | bfloat16 (faster only where the CPU or
-    # GPU has a bf16 path; greedy outputs can differ: docs/benchmarks.md) | auto: bfloat16 exactly
-    # where it is the faster dtype here (cpu.bf16_is_faster), as training's bf16 "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    limit: int | None = Field(None, ge=1, le=MAX_QUESTIONS, description="Only the first N questions.")
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="Self-consistency: majority vote over K samples (needs a temperature above 0).")
+    temperature: float = Field(0.0, ge=0, description="0: greedy.")
+    # float32 is the reference numerics; bfloat16 is faster only where the CPU or GPU has a bf16 path
+    # (docs/benchmarks.md); auto decides as cpu.bf16_is_faster, as training's bf16 "auto"
+    dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="transformers models: auto (bfloat16 where "
+                                                          "it is the faster dtype here, e.g. CPUs with AVX512-BF16/AMX) | "
+                                                          "float32 | bfloat16 (greedy outputs may differ between them).")
 
 
 class EvaluateConfig(EvalSettings):

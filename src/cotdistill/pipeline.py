@@ -8,7 +8,10 @@ the work in flight: rerun the same command.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -42,6 +45,29 @@ def model_files(model_dir: Path) -> list[Path]:
                   and not p.name.startswith(".") and p.relative_to(model_dir) != Path(CARD))
 
 
+def _main_process() -> bool:
+    """Whether this process writes: under accelerate/torchrun every rank runs the command, rank 0 writes."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+@contextlib.contextmanager
+def held_stage(run: RunDir, name: str | None = None, **known: Any) -> Iterator[dict[str, Any]]:
+    """The one way a stage runs, in `run` and alone (`cotdistill annotate`, `train`, `evaluate`):
+    `with held_stage(run, "annotate") as done: done.update(stage_fn(...))` holds the run directory
+    (RunDir.lock, re-entrant) and records the stage's outcome in its manifest (RunDir.stage, with
+    `known`). `name` None: hold it only (a whole run, the work before a stage starts, or a folder
+    that is not a run directory). Only the main process holds and records; the other ranks of a
+    distributed launch get a `done` nobody reads."""
+    if not _main_process():
+        yield {}
+    elif name is None:
+        with run.lock():
+            yield {}
+    else:
+        with run.lock(), run.stage(name, **known) as done:
+            yield done
+
+
 def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable[[], dict[str, Any]]) -> None:
     """Run `fn` unless the manifest shows this stage done with fingerprint `fp` and outputs exist."""
     previous = run.read_manifest().get("stages", {}).get(name, {})
@@ -49,7 +75,7 @@ def run_stage(run: RunDir, name: str, fp: str, outputs: list[Path], fn: Callable
         console.print(f"[dim]{name}: up to date, skipped[/dim]")
         return
     console.rule(f"[bold]{name}")
-    with run.stage(name, fingerprint=fp) as done:
+    with held_stage(run, name, fingerprint=fp) as done:
         done.update(fn())
 
 
@@ -177,7 +203,7 @@ def run_pipeline(config: RunConfig, dry_run: bool = False) -> RunDir:
     """Run every stage of `config` in order; each is skipped when its outputs are up to date.
     `dry_run`: the data stage, then the teacher's cost estimate (annotate.annotate), and stop."""
     run = RunDir(config.run_path)
-    with run.lock():
+    with held_stage(run):
         return _run_stages(config, run, dry_run)
 
 
@@ -206,7 +232,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
             teacher.close()
 
     if dry_run:
-        with run.stage("annotate") as done:
+        with held_stage(run, "annotate") as done:
             done.update(do_annotate())
         return run
     run_stage(run, "annotate", fingerprint(config.teacher.model_dump(exclude={"budget"}), config.seed, run.train_data),

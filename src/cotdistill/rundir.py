@@ -8,8 +8,8 @@
 
 The manifest records, per stage, its status, timings and counts, so `run` can skip stages whose
 outputs are up to date and `report` can show where the time went. `RunDir.stage` is the one place
-a stage's outcome is recorded: stages return what they did, and whoever runs them (the pipeline,
-a single-stage command) wraps the call in it.
+a stage's outcome is recorded: stages return what they did, and the stage runner
+(pipeline.held_stage, for `run` and the single-stage commands alike) wraps the call in it.
 
 One process writes a run directory at a time: `RunDir.lock` holds an advisory lock (locks.py) on
 `.lock` while a stage writes. The kernel drops it when its holder exits, however it exits, so a
