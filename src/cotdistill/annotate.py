@@ -27,7 +27,6 @@ from rich.table import Table
 from cotdistill.budget import Budget, BudgetReached, Estimate, Spent, extrapolate
 from cotdistill.config import TeacherConfig
 from cotdistill.teachers.cache import CompletionCache, Key
-from cotdistill.errors import UserError
 from cotdistill.data.records import Example, check_unique_ids, write_jsonl
 from cotdistill.answers import answers_match, majority
 from cotdistill.filters import VERDICTS, hint_check_line, judge

@@ -40,6 +40,7 @@ from cotdistill.cli_options import SectionOptions, default, with_sections  # noq
 from cotdistill.config import (  # noqa: E402
     DataConfig, EvalSettings, EvaluateConfig, RunConfig, StudentConfig, TeacherConfig, TrainSettings, from_options,
 )
+from cotdistill.modes import COT, TRAINING_MODES, normalise_mode  # noqa: E402
 
 # The options of a config section are generated from its class (cli_options), and every other
 # option that the config also has takes its default from there: one place for each.
@@ -297,7 +298,7 @@ TRAIN_OPTIONS = SectionOptions(TrainSettings, flags={"lora": "--lora/--full", "m
 def train(
     run: Optional[Path] = typer.Option(None, "--run", help="Run directory: reads RUN/distill.jsonl, writes RUN/students/MODE."),
     student: str = typer.Option(default(StudentConfig, "model"), "--student", help="Model directory, hub name, or embedded:NAME."),
-    mode: str = typer.Option("cot", "--mode", help="cot | answer-only | multitask (rationale and answer as two tasks)."),
+    mode: str = typer.Option(COT, "--mode", help=f"{' | '.join(TRAINING_MODES)} (multitask: rationale and answer as two tasks)."),
     data: Optional[Path] = typer.Option(None, "--data", help="distill.jsonl to train on (default: RUN/distill.jsonl)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN/students/MODE)."),
     settings: dict = TRAIN_OPTIONS,
@@ -310,7 +311,6 @@ def train(
     Data parallel: accelerate launch --multi_gpu --num_processes N -m cotdistill.cli train ...
     or torchrun --nproc_per_node N -m cotdistill.cli train ... (GPUs, or CPUs over gloo).
     """
-    from cotdistill.modes import normalise_mode
 
     mode = normalise_mode(mode)
     if run is None and (data is None or out is None):
