@@ -31,7 +31,7 @@ from cotdistill.data.records import unencodable
 from cotdistill.errors import UserError
 from cotdistill.fileio import parse_json, read_text
 from cotdistill.tasks import EXEMPLAR_FILES, final_answer_sentence, format_question
-from cotdistill.teachers.base import Prompt, SamplingParams
+from cotdistill.sampling import Prompt, SamplingParams
 
 STUDENT_SEPARATOR = " "
 STUDENT_MODES = ("cot", "answer-only")

@@ -18,12 +18,11 @@ from typing import Any
 
 from cotdistill.embedded import PREFIX, get_model
 from cotdistill.fileio import write_files_atomic, write_text_atomic
+from cotdistill.hashing import CARD
 from cotdistill.data.records import read_examples
 from cotdistill.prompts import student_input
 from cotdistill.rundir import RunDir
 from cotdistill.secrets import mask_spec
-
-CARD = "README.md"  # the name the hub and `huggingface_hub.ModelCard.load` look for
 
 
 def licence_of(model: str) -> str:
