@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import time
 
-from cotdistill.teachers import Request, SamplingParams, load_teacher
+from cotdistill.sampling import Request, SamplingParams
+from cotdistill.teachers import load_teacher
 from cotdistill.cpu import physical_cores
 
 

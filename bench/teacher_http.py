@@ -27,7 +27,8 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from cotdistill import embedded
-from cotdistill.teachers import Request, SamplingParams, load_teacher
+from cotdistill.sampling import Request, SamplingParams
+from cotdistill.teachers import load_teacher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from faultproxy import FaultProxy  # noqa: E402

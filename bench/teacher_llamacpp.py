@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from cotdistill.prompts import build_teacher_prompt, default_exemplars
-from cotdistill.teachers import Request, SamplingParams, load_teacher
+from cotdistill.sampling import Request, SamplingParams
+from cotdistill.teachers import load_teacher
 from cotdistill.cpu import physical_cores
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gsm8k" / "train.jsonl"

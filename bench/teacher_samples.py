@@ -21,7 +21,8 @@ import time
 
 from cotdistill.cpu import cpu, physical_cores
 from cotdistill.prompts import build_teacher_prompt, select_exemplars
-from cotdistill.teachers import Request, SamplingParams, load_teacher
+from cotdistill.sampling import Request, SamplingParams
+from cotdistill.teachers import load_teacher
 from teacher_llamacpp import questions
 
 

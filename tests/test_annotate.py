@@ -26,7 +26,8 @@ from cotdistill.errors import UserError
 from cotdistill.data.records import Example, write_examples
 from cotdistill.config import TeacherConfig
 from cotdistill.rundir import RunDir
-from cotdistill.teachers.base import Completion, SamplingParams
+from cotdistill.sampling import SamplingParams
+from cotdistill.teachers.base import Completion
 
 QUESTIONS = [
     ("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did she sell altogether?", "72"),

@@ -600,7 +600,8 @@ def test_a_teacher_cache_on_a_full_disk_is_one_line_and_the_run_records_the_fail
 
 
 def test_a_teacher_cache_that_fills_the_disk_keeps_what_it_committed(tmp_path):
-    from cotdistill.teachers.base import Completion, SamplingParams
+    from cotdistill.sampling import SamplingParams
+    from cotdistill.teachers.base import Completion
     from cotdistill.teachers.cache import CompletionCache
 
     disk = tmp_path / "disk"

@@ -10,9 +10,9 @@ import sys
 import pytest
 from tiny_lm import build_tiny_causal
 
-from cotdistill.reporting.cards import CARD, write_model_cards
+from cotdistill.hashing import CARD, model_files
+from cotdistill.reporting.cards import write_model_cards
 from cotdistill.data.records import write_jsonl
-from cotdistill.pipeline import model_files
 from cotdistill.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

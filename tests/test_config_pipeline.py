@@ -175,7 +175,7 @@ def test_each_stage_records_its_own_peak_memory(tmp_path: Path) -> None:
 def test_retraining_a_student_in_any_form_changes_its_evaluation_fingerprint(tmp_path: Path, weights) -> None:
     """The evaluation stage hashes every file of the model (not just model.safetensors), so a
     retrained sharded or adapter-only student is evaluated again, not reported with old predictions."""
-    from cotdistill.pipeline import model_files
+    from cotdistill.hashing import model_files
 
     student = tmp_path / "students" / "cot"
     (student / "checkpoints" / "checkpoint-10").mkdir(parents=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from cotdistill import generation
 from cotdistill.answers import answers_match, extract_answer
 from cotdistill.errors import UserError
 from cotdistill.evaluate import EvalOptions, evaluate_model, wilson_interval
+from cotdistill.hashing import fingerprint, model_files
 from cotdistill.data.records import read_jsonl, write_examples
 from cotdistill.rundir import RunDir
 
@@ -134,6 +136,43 @@ def test_an_interrupted_sampling_evaluation_resumes_with_the_samples_an_uninterr
     resumed, fresh = read_jsonl(run.predictions("sc")), read_jsonl(run.predictions("sc-fresh"))
     assert [r["samples"] for r in resumed] == [r["samples"] for r in fresh]
     assert len({s for r in fresh for s in r["samples"]}) > N_TEST  # samples differ within questions too
+
+
+def restore_with_new_mtimes(folder: Path) -> None:
+    """A run directory copied away and back (as from a backup): the same bytes, new mtimes."""
+    backup = folder.with_name(folder.name + ".backup")
+    shutil.copytree(folder, backup, copy_function=shutil.copyfile)  # contents only, no dates
+    shutil.rmtree(folder)
+    backup.rename(folder)
+
+
+def test_a_restored_student_resumes_its_evaluation_and_a_changed_weight_restarts_it(run, monkeypatch):
+    """Evaluation judges a model by its files' content, as the pipeline's stage fingerprint does:
+    new mtimes with the same bytes are the same model, changed bytes of the same size are not."""
+    student = run.student("cot")
+    weights = student / "model.safetensors"
+    pipeline_fp = fingerprint(str(student), *model_files(student))
+    handed = interrupt_after_first_results(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(run, str(student), "cot", options())
+    mtime = weights.stat().st_mtime_ns
+    restore_with_new_mtimes(student)
+    assert weights.stat().st_mtime_ns != mtime
+    assert fingerprint(str(student), *model_files(student)) == pipeline_fp  # the pipeline: up to date
+    seen = spy_prompts(monkeypatch)
+    evaluate_model(run, str(student), "cot", options())
+    assert [len(p) for p in seen] == [N_TEST - len(handed)]  # evaluate: the finished ones are reused
+
+    interrupt_after_first_results(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(run, str(student), "again", options())
+    data = bytearray(weights.read_bytes())
+    data[-4:] = struct.pack("<f", struct.unpack("<f", data[-4:])[0] + 1.0)  # one weight, same size
+    weights.write_bytes(bytes(data))
+    assert fingerprint(str(student), *model_files(student)) != pipeline_fp
+    seen = spy_prompts(monkeypatch)
+    evaluate_model(run, str(student), "again", options())
+    assert [len(p) for p in seen] == [N_TEST]  # another model: nothing reused
 
 
 def test_generations_of_other_settings_are_not_reused(run, monkeypatch):

@@ -23,7 +23,7 @@ from cotdistill.prompts import (
     student_input,
     student_target,
 )
-from cotdistill.teachers.base import SamplingParams
+from cotdistill.sampling import SamplingParams
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether?"
 

@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from cotdistill.errors import UserError
-from cotdistill.teachers import Request, SamplingParams, load_teacher
+from cotdistill.sampling import Request, SamplingParams
+from cotdistill.teachers import load_teacher
 
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"
 

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from cotdistill.errors import UserError
-from cotdistill.teachers import Request, SamplingParams, load_teacher
+from cotdistill.sampling import Request, SamplingParams
+from cotdistill.teachers import load_teacher
 from conftest import free_port
 from faultproxy import FaultProxy
 from faultserver import FaultServer

@@ -18,7 +18,8 @@ import pytest
 
 from cotdistill import catalogue, embedded
 from cotdistill.errors import UserError
-from cotdistill.teachers import Request, SamplingParams, load_teacher
+from cotdistill.sampling import Request, SamplingParams
+from cotdistill.teachers import load_teacher
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'cotdistill[llama]')")
 GEMMA = catalogue.MODELS["gemma-3-270m"]

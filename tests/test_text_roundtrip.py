@@ -139,7 +139,8 @@ def test_any_text_parses_as_json_or_is_a_user_error_naming_where(text):
 @PROPERTY
 @given(text=texts)
 def test_a_teachers_text_reaches_the_cache_as_text(text, folder):
-    from cotdistill.teachers.base import Completion, SamplingParams
+    from cotdistill.sampling import SamplingParams
+    from cotdistill.teachers.base import Completion
     from cotdistill.fileio import without_surrogates
     from cotdistill.teachers.cache import CompletionCache
 

@@ -33,7 +33,8 @@ from cotdistill.filters import VERDICTS, hint_check_line, judge
 from cotdistill.progress import console, progress_bar
 from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, prompt_hash, select_exemplars
 from cotdistill.rundir import RunDir
-from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, Prompt, Request, SamplingParams, Teacher
+from cotdistill.sampling import PROMPT_TOO_LONG, Prompt, Request, SamplingParams
+from cotdistill.teachers.base import Completion, Teacher
 
 AWAIT_POLL_S = 0.5  # how often a run looks for the answers another run sharing its cache is asking for
 

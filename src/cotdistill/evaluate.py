@@ -19,8 +19,6 @@ as they come, so a crash or Ctrl-C loses only the batch in flight: rerun the sam
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 import time
@@ -39,6 +37,7 @@ from cotdistill.errors import UserError
 from cotdistill.data.records import Example, check_unique_ids, read_examples, write_jsonl
 from cotdistill.fileio import jsonl_line, read_json_object, write_json_atomic
 from cotdistill.generation import Generation, finish_text
+from cotdistill.hashing import fingerprint, model_files
 from cotdistill.progress import progress_bar
 from cotdistill.prompts import (
     COMPLETION_STOP,
@@ -49,7 +48,7 @@ from cotdistill.prompts import (
 from cotdistill.modes import MODES
 from cotdistill.rundir import RunDir
 from cotdistill.secrets import mask_spec
-from cotdistill.teachers.base import PROMPT_TOO_LONG, Prompt
+from cotdistill.sampling import PROMPT_TOO_LONG, Prompt, Request, SamplingParams, derive_seed
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -124,13 +123,6 @@ class GenerationJob:
     prompt: Prompt
 
 
-def job_seed(seed: int, job: GenerationJob) -> int:
-    """The sampling seed of one generation: a function of (seed, prompt, sample index) only, so a rerun
-    or a resumed evaluation draws the same sample, and questions and samples draw independently."""
-    digest = hashlib.sha256(json.dumps([seed, job.sample, job.prompt]).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
 def eval_dtype(setting: str) -> str:
     """The dtype a transformers model is loaded in: `auto` is bfloat16 where that is faster here.
     `setting` is EvalSettings.dtype, which the schema already restricts to auto/float32/bfloat16."""
@@ -157,7 +149,7 @@ class HFModel:
         self.model.eval()
         self.chat = False  # base and fine-tuned students complete text; they are not chat models
         self.train_config = read_json_object(Path(source) / "train_config.json")
-        self.name = f"{spec}@{_weights_identity(Path(source))}"
+        self.name = f"{spec}@{fingerprint(*model_files(Path(source)))}"  # retrained or replaced: another model
         self.options = options
 
     def generate(self, jobs: list[GenerationJob], stop: tuple[str, ...], on_batch: Callable[[list[GenerationJob], list[Generation]], None]) -> None:
@@ -166,7 +158,10 @@ class HFModel:
         generate_batched(
             self.model, self.tokenizer, [j.prompt for j in jobs], max_new_tokens=self.options.max_new_tokens,
             batch_size=self.options.batch_size, stop=stop, temperature=self.options.temperature,
-            seeds=[job_seed(self.options.seed, j) for j in jobs], on_batch=lambda idx, gens: on_batch([jobs[i] for i in idx], gens),
+            # A function of (seed, sample, prompt) only, so a resumed evaluation draws what an
+            # uninterrupted one would, and questions and samples draw independently.
+            seeds=[derive_seed(self.options.seed, j.sample, j.prompt) for j in jobs],
+            on_batch=lambda idx, gens: on_batch([jobs[i] for i in idx], gens),
         )
 
     def close(self) -> None:
@@ -186,8 +181,6 @@ class TeacherModel:
         self.options = options
 
     def generate(self, jobs: list[GenerationJob], stop: tuple[str, ...], on_batch: Callable[[list[GenerationJob], list[Generation]], None]) -> None:
-        from cotdistill.teachers.base import Request, SamplingParams
-
         o = self.options
         params = SamplingParams(temperature=o.temperature, max_tokens=o.max_new_tokens, stop=stop, seed=o.seed)
         for first in range(0, len(jobs), o.batch_size):
@@ -208,15 +201,6 @@ def open_model(spec: str, options: EvalOptions) -> HFModel | TeacherModel:
     if Path(spec).expanduser().exists() or ":" not in spec:
         return HFModel(spec, options)
     return TeacherModel(spec, options)
-
-
-def _weights_identity(path: Path) -> str:
-    """Names, sizes and mtimes of the weight files: retraining into the same directory changes it."""
-    if not path.is_dir():
-        return str(path)  # a hub name
-    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(path.iterdir())
-             if f.suffix in (".safetensors", ".bin", ".gguf")]
-    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- prompts and answers
@@ -340,10 +324,9 @@ def _examples(run: RunDir, name: str, options: EvalOptions) -> tuple[list[Exampl
 
 
 def _fingerprint(model_name: str, few_shot: int, o: EvalOptions, data: Path) -> str:
-    """What decides a generation: finished ones are reused only when all of it is unchanged."""
-    parts = [model_name, few_shot, str(o.exemplars), o.temperature, o.max_new_tokens, o.seed, o.dtype,
-             str(data.resolve()), data.stat().st_size, data.stat().st_mtime_ns]
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+    """What decides a generation: finished ones are reused only when all of it is unchanged. Files
+    count by content (hashing.fingerprint), so a copied or restored run directory resumes as it would."""
+    return fingerprint(model_name, few_shot, str(o.exemplars), o.temperature, o.max_new_tokens, o.seed, o.dtype, data)
 
 
 def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: bool, o: EvalOptions, data: Path,

@@ -43,7 +43,7 @@ from cotdistill.answers import (
 )
 from cotdistill.config import FiltersConfig
 from cotdistill.stepcheck import false_step
-from cotdistill.teachers.base import PROMPT_TOO_LONG
+from cotdistill.sampling import PROMPT_TOO_LONG
 
 VERDICTS = ("kept", "prompt_too_long", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "over_cap",
             "too_long", "hint_dependent")

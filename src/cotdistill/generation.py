@@ -33,6 +33,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from cotdistill.answers import cut_after_answer, extract_answer
+from cotdistill.sampling import derive_seed, stop_index
 
 
 @dataclass
@@ -44,11 +45,7 @@ class Generation:
 
 def finish_text(text: str, stop: Sequence[str] = ()) -> str:
     """Cut a raw generation at its first stop string, then after its first final-answer sentence."""
-    for s in stop:
-        i = text.find(s)
-        if i >= 0:
-            text = text[:i]
-    return cut_after_answer(text).strip()
+    return cut_after_answer(text[:stop_index(text, stop)]).strip()
 
 
 def answer_complete(text: str) -> bool:
@@ -64,7 +61,7 @@ def answer_complete(text: str) -> bool:
 def stops(text: str, stop: Sequence[str]) -> bool:
     """Whether a sequence whose generated text is `text` stops now (EOS aside): its first answer
     sentence is complete, or a stop string appeared."""
-    return answer_complete(text) or any(s in text for s in stop)
+    return answer_complete(text) or stop_index(text, stop) is not None
 
 
 class AnswerStop(StoppingCriteria):
@@ -397,11 +394,11 @@ def generate_batched(
         for b, first in enumerate(range(0, len(order), batch_size)):
             batch = order[first : first + batch_size]
             if temperature > 0:
-                torch.manual_seed(seed * 100_003 + b)
+                torch.manual_seed(derive_seed(seed, b))
             done(batch, _generate_seq2seq(model, tokenizer, [encoded[i] for i in batch], pad_id, eos_ids,
                                           max_new_tokens, temperature, stop))
     else:
         with torch.inference_mode(), weights_first_linears(model):
             _decode_causal(model, tokenizer, encoded, order, pad_id, eos_ids, max_new_tokens, temperature, stop,
-                           batch_size, seeds if seeds is not None else [seed * 100_003 + i for i in range(len(prompts))], done)
+                           batch_size, seeds if seeds is not None else [derive_seed(seed, i) for i in range(len(prompts))], done)
     return [r for r in results if r is not None]

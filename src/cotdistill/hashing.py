@@ -1,5 +1,13 @@
 """Content hashes: "has this input changed?" for stages (fingerprint), files of any size
-(stream_sha256), and large files hashed once per (path, size, mtime) (file_sha256)."""
+(stream_sha256), and large files hashed once per (path, size, mtime) (file_sha256).
+
+`fingerprint` is the one change fingerprint: the pipeline's stages, training and evaluation's
+resumption all use it, and it reads files by content, never by name or date, so a run directory
+that was copied or restored (new mtimes, same bytes) is up to date everywhere, and a file whose
+bytes changed is not, even at the same size. Files of BLOCK bytes or more (weights) are hashed once
+per (path, size, mtime) through file_sha256's cache; smaller ones are read each time, which costs
+less than the cache and cannot be fooled by two writes within one timestamp tick.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +21,7 @@ from cotdistill.errors import StorageError
 from cotdistill.fileio import read_json_object, write_json_atomic
 
 BLOCK = 8 * 1024 * 1024
+CARD = "README.md"  # a saved model's card: the name the hub and `huggingface_hub.ModelCard.load` look for
 
 
 def cache_root() -> Path:
@@ -38,7 +47,22 @@ def fingerprint(*parts: Any) -> str:
 
 
 def file_digest(path: Path) -> str:
-    return stream_sha256(path) if path.exists() else "missing"
+    """A file's sha256 for `fingerprint` ("missing" when absent)."""
+    if not path.exists():
+        return "missing"
+    return file_sha256(path) if path.stat().st_size >= BLOCK else stream_sha256(path)
+
+
+def model_files(model_dir: Path) -> list[Path]:
+    """Every file that makes up a saved model (weights in one file or shards, a LoRA adapter,
+    tokenizer, config), so that retraining it in any form changes its fingerprint.
+    Checkpoints, TensorBoard logs, lock files and the model card (written from the evaluations)
+    are not the model. A hub name or embedded spec has no files here."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(p for p in model_dir.rglob("*")
+                  if p.is_file() and not {"checkpoints", "tensorboard"} & set(p.relative_to(model_dir).parts)
+                  and not p.name.startswith(".") and p.relative_to(model_dir) != Path(CARD))
 
 
 def stream_sha256(path: Path) -> str:

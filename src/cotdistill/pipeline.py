@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from cotdistill.progress import readable_console
 from cotdistill.config import EvalSettings, RunConfig, dump_config
-from cotdistill.hashing import fingerprint
+from cotdistill.hashing import fingerprint, model_files
 from cotdistill.data.records import example_rows, write_jsonl, write_jsonl_files
 from cotdistill.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
 from cotdistill.modes import COT, MODES
@@ -28,21 +28,6 @@ if TYPE_CHECKING:
     from cotdistill.training.train import TrainConfig
 
 console = readable_console(stderr=True)
-
-
-def model_files(model_dir: Path) -> list[Path]:
-    """Every file that makes up a saved model (weights in one file or shards, a LoRA adapter,
-    tokenizer, config), so that retraining it in any form makes its evaluation rerun.
-    Checkpoints, TensorBoard logs, lock files and the model card (written from the evaluations)
-    are not the model.
-    A hub name or embedded spec has no files here."""
-    from cotdistill.reporting.cards import CARD
-
-    if not model_dir.is_dir():
-        return []
-    return sorted(p for p in model_dir.rglob("*")
-                  if p.is_file() and not {"checkpoints", "tensorboard"} & set(p.relative_to(model_dir).parts)
-                  and not p.name.startswith(".") and p.relative_to(model_dir) != Path(CARD))
 
 
 def _main_process() -> bool:

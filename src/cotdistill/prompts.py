@@ -32,7 +32,7 @@ from cotdistill.errors import UserError
 from cotdistill.fileio import parse_json, read_text
 from cotdistill.modes import COT, MODES, TRAINING_MODES
 from cotdistill.tasks import EXEMPLAR_FILES, FINAL_ANSWER_PREFIX, final_answer_sentence, format_question
-from cotdistill.teachers.base import Prompt, SamplingParams
+from cotdistill.sampling import Prompt, SamplingParams
 
 STUDENT_SEPARATOR = " "
 SINGLE_TASK_MODES = tuple(name for name in TRAINING_MODES if not MODES[name].multitask)  # one target: student_target

@@ -22,13 +22,12 @@ from cotdistill.catalogue import PREFIX, get_model
 from cotdistill.config import DataConfig, TeacherConfig
 from cotdistill.evalnames import STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
 from cotdistill.fileio import write_files_atomic, write_text_atomic
+from cotdistill.hashing import CARD
 from cotdistill.data.records import read_examples
 from cotdistill.modes import ANSWER_ONLY, MODES
 from cotdistill.prompts import student_input
 from cotdistill.rundir import RunDir
 from cotdistill.secrets import mask_spec
-
-CARD = "README.md"  # the name the hub and `huggingface_hub.ModelCard.load` look for
 
 
 def licence_of(model: str) -> str:

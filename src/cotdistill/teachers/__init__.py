@@ -12,9 +12,9 @@ import os
 
 from cotdistill.errors import UserError
 from cotdistill.secrets import mask_spec
-from cotdistill.teachers.base import Completion, Request, SamplingParams, Teacher, sample_seed
+from cotdistill.teachers.base import Completion, Teacher
 
-__all__ = ["Completion", "Request", "SamplingParams", "Teacher", "load_teacher", "sample_seed", "SPEC_FORMS"]
+__all__ = ["Completion", "Teacher", "load_teacher", "SPEC_FORMS"]
 
 SPEC_FORMS = (
     "embedded:NAME (see `cotdistill models list`)",

@@ -1,7 +1,7 @@
-"""The protocol every teacher backend implements, and the records it exchanges.
+"""The protocol every teacher backend implements, and the answer it gives.
 
-A prompt is either plain text (completion models) or a list of chat messages
-[{"role": ..., "content": ...}] (instruct models). `generate` takes a batch so that backends can
+What a teacher is asked (`Request`: a prompt and its `SamplingParams`) is shared with the prompts
+and evaluation, so it lives in cotdistill.sampling. `generate` takes a batch so that backends can
 do better than one sequence at a time (multi-sequence llama.cpp batches, concurrent HTTP requests,
 vLLM continuous batching); it returns one `Completion` per request, in order. It also hands each
 completion to `on_done(index, completion)` the moment it exists, so that the caller can store it:
@@ -10,37 +10,11 @@ on a slow CPU a batch takes minutes, and a run killed mid-batch keeps what was a
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import asdict, dataclass, field
-from typing import Callable, Optional, Protocol, Union
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
 
 from cotdistill.fileio import without_surrogates
-
-Message = dict[str, str]
-Prompt = Union[str, list[Message]]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    stop: tuple[str, ...] = ()
-    seed: int = 0
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["stop"] = list(self.stop)
-        return d
-
-
-@dataclass(frozen=True)
-class Request:
-    prompt: Prompt
-    params: SamplingParams = field(default_factory=SamplingParams)
-    # Which of several samples for the same prompt this is; with temperature > 0 the backend
-    # derives its random seed from (params.seed, sample) so a rerun reproduces the same sample.
-    sample: int = 0
+from cotdistill.sampling import PROMPT_TOO_LONG, Request
 
 
 @dataclass
@@ -58,10 +32,6 @@ class Completion:
         # decoder splitting a character) becomes U+FFFD, so the cache, annotations.jsonl, predictions
         # and reports only ever hold text that UTF-8 and SQLite accept.
         self.text = without_surrogates(self.text)
-
-
-
-PROMPT_TOO_LONG = "prompt_too_long"
 
 
 def prompt_too_long(prompt_tokens: int, max_tokens: int, context: int) -> Completion:
@@ -92,10 +62,3 @@ class Teacher(Protocol):
 
     def close(self) -> None: ...
 
-
-def sample_seed(params: SamplingParams, sample: int) -> int:
-    """The random seed of one sample: a stable function of (params.seed, sample), so a rerun
-    reproduces the same sample and different samples of one prompt differ. Fits in 31 bits
-    (what HTTP servers accept as `seed`)."""
-    digest = hashlib.sha256(f"{params.seed}:{sample}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF

@@ -23,7 +23,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cotdistill.errors import UserError
-from cotdistill.teachers.base import Completion, SamplingParams
+from cotdistill.sampling import SamplingParams
+from cotdistill.teachers.base import Completion
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (

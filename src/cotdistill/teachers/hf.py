@@ -11,7 +11,8 @@ import hashlib
 from pathlib import Path
 
 from cotdistill.errors import UserError
-from cotdistill.teachers.base import Completion, OnDone, Prompt, Request, sample_seed
+from cotdistill.sampling import Prompt, Request, derive_seed, stop_index
+from cotdistill.teachers.base import Completion, OnDone
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
 
@@ -93,8 +94,7 @@ class HFTeacher:
         kwargs: dict = {"max_new_tokens": p.max_tokens, "pad_token_id": self.tokenizer.pad_token_id}
         if p.temperature > 0:
             # One generator for the batch: each sample is reproducible given the same batch.
-            seed = hashlib.sha256(",".join(str(sample_seed(r.params, r.sample)) for r in requests).encode()).digest()
-            torch.manual_seed(int.from_bytes(seed[:8], "little"))
+            torch.manual_seed(derive_seed(*(r.seed for r in requests)))
             kwargs.update(do_sample=True, temperature=p.temperature, top_p=p.top_p, top_k=0)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -113,10 +113,10 @@ class HFTeacher:
         if ended is not None:
             tokens = tokens[:ended]
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
-        if cut >= 0:
+        cut = stop_index(text, p.stop)
+        if cut is not None:
             text = text[:cut]
-        stopped = ended is not None or cut >= 0
+        stopped = ended is not None or cut is not None
         return Completion(
             text=text,
             finish_reason="stop" if stopped or len(tokens) < p.max_tokens else "length",

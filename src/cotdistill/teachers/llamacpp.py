@@ -19,7 +19,8 @@ from pathlib import Path
 
 from cotdistill.cpu import physical_cores
 from cotdistill.errors import UserError, missing_extra
-from cotdistill.teachers.base import Completion, OnDone, Prompt, Request, prompt_too_long, sample_seed
+from cotdistill.sampling import Prompt, Request
+from cotdistill.teachers.base import Completion, OnDone, prompt_too_long
 
 
 def import_llama_cpp():
@@ -145,7 +146,7 @@ class LlamaCppTeacher:
             min_p=0.0,
             repeat_penalty=1.0,
             stop=list(p.stop) or None,
-            seed=sample_seed(p, req.sample),
+            seed=req.seed,
         )
         choice, usage = out["choices"][0], out["usage"]
         return Completion(

@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cotdistill.teachers.base import Completion, OnDone, Request, prompt_too_long, sample_seed
+from cotdistill.sampling import Request, stop_index
+from cotdistill.teachers.base import Completion, OnDone, prompt_too_long
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -182,7 +183,7 @@ class BatchedEngine:
                 self.lib.llama_memory_seq_cp(self.mem, leader[0], seq, 0, start)
             else:
                 self.lib.llama_memory_seq_cp(self.mem, 0, seq, -1, -1)
-            rng = np.random.default_rng(sample_seed(r.params, r.sample)) if r.params.temperature > 0 else None
+            rng = np.random.default_rng(r.seed) if r.params.temperature > 0 else None
             active[seq] = _Slot(i, r, p, list(p[start:]), start, reserve, rng)
             used += reserve
 
@@ -222,8 +223,8 @@ class BatchedEngine:
         slot.out.append(token)
         if p.stop:
             text = self._text(slot)
-            cut = min((i for i in (text.find(s) for s in p.stop) if i >= 0), default=-1)
-            if cut >= 0:
+            cut = stop_index(text, p.stop)
+            if cut is not None:
                 return self._finish(slot, "stop", text[:cut])
         if len(slot.out) >= p.max_tokens:
             return self._finish(slot, "length")

@@ -47,7 +47,8 @@ from cotdistill.budget import estimate_tokens
 from cotdistill import stopping
 from cotdistill.errors import UserError
 from cotdistill.secrets import RedactingFilter, mask_url, redact
-from cotdistill.teachers.base import PROMPT_TOO_LONG, Completion, OnDone, Request, sample_seed
+from cotdistill.sampling import PROMPT_TOO_LONG, Request
+from cotdistill.teachers.base import Completion, OnDone
 
 log = logging.getLogger(__name__)
 logging.getLogger("httpx").addFilter(RedactingFilter())  # it logs each request's URL, credentials included
@@ -215,7 +216,7 @@ class OpenAICompatTeacher:
         if p.stop:
             body["stop"] = list(p.stop)
         if p.temperature > 0:
-            body["seed"] = sample_seed(p, req.sample)
+            body["seed"] = req.seed
         if isinstance(req.prompt, str):
             return "/completions", {**body, "prompt": req.prompt}
         return "/chat/completions", {**body, "messages": req.prompt}

@@ -7,7 +7,8 @@ with GPUs and no server to run. vLLM's own prefix caching reuses the few-shot ex
 from __future__ import annotations
 
 from cotdistill.errors import UserError, missing_extra
-from cotdistill.teachers.base import Completion, OnDone, Request, report_all, sample_seed
+from cotdistill.sampling import Request
+from cotdistill.teachers.base import Completion, OnDone, report_all
 
 
 class VLLMTeacher:
@@ -62,7 +63,7 @@ class VLLMTeacher:
             top_p=p.top_p,
             max_tokens=p.max_tokens,
             stop=list(p.stop) or None,
-            seed=sample_seed(p, r.sample) if p.temperature > 0 else None,
+            seed=r.seed if p.temperature > 0 else None,
         )
 
     @staticmethod

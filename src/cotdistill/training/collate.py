@@ -14,7 +14,6 @@ by side, so right-padding wastes little compute (the waste is counted and report
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from cotdistill import prompts
 from cotdistill.errors import UserError
 from cotdistill.data.records import iter_jsonl
 from cotdistill.modes import MODES, normalise_mode
+from cotdistill.sampling import derive_seed
 
 IGNORE = -100  # label value the loss ignores (PyTorch's cross_entropy default)
 
@@ -73,7 +73,7 @@ def read_pairs(path: str | Path, mode: str) -> list[Pair]:
 
 def split_eval(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """Hold out a seeded `fraction` of the questions (never half of a multitask question)."""
-    groups = sorted({p.group for p in pairs}, key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
+    groups = sorted({p.group for p in pairs}, key=lambda g: (derive_seed(seed, g), g))  # g: ties in 31 bits
     n_eval = min(math.ceil(fraction * len(groups)), len(groups) - 1) if fraction > 0 else 0
     held = set(groups[:n_eval])
     return [p for p in pairs if p.group not in held], [p for p in pairs if p.group in held]
@@ -139,7 +139,7 @@ class LengthGroupedSampler(torch.utils.data.Sampler[int]):
         return len(self.lengths)
 
     def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch))
         perm = torch.randperm(len(self.lengths), generator=g).tolist()
         groups: list[list[int]] = []
         for start in range(0, len(perm), self.megabatch):

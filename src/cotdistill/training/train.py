@@ -19,8 +19,6 @@ rng_state.pth, which are pickles that this program wrote itself (never data from
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import time
@@ -40,7 +38,7 @@ from cotdistill.config import Seed, StudentConfig, TrainSettings
 from cotdistill.cpu import bf16_is_faster
 from cotdistill.errors import UserError
 from cotdistill.fileio import read_json_object, write_json_atomic
-from cotdistill.hashing import stream_sha256
+from cotdistill.hashing import file_digest, fingerprint
 from cotdistill.memory import PeakMemory
 from cotdistill.modes import COT, normalise_mode
 from cotdistill.paths import library_writes
@@ -182,10 +180,11 @@ def _validated(config: TrainConfig) -> TrainConfig:
 
 def train_fingerprint(config: TrainConfig) -> str:
     """A hash of everything that decides the trained weights, the data file's bytes included: the
-    train stage's fingerprint, whether `cotdistill run` or `cotdistill train` (e.g. under accelerate) ran it."""
+    train stage's fingerprint, whether `cotdistill run` or `cotdistill train` (e.g. under accelerate) ran it.
+    The data file counts by content (its digest in place of its path), so a copied or restored run
+    directory's students are not trained again."""
     fields = {k: v for k, v in config.model_dump().items() if k not in _NOT_FINGERPRINTED}
-    fields["data"] = stream_sha256(Path(config.data))
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint({**fields, "data": file_digest(Path(config.data))})
 
 
 def choose_bf16(setting: bool | str, world_size: int = 1) -> tuple[bool, str]:
