@@ -16,9 +16,9 @@ import time
 
 import torch
 
-from cotdistill.generation import generate_batched
-from cotdistill.prompts import COMPLETION_STOP
-from cotdistill.students import load_student
+from cotdistill.evaluation.generation import generate_batched
+from cotdistill.core.prompts import COMPLETION_STOP
+from cotdistill.models.students import load_student
 from eval_throughput import questions
 
 DTYPES = ("float32", "bfloat16")

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import torch
 
-from cotdistill import generation
-from cotdistill.cpu import cpu
-from cotdistill.generation import Generation, finish_text, generate_batched
-from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, default_exemplars
-from cotdistill.students import load_student
+from cotdistill.evaluation import generation
+from cotdistill.core.cpu import cpu
+from cotdistill.evaluation.generation import Generation, finish_text, generate_batched
+from cotdistill.core.prompts import COMPLETION_STOP, build_teacher_prompt, default_exemplars
+from cotdistill.models.students import load_student
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gsm8k" / "train.jsonl"
 

@@ -14,8 +14,8 @@ import argparse
 import statistics
 import time
 
-from cotdistill import embedded
-from cotdistill.cpu import cpu, llama_extra_buffers, physical_cores
+from cotdistill.models import embedded
+from cotdistill.core.cpu import cpu, llama_extra_buffers, physical_cores
 from cotdistill.teachers.llamacpp_load import _extra_buffers
 
 PROMPT = ("Q: A farmer has 12 cows and buys 7 more. Each cow gives 3 litres of milk a day. "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from cotdistill.data.records import iter_jsonl, write_jsonl
+from cotdistill.core.records import iter_jsonl, write_jsonl
 
 CALCULATOR = re.compile(r"<<[^>]*>>")
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from cotdistill.sampling import Request, SamplingParams
+from cotdistill.core.sampling import Request, SamplingParams
 from cotdistill.teachers import load_teacher
-from cotdistill.cpu import physical_cores
+from cotdistill.core.cpu import physical_cores
 
 
 def main() -> None:

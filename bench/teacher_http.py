@@ -26,8 +26,8 @@ import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
-from cotdistill import embedded
-from cotdistill.sampling import Request, SamplingParams
+from cotdistill.models import embedded
+from cotdistill.core.sampling import Request, SamplingParams
 from cotdistill.teachers import load_teacher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

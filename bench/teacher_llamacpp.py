@@ -18,10 +18,10 @@ import json
 import time
 from pathlib import Path
 
-from cotdistill.prompts import build_teacher_prompt, default_exemplars
-from cotdistill.sampling import Request, SamplingParams
+from cotdistill.core.prompts import build_teacher_prompt, default_exemplars
+from cotdistill.core.sampling import Request, SamplingParams
 from cotdistill.teachers import load_teacher
-from cotdistill.cpu import physical_cores
+from cotdistill.core.cpu import physical_cores
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "gsm8k" / "train.jsonl"
 

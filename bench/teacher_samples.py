@@ -19,9 +19,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from cotdistill.cpu import cpu, physical_cores
-from cotdistill.prompts import build_teacher_prompt, select_exemplars
-from cotdistill.sampling import Request, SamplingParams
+from cotdistill.core.cpu import cpu, physical_cores
+from cotdistill.core.prompts import build_teacher_prompt, select_exemplars
+from cotdistill.core.sampling import Request, SamplingParams
 from cotdistill.teachers import load_teacher
 from teacher_llamacpp import questions
 

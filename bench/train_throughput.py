@@ -59,10 +59,10 @@ from transformers import (
     set_seed,
 )
 
-from cotdistill.cpu import cpu
+from cotdistill.core.cpu import cpu
 from cotdistill.training.collate import IGNORE, encode_all, read_pairs
-from cotdistill.memory import PeakMemory
-from cotdistill.students import add_lora, load_student
+from cotdistill.core.memory import PeakMemory
+from cotdistill.models.students import add_lora, load_student
 from cotdistill.training.train import TrainConfig, choose_bf16
 from cotdistill.training.student_trainer import build_trainer
 

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill import catalogue, embedded
+from cotdistill.core import catalogue
+from cotdistill.models import embedded
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = Path(os.environ.get("COTDISTILL_SHARED_DATASETS", REPO.parent / "shared" / "datasets"))

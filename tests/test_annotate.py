@@ -19,14 +19,14 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.annotate import CHECK_SAMPLE, Job, annotate, judge_example, plan, yield_table
-from cotdistill.answers import majority
-from cotdistill.filters import hint_check_line
-from cotdistill.errors import UserError
-from cotdistill.data.records import Example, write_examples
-from cotdistill.config import TeacherConfig
-from cotdistill.rundir import RunDir
-from cotdistill.sampling import SamplingParams
+from cotdistill.annotation.annotate import CHECK_SAMPLE, Job, annotate, judge_example, plan, yield_table
+from cotdistill.core.answers import majority
+from cotdistill.core.verdicts import hint_check_line
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import Example, write_examples
+from cotdistill.core.config import TeacherConfig
+from cotdistill.core.rundir import RunDir
+from cotdistill.core.sampling import SamplingParams
 from cotdistill.teachers.base import Completion
 
 QUESTIONS = [
@@ -122,7 +122,7 @@ def build_tiny_model(path: Path) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from cotdistill.prompts import default_exemplars
+    from cotdistill.core.prompts import default_exemplars
 
     corpus = [f"Q: {e.question}\nA: {e.rationale} The answer is {e.answer}." for e in default_exemplars("number")]
     tok = Tokenizer(models.BPE())
@@ -212,7 +212,7 @@ def test_a_dry_run_prints_the_estimate_from_the_first_batch_and_pays_for_nothing
 
 
 def test_a_budget_stops_cleanly_and_the_rerun_pays_only_for_the_rest(tiny_teacher, tmp_path):
-    from cotdistill.budget import BudgetReached
+    from cotdistill.core.budget import BudgetReached
 
     reference = RunDir(tmp_path / "reference")
     quietly(examples(8), tiny_teacher, reference)
@@ -233,14 +233,14 @@ def test_a_budget_stops_cleanly_and_the_rerun_pays_only_for_the_rest(tiny_teache
     ({"usd": 0}, "usd must be positive"),
 ])
 def test_a_bad_budget_is_a_user_error(limits, message):
-    from cotdistill.budget import Budget
+    from cotdistill.core.budget import Budget
 
     with pytest.raises(UserError, match=message):
         Budget.from_dict(limits)
 
 
 def test_the_estimate_scales_the_first_batch_to_every_request():
-    from cotdistill.budget import Spent, extrapolate
+    from cotdistill.core.budget import Spent, extrapolate
 
     probe = Spent(requests=4, prompt_tokens=400, completion_tokens=200, usd=0.02, seconds=10.0)
     e = extrapolate(probe, probe_chars=1600, all_chars=8000, requests=20, cached=5)
@@ -438,7 +438,7 @@ def test_no_gold_with_one_sample_is_refused_before_any_teacher_call(tmp_path):
 
 def dry_run(tmp_path: Path, tiny_model: Path, data: str, more: str = "") -> RunDir:
     """`run --dry-run` of a small config with the tiny teacher; `data` is the inside of its data section."""
-    from cotdistill.config import load_config
+    from cotdistill.core.config import load_config
     from cotdistill.pipeline import run_pipeline
 
     path = tmp_path / "run.yaml"

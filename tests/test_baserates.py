@@ -11,12 +11,12 @@ import pytest
 from test_report import make_run
 from tiny_lm import build_tiny_causal
 
-from cotdistill.baserates import BaseRates, above_majority, base_rates, majority_correct
-from cotdistill.data.records import Example, write_examples, write_jsonl
-from cotdistill.evaluate import wilson_interval
+from cotdistill.core.baserates import BaseRates, above_majority, base_rates, majority_correct
+from cotdistill.core.records import Example, write_examples, write_jsonl
+from cotdistill.evaluation.evaluate import wilson_interval
 from cotdistill.reporting.cards import model_card
 from cotdistill.reporting.report import write_report
-from cotdistill.rundir import RunDir
+from cotdistill.core.rundir import RunDir
 
 
 def yes_no(answers: str) -> list[Example]:

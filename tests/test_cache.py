@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from cotdistill.teachers.cache import CompletionCache
-from cotdistill.errors import UserError
-from cotdistill.sampling import SamplingParams
+from cotdistill.core.errors import UserError
+from cotdistill.core.sampling import SamplingParams
 from cotdistill.teachers.base import Completion
 from faultproxy import FaultProxy
 
@@ -62,7 +62,7 @@ def test_committed_batch_survives_the_writer_being_killed(tmp_path):
         f"""
         import os, signal
         from cotdistill.teachers.cache import CompletionCache
-        from cotdistill.sampling import SamplingParams
+        from cotdistill.core.sampling import SamplingParams
         from cotdistill.teachers.base import Completion
         cache = CompletionCache({str(tmp_path / "c.sqlite")!r})
         cache.put_many([(("t", "h", SamplingParams(), i), Completion(f"answer {{i}}", "stop")) for i in range(3)])
@@ -91,7 +91,7 @@ def test_a_file_that_is_not_a_database_is_a_user_error(tmp_path):
 
 CLAIMER = """
 import sys
-from cotdistill.sampling import SamplingParams
+from cotdistill.core.sampling import SamplingParams
 from cotdistill.teachers.cache import CompletionCache
 cache = CompletionCache(sys.argv[1])
 print(cache.claim(("t", "h", SamplingParams(max_tokens=64), 0)), flush=True)

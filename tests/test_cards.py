@@ -10,10 +10,10 @@ import sys
 import pytest
 from tiny_lm import build_tiny_causal
 
-from cotdistill.hashing import CARD, model_files
+from cotdistill.core.hashing import CARD, model_files
 from cotdistill.reporting.cards import write_model_cards
-from cotdistill.data.records import write_jsonl
-from cotdistill.rundir import RunDir
+from cotdistill.core.records import write_jsonl
+from cotdistill.core.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

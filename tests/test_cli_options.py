@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from cotdistill.cli import app
 from cotdistill.cli_options import SectionOptions, with_sections
-from cotdistill.config import EvalSettings, TeacherConfig, TrainSettings
+from cotdistill.core.config import EvalSettings, TeacherConfig, TrainSettings
 from cotdistill.pipeline import held_stage
-from cotdistill.rundir import RunDir
+from cotdistill.core.rundir import RunDir
 
 
 def _options(command: str) -> dict[str, object]:

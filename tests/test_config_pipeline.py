@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.config import load_config
-from cotdistill.errors import UserError
-from cotdistill.data.records import read_examples
+from cotdistill.core.config import load_config
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import read_examples
 from cotdistill.data.overlap import normalise_question
-from cotdistill.memory import rss_bytes
-from cotdistill.hashing import fingerprint
+from cotdistill.core.memory import rss_bytes
+from cotdistill.core.hashing import fingerprint
 from cotdistill.pipeline import evaluate_options, evaluations, prepare_data, run_stage
-from cotdistill.rundir import RunDir
+from cotdistill.core.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "src" / "cotdistill" / "configs"
@@ -175,7 +175,7 @@ def test_each_stage_records_its_own_peak_memory(tmp_path: Path) -> None:
 def test_retraining_a_student_in_any_form_changes_its_evaluation_fingerprint(tmp_path: Path, weights) -> None:
     """The evaluation stage hashes every file of the model (not just model.safetensors), so a
     retrained sharded or adapter-only student is evaluated again, not reported with old predictions."""
-    from cotdistill.hashing import model_files
+    from cotdistill.core.hashing import model_files
 
     student = tmp_path / "students" / "cot"
     (student / "checkpoints" / "checkpoint-10").mkdir(parents=True)
@@ -202,7 +202,8 @@ def test_fingerprint_follows_file_content(tmp_path: Path) -> None:
 @pytest.mark.ci
 def test_the_demo_config_runs_end_to_end_with_the_real_embedded_models(tmp_path: Path, one_torch_thread) -> None:
     """`run` on demo.yaml shrunk to minutes (gemma as teacher too): every stage, report, skip on rerun."""
-    from cotdistill import catalogue, embedded
+    from cotdistill.core import catalogue
+    from cotdistill.models import embedded
     from cotdistill.pipeline import run_pipeline
 
     pytest.importorskip("llama_cpp")

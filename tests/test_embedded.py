@@ -10,8 +10,10 @@ import sys
 
 import pytest
 
-from cotdistill import catalogue, embedded, hashing
-from cotdistill.errors import UserError
+from cotdistill.core import catalogue
+from cotdistill.models import embedded
+from cotdistill.core import hashing
+from cotdistill.core.errors import UserError
 
 GEMMA = catalogue.MODELS["gemma-3-270m"]
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from cotdistill.config import StudentConfig
-from cotdistill.errors import UserError
-from cotdistill.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
-from cotdistill.modes import MODES, TRAINING_MODES, normalise_mode
-from cotdistill.prompts import student_prompt
+from cotdistill.core.config import StudentConfig
+from cotdistill.core.errors import UserError
+from cotdistill.core.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
+from cotdistill.core.modes import MODES, TRAINING_MODES, normalise_mode
+from cotdistill.core.prompts import student_prompt
 
 
 def test_the_config_takes_every_mode_and_training_every_mode_but_the_run_level_one():

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from tiny_lm import addition_examples, build_tiny_causal
 
-from cotdistill import generation
-from cotdistill.answers import answers_match, extract_answer
-from cotdistill.errors import UserError
-from cotdistill.evaluate import EvalOptions, evaluate_model, wilson_interval
-from cotdistill.hashing import fingerprint, model_files
-from cotdistill.data.records import read_jsonl, write_examples
-from cotdistill.rundir import RunDir
+from cotdistill.evaluation import generation
+from cotdistill.core.answers import answers_match, extract_answer
+from cotdistill.core.errors import UserError
+from cotdistill.evaluation.evaluate import EvalOptions, evaluate_model, wilson_interval
+from cotdistill.core.hashing import fingerprint, model_files
+from cotdistill.core.records import read_jsonl, write_examples
+from cotdistill.core.rundir import RunDir
 
 N_TEST = 10
 REAL_GENERATE = generation.generate_batched

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cotdistill.config import FiltersConfig
-from cotdistill.filters import find_leak, judge, split_rationale, underived_reason
+from cotdistill.core.config import FiltersConfig
+from cotdistill.annotation.filters import find_leak, judge, split_rationale, underived_reason
 
 
 def verdict(text, gold="72", answer_type="number", finish="stop", **kw):

@@ -6,9 +6,9 @@ import pytest
 import torch
 from tiny_lm import addition_examples, build_tiny_causal, build_tiny_seq2seq
 
-from cotdistill import generation
-from cotdistill.generation import answer_complete, can_merge, finish_text, generate_batched
-from cotdistill.prompts import student_input
+from cotdistill.evaluation import generation
+from cotdistill.evaluation.generation import answer_complete, can_merge, finish_text, generate_batched
+from cotdistill.core.prompts import student_input
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -190,7 +190,7 @@ def test_a_sliding_window_model_decodes_as_it_would_alone_when_rows_join(causal)
 
 
 def test_weights_first_linears_compute_the_same_product_and_are_undone_afterwards():
-    from cotdistill.generation import FEW_ROWS, weights_first_linears
+    from cotdistill.evaluation.generation import FEW_ROWS, weights_first_linears
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 300), torch.nn.Linear(300, 8, bias=False))

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from cotdistill.answers import extract_answer
-from cotdistill.errors import UserError
+from cotdistill.core.answers import extract_answer
+from cotdistill.core.errors import UserError
 from cotdistill.data.generators import NAMES, generate, generate_split
 from cotdistill.data.overlap import normalise_question
 

@@ -20,12 +20,13 @@ import torch
 from test_bad_inputs import assert_one_line_error, call
 from tiny_lm import build_tiny_causal, build_tiny_seq2seq
 
-from cotdistill import catalogue, embedded
-from cotdistill.data.records import write_jsonl
-from cotdistill.errors import UserError
-from cotdistill.gguf_export import MODELFILE, RUN_TXT, chat_template, export_gguf, to_gguf_tensor
-from cotdistill.prompts import student_input
-from cotdistill.rundir import RunDir
+from cotdistill.core import catalogue
+from cotdistill.models import embedded
+from cotdistill.core.records import write_jsonl
+from cotdistill.core.errors import UserError
+from cotdistill.models.gguf import MODELFILE, RUN_TXT, chat_template, export_gguf, to_gguf_tensor
+from cotdistill.core.prompts import student_input
+from cotdistill.core.rundir import RunDir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -116,7 +117,7 @@ def readers(f16, q8) -> dict:
 
 @pytest.fixture(scope="module")
 def student(run):
-    from cotdistill.students import load_student
+    from cotdistill.models.students import load_student
 
     model, tokenizer, _ = load_student(str(run.student("cot")))
     return model.eval(), tokenizer
@@ -252,8 +253,8 @@ def test_a_student_not_shaped_like_its_base_gguf_is_refused_not_written(tmp_path
 
 
 def test_an_adapter_folder_is_exported_onto_the_gguf_its_base_was_converted_from(tmp_path):
-    from cotdistill.gguf_export import base_gguf_of
-    from cotdistill.students import converted_dir
+    from cotdistill.models.gguf import base_gguf_of
+    from cotdistill.models.students import converted_dir
 
     installed("embedded:gemma-3-270m")
     base = converted_dir("embedded:gemma-3-270m")
@@ -299,7 +300,7 @@ def test_the_chat_template_renders_a_conversation_as_training_saw_it():
 @pytest.mark.slow
 def test_a_qwen2_lora_adapter_student_exports_and_llama_cpp_writes_its_tokens(tmp_path):
     """The adapter folder alone (merge_lora: false): merged in memory, exported onto its base's GGUF."""
-    from cotdistill.students import load_student
+    from cotdistill.models.students import load_student
 
     installed("embedded:qwen2.5-0.5b")
     run = trained_run(tmp_path / "run", "embedded:qwen2.5-0.5b", steps=2, merge=False)

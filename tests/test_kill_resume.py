@@ -27,7 +27,8 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill import catalogue, embedded
+from cotdistill.core import catalogue
+from cotdistill.models import embedded
 from cotdistill.cli import INTERRUPTED
 from faultproxy import FaultProxy
 from faultserver import FaultServer

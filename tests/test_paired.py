@@ -26,7 +26,7 @@ def test_the_report_compares_each_cot_student_with_its_baselines_on_the_same_que
     import json
 
     from cotdistill.reporting.report import write_report
-    from cotdistill.rundir import RunDir
+    from cotdistill.core.rundir import RunDir
 
     run = RunDir(tmp_path / "run")
     run.predictions("x").parent.mkdir(parents=True)

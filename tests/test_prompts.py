@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from cotdistill.answers import extract_answer
-from cotdistill.errors import UserError
-from cotdistill.prompts import (
+from cotdistill.core.answers import extract_answer
+from cotdistill.core.errors import UserError
+from cotdistill.core.prompts import (
     HINT_LABEL,
     STUDENT_SEPARATOR,
     ZERO_SHOT_TRIGGER,
@@ -23,7 +23,7 @@ from cotdistill.prompts import (
     student_input,
     student_target,
 )
-from cotdistill.sampling import SamplingParams
+from cotdistill.core.sampling import SamplingParams
 
 QUESTION = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether?"
 
@@ -125,7 +125,7 @@ def test_default_exemplars_are_eight_and_end_in_their_own_answer(answer_type):
 
 
 def test_default_number_exemplars_derive_their_answer_in_the_last_step():
-    from cotdistill.filters import underived_reason
+    from cotdistill.annotation.filters import underived_reason
 
     for ex in default_exemplars("number"):
         assert underived_reason(ex.rationale, ex.answer) is None, ex.rationale

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.annotate import yield_table
-from cotdistill.evaluate import wilson_interval
-from cotdistill.data.records import Example, write_examples, write_jsonl
+from cotdistill.annotation.annotate import yield_table
+from cotdistill.evaluation.evaluate import wilson_interval
+from cotdistill.core.records import Example, write_examples, write_jsonl
 from cotdistill.reporting.report import write_report
-from cotdistill.rundir import RunDir
+from cotdistill.core.rundir import RunDir
 from cotdistill.training.train import loss_curve
 
 EVIL = "<script>alert('x')</script> | pipe"

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.errors import UserError
-from cotdistill.locks import Busy, file_lock
-from cotdistill.rundir import RunDir
+from cotdistill.core.errors import UserError
+from cotdistill.core.locks import Busy, file_lock
+from cotdistill.core.rundir import RunDir
 
 HOLD = """
 import sys, time
-from cotdistill.rundir import RunDir
+from cotdistill.core.rundir import RunDir
 with RunDir(sys.argv[1]).lock():
     print("locked", flush=True)
     time.sleep(120)
@@ -58,7 +58,7 @@ def test_the_lock_is_reentrant_within_one_process(tmp_path):
 WAIT_HOLD = """
 import sys, time
 from pathlib import Path
-from cotdistill.locks import file_lock
+from cotdistill.core.locks import file_lock
 with file_lock(Path(sys.argv[1]), wait=True, note="converting"):
     print("locked", flush=True)
     time.sleep(2)
@@ -109,10 +109,10 @@ def test_the_annotate_command_refuses_a_busy_run_directory_before_loading_the_te
 
 def test_temporary_files_are_unique_per_writer(tmp_path):
     """Two writers of one file never rename each other's temporaries away (the old name was fixed)."""
-    from cotdistill.fileio import write_json_atomic
+    from cotdistill.core.fileio import write_json_atomic
 
     target = tmp_path / "manifest.json"
-    code = "import sys; from cotdistill.fileio import write_json_atomic as w\n[w(sys.argv[1], {'i': i}) for i in range(300)]"
+    code = "import sys; from cotdistill.core.fileio import write_json_atomic as w\n[w(sys.argv[1], {'i': i}) for i in range(300)]"
     procs = [subprocess.Popen([sys.executable, "-c", code, str(target)], stderr=subprocess.PIPE, text=True) for _ in range(2)]
     errors = [p.communicate()[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
@@ -123,7 +123,7 @@ def test_temporary_files_are_unique_per_writer(tmp_path):
 def test_what_a_library_writes_replaces_its_target_only_when_whole(tmp_path):
     """A converted student folder or an exported GGUF: a failed write keeps the old one and leaves no
     temporary; a finished one replaces it, a folder as a whole."""
-    from cotdistill.fileio import replaced_when_done
+    from cotdistill.core.fileio import replaced_when_done
 
     target = tmp_path / "model"
     target.mkdir()
@@ -143,7 +143,7 @@ def test_what_a_library_writes_replaces_its_target_only_when_whole(tmp_path):
 
 
 def test_a_stage_records_what_it_returned_a_clean_stop_and_a_failure(tmp_path):
-    from cotdistill.errors import StageStopped
+    from cotdistill.core.errors import StageStopped
 
     run = RunDir(tmp_path / "run")
     with run.stage("annotate", fingerprint="f1") as done:

@@ -1,4 +1,4 @@
-"""The rules every generator shares: one seed derivation, one stop rule (cotdistill.sampling)."""
+"""The rules every generator shares: one seed derivation, one stop rule (cotdistill.core.sampling)."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import os
 import subprocess
 import sys
 
-from cotdistill.generation import finish_text, stops
-from cotdistill.sampling import Request, SamplingParams, derive_seed, stop_index
+from cotdistill.evaluation.generation import finish_text, stops
+from cotdistill.core.sampling import Request, SamplingParams, derive_seed, stop_index
 
 
 def test_a_derived_seed_is_the_same_in_every_process_and_fits_31_bits():
     # Pinned values: a change here changes every sample a run draws (and what a rerun reproduces).
     assert derive_seed(0, 1) == 709825519  # what teacher samples were seeded with before the one rule
     assert derive_seed(7, 0, [{"role": "user", "content": "Q"}]) == 910112583
-    code = "from cotdistill.sampling import derive_seed; print(derive_seed(7, 0, 'Q: x'))"
+    code = "from cotdistill.core.sampling import derive_seed; print(derive_seed(7, 0, 'Q: x'))"
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={**os.environ, "PYTHONHASHSEED": "123"}).stdout
     assert int(other) == derive_seed(7, 0, "Q: x")

@@ -1,10 +1,10 @@
-"""What counts as a secret, and how it is shown: cotdistill.secrets, the one place that decides."""
+"""What counts as a secret, and how it is shown: cotdistill.core.secrets, the one place that decides."""
 
 from __future__ import annotations
 
 import pytest
 
-from cotdistill.secrets import is_secret_name, mask_argv, mask_data, mask_spec, mask_url, redact
+from cotdistill.core.secrets import is_secret_name, mask_argv, mask_data, mask_spec, mask_url, redact
 
 URLS = {
     "http://user:PASSWORD@host/v1": "http://user:***@host/v1",

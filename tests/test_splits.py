@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.config import DataConfig, RunConfig
-from cotdistill.errors import UserError
+from cotdistill.core.config import DataConfig, RunConfig
+from cotdistill.core.errors import UserError
 from cotdistill.data.overlap import normalise_question
 from cotdistill.data.splits import make_splits
 
@@ -61,7 +61,7 @@ def test_splits_that_leave_nothing_to_train_on_are_errors_naming_the_field(files
 
 @pytest.mark.parametrize("field, value", [("n_test", 0), ("n_test", -5), ("n_train", 0), ("n_dev", -1)])
 def test_zero_or_negative_counts_are_refused_when_the_config_loads(field, value, tmp_path):
-    from cotdistill.config import load_config
+    from cotdistill.core.config import load_config
 
     path = tmp_path / "c.yaml"
     fields = {"n_test": 5, field: value}  # each key once: a key given twice is refused as such

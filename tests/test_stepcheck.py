@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from cotdistill.config import FiltersConfig
-from cotdistill.filters import judge
-from cotdistill.stepcheck import false_arithmetic, false_coin_step, false_letter, false_step
+from cotdistill.core.config import FiltersConfig
+from cotdistill.annotation.filters import judge
+from cotdistill.annotation.stepcheck import false_arithmetic, false_coin_step, false_letter, false_step
 
 # ---------------------------------------------------------------- arithmetic
 

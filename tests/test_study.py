@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.errors import UserError
-from cotdistill.rundir import RunDir
+from cotdistill.core.errors import UserError
+from cotdistill.core.rundir import RunDir
 from cotdistill.reporting.study import dev_choice, size_plot
 from cotdistill.study import variant_configs
 

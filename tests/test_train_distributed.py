@@ -16,8 +16,8 @@ import pytest
 import torch
 from test_train import causal_dir, distill_rows, tokenizer  # noqa: F401  (the tiny student fixtures)
 
-from cotdistill.data.records import write_jsonl
-from cotdistill.students import load_student
+from cotdistill.core.records import write_jsonl
+from cotdistill.models.students import load_student
 from cotdistill.training.train import TrainConfig, train_student
 from cotdistill.training.student_trainer import weights_digest
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from cotdistill.data.records import Example
-from cotdistill.prompts import student_input
+from cotdistill.core.records import Example
+from cotdistill.core.prompts import student_input
 
 
 def addition_examples(n: int, seed: int) -> list[Example]:

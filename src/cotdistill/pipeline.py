@@ -15,16 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from cotdistill.progress import readable_console
-from cotdistill.config import EvalSettings, RunConfig, dump_config
-from cotdistill.hashing import fingerprint, model_files
-from cotdistill.data.records import example_rows, write_jsonl, write_jsonl_files
-from cotdistill.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
-from cotdistill.modes import COT, MODES
-from cotdistill.rundir import RunDir
+from cotdistill.core.progress import readable_console
+from cotdistill.core.config import EvalSettings, RunConfig, dump_config
+from cotdistill.core.hashing import fingerprint, model_files
+from cotdistill.core.records import example_rows, write_jsonl, write_jsonl_files
+from cotdistill.core.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
+from cotdistill.core.modes import COT, MODES
+from cotdistill.core.rundir import RunDir
 
 if TYPE_CHECKING:
-    from cotdistill.evaluate import EvalOptions
+    from cotdistill.evaluation.evaluate import EvalOptions
     from cotdistill.training.train import TrainConfig
 
 console = readable_console(stderr=True)
@@ -134,7 +134,7 @@ def evaluations(config: RunConfig, run: RunDir) -> list[tuple[str, str, dict[str
 
 
 def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptions":
-    from cotdistill.evaluate import EvalOptions
+    from cotdistill.evaluation.evaluate import EvalOptions
 
     e = config.evaluate
     options = {**e.model_dump(include=set(EvalSettings.model_fields)), "seed": config.seed, "quiet": config.quiet}
@@ -143,7 +143,7 @@ def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptio
 
 def evaluate_stage(config: RunConfig, run: RunDir, name: str, spec: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The stage evaluate:NAME (skipped when up to date); returns the evaluation's summary."""
-    from cotdistill.evaluate import eval_dtype, evaluate_model
+    from cotdistill.evaluation.evaluate import eval_dtype, evaluate_model
 
     opts = evaluate_options(config, overrides)
     inputs = [opts.data or run.test_data] + model_files(Path(spec))
@@ -161,8 +161,8 @@ def check_teacher(config: RunConfig, run: RunDir) -> None:
     `evaluate.teacher_check` dev questions, against always giving the majority answer. A teacher that
     does not beat it writes CoTs that rationalise the hinted answer, and the gold filter keeps them
     (any label can be explained): say so before hours are spent on them (`run --dry-run` too)."""
-    from cotdistill.baserates import LABEL_TYPES, above_majority, rates_note
-    from cotdistill.data.records import read_examples
+    from cotdistill.core.baserates import LABEL_TYPES, above_majority, rates_note
+    from cotdistill.core.records import read_examples
 
     e = config.evaluate
     if not (e.teacher_check and e.teacher and run.dev_data.exists()):
@@ -193,8 +193,9 @@ def run_pipeline(config: RunConfig, dry_run: bool = False) -> RunDir:
 
 
 def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir:
-    from cotdistill.annotate import annotate, load_examples
+    from cotdistill.annotation.annotate import annotate, load_examples
     from cotdistill.reporting.cards import write_model_cards
+    from cotdistill.models.gguf import card_sections
     from cotdistill.reporting.report import summary_markdown, write_report
     from cotdistill.teachers import load_teacher
     from cotdistill.training.train import train_fingerprint, train_student
@@ -238,7 +239,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
 
     peaks = [info.get("peak_rss_gib") or 0 for info in run.read_manifest()["stages"].values()]
     run.record_stage("run", seconds=round(time.perf_counter() - t0, 1), peak_rss_gib=max(peaks, default=None))
-    write_model_cards(run, config.student.modes)
+    write_model_cards(run, config.student.modes, card_sections(run, config.student.modes))
     md, html = write_report([run])  # after the run's own row, so the report's timings end with it
     console.print(summary_markdown(run), markup=False, highlight=False)
     console.print(f"[bold green]report:[/bold green] {html.resolve()}\n        {md.resolve()}")

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotdistill.progress import readable_console
-from cotdistill.config import RunConfig, load_config
-from cotdistill.errors import UserError
+from cotdistill.core.progress import readable_console
+from cotdistill.core.config import RunConfig, load_config
+from cotdistill.core.errors import UserError
 
 console = readable_console(stderr=True)
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import random
 from typing import Any, Callable
 
-from cotdistill.answers import normalise
-from cotdistill.config import MAX_QUESTIONS
-from cotdistill.errors import UserError
-from cotdistill.data.records import Example
+from cotdistill.core.answers import normalise
+from cotdistill.core.config import MAX_QUESTIONS
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import Example
 from cotdistill.data.overlap import normalise_question
 
 TASKS = ("gsm_symbolic", "last_letters", "coin_flip")

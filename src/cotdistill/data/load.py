@@ -16,10 +16,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from cotdistill.answers import normalise
-from cotdistill.errors import UserError
-from cotdistill.data.records import Example, check_text_fields, unencodable
-from cotdistill.fileio import decode_utf8, first_jsonl_line, input_file, parse_json
+from cotdistill.core.answers import normalise
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import Example, check_text_fields, unencodable
+from cotdistill.core.fileio import decode_utf8, first_jsonl_line, input_file, parse_json
 from cotdistill.data.readers import (
     Raw,
     Skip,

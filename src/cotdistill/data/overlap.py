@@ -14,7 +14,7 @@ import re
 import string
 from typing import Iterable
 
-from cotdistill.data.records import Example
+from cotdistill.core.records import Example
 
 _PUNCTUATION = str.maketrans("", "", string.punctuation + "“”‘’")
 

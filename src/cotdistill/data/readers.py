@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from cotdistill.answers import format_number, normalise
-from cotdistill.errors import UserError
-from cotdistill.data.records import ANSWER_TYPES, Example, iter_jsonl
-from cotdistill.fileio import parse_json, read_text
+from cotdistill.core.answers import format_number, normalise
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import ANSWER_TYPES, Example, iter_jsonl
+from cotdistill.core.fileio import parse_json, read_text
 
 
 @dataclass

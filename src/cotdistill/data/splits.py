@@ -14,9 +14,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from cotdistill.config import DataConfig, TestSet
-from cotdistill.errors import UserError
-from cotdistill.data.records import Example
+from cotdistill.core.config import DataConfig, TestSet
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import Example
 from cotdistill.data.overlap import decontaminate, dedupe
 
 

@@ -18,16 +18,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from cotdistill.catalogue import PREFIX, get_model
-from cotdistill.config import DataConfig, TeacherConfig
-from cotdistill.evalnames import STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
-from cotdistill.fileio import write_files_atomic, write_text_atomic
-from cotdistill.hashing import CARD
-from cotdistill.data.records import read_examples
-from cotdistill.modes import ANSWER_ONLY, MODES
-from cotdistill.prompts import student_input
-from cotdistill.rundir import RunDir
-from cotdistill.secrets import mask_spec
+from cotdistill.core.catalogue import PREFIX, get_model
+from cotdistill.core.config import DataConfig, TeacherConfig
+from cotdistill.core.evalnames import STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
+from cotdistill.core.fileio import write_files_atomic, write_text_atomic
+from cotdistill.core.hashing import CARD
+from cotdistill.core.records import read_examples
+from cotdistill.core.modes import ANSWER_ONLY, MODES
+from cotdistill.core.prompts import student_input
+from cotdistill.core.rundir import RunDir
+from cotdistill.core.secrets import mask_spec
 
 
 def licence_of(model: str) -> str:
@@ -65,10 +65,9 @@ def _results_table(evals: list[dict[str, Any]], student: EvalName) -> str:
     return "\n".join(lines)
 
 
-def model_card(run: RunDir, mode: str) -> str:
-    """The README.md of students/MODE, from the run's config, manifest and evaluations."""
-
-    from cotdistill.gguf_export import card_section
+def model_card(run: RunDir, mode: str, gguf_section: str = "") -> str:
+    """The README.md of students/MODE, from the run's config, manifest and evaluations; `gguf_section`
+    says how to run its GGUF export (models.gguf.card_sections: the report does not look at models)."""
     from cotdistill.reporting.report import RunData, num
 
     d = RunData.load(run)
@@ -115,7 +114,7 @@ print(generate(prompt, max_new_tokens=160, do_sample=False, return_full_text=Fal
 
 The prompt is `Q: <question>\\nA:` with no exemplars; the answer is the number (or option, yes/no) in the
 first "The answer is X." sentence of the output.
-{card_section(run.student(mode), mode, held_out[0].question if held_out else None)}
+{gguf_section}
 ## Training data
 
 - Questions: {_data_sources(config)}; {data.get('n_train', '?')} training questions
@@ -155,13 +154,13 @@ cotdistill run {run.config}
 """
 
 
-def write_model_cards(run: RunDir, modes: list[str]) -> list[Path]:
-    """students/MODE/README.md for every trained student of the run."""
+def write_model_cards(run: RunDir, modes: list[str], gguf_sections: dict[str, str] | None = None) -> list[Path]:
+    """students/MODE/README.md for every trained student of the run (with its GGUF section, if given)."""
     written = []
     for mode in modes:
         folder = run.student(mode)
         if (folder / "config.json").exists():
-            write_text_atomic(folder / CARD, model_card(run, mode))
+            write_text_atomic(folder / CARD, model_card(run, mode, (gguf_sections or {}).get(mode, "")))
             written.append(folder / CARD)
     return written
 
@@ -176,7 +175,7 @@ def export_dataset(run: RunDir, out: Path, source: Path | None = None) -> Path:
     rows = [{"id": r["id"], "question": r["question"], "rationale": r["rationale"], "answer": str(r["answer"]),
              "answer_type": r.get("answer_type", ""), "sample": r.get("sample", 0)} for r in run.read_distill(source)]
     if not rows:
-        from cotdistill.errors import UserError
+        from cotdistill.core.errors import UserError
 
         raise UserError(f"{source}: no distilled examples to export (run annotate first)")
     table = pa.BufferOutputStream()

@@ -7,7 +7,7 @@ base64 data URIs, every piece of model or user text HTML-escaped.
 
 The content is built once as a list of blocks (heading, paragraph, table, image, code) and rendered
 twice, to Markdown and to HTML, so the two reports always say the same thing. Model and teacher
-names and the config copy are shown through cotdistill.secrets, so a teacher URL's password or
+names and the config copy are shown through cotdistill.core.secrets, so a teacher URL's password or
 query key never reaches a report, even from a run directory written before they were masked there.
 """
 
@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotdistill.baserates import above_majority, base_rates, majority_correct
-from cotdistill.errors import UserError
-from cotdistill.data.records import Example, read_examples
-from cotdistill.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
-from cotdistill.fileio import read_json_object, write_files_atomic
-from cotdistill.modes import ANSWER_ONLY, COT_K1, MODES
-from cotdistill.paths import output_dir
+from cotdistill.core.baserates import above_majority, base_rates, majority_correct
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import Example, read_examples
+from cotdistill.core.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
+from cotdistill.core.fileio import read_json_object, write_files_atomic
+from cotdistill.core.modes import ANSWER_ONLY, COT_K1, MODES
+from cotdistill.core.paths import output_dir
 from cotdistill.reporting.plots import accuracy_plot, funnel_plot, loss_plot
 from cotdistill.reporting.blocks import (
     Browser,
@@ -37,9 +37,9 @@ from cotdistill.reporting.blocks import (
     to_html,
     to_markdown,
 )
-from cotdistill.rundir import RunDir
-from cotdistill.secrets import mask_spec, redact
-from cotdistill.tasks import format_question
+from cotdistill.core.rundir import RunDir
+from cotdistill.core.secrets import mask_spec, redact
+from cotdistill.core.tasks import format_question
 
 SAMPLES_SHOWN = 4
 # Paper-style order: prompted baselines first, then students fine-tuned on answers, then on CoT.
@@ -148,7 +148,7 @@ def _loss_curves(run: RunDir) -> dict[str, dict[str, list[tuple[float, float]]]]
 
 def _yield(run: RunDir, stages: dict[str, Any]) -> tuple[dict[str, int], int] | None:
     """Verdict counts of the teacher's samples: the manifest's annotate table, else annotations.jsonl."""
-    from cotdistill.filters import VERDICTS
+    from cotdistill.core.verdicts import VERDICTS
 
     table = stages.get("annotate", {}).get("yield")
     if isinstance(table, dict) and "verdicts" in table:
@@ -368,7 +368,7 @@ def annotation(d: RunData, prefix: str, level: int) -> list:
         blocks.append(Para("; ".join(f for f in facts if f) + "."))
     check = info.get("yield", {}).get("hint_check") if isinstance(info.get("yield"), dict) else None
     if check:
-        from cotdistill.filters import hint_check_line
+        from cotdistill.core.verdicts import hint_check_line
 
         blocks.append(Para(hint_check_line(check) + "."))
     blocks += cost_table(info)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotdistill.evalnames import DEV, EvalName
+from cotdistill.core.evalnames import DEV, EvalName
 from cotdistill.reporting.plots import size_curve_plot
 from cotdistill.reporting.blocks import Heading, Image, Para, Table
 from cotdistill.reporting.report import RunData, accuracy_cell, pct, write_report
-from cotdistill.rundir import RunDir
+from cotdistill.core.rundir import RunDir
 
 
 def write_study_report(runs: list[RunDir], names: list[str], out: Path) -> tuple[Path, Path]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import inspect
 import os
 
-from cotdistill.errors import UserError
-from cotdistill.secrets import mask_spec
+from cotdistill.core.errors import UserError
+from cotdistill.core.secrets import mask_spec
 from cotdistill.teachers.base import Completion, Teacher
 
 __all__ = ["Completion", "Teacher", "load_teacher", "SPEC_FORMS"]
@@ -32,8 +32,8 @@ def load_teacher(spec: str, **options) -> Teacher:
     if not sep or not rest:
         raise _unknown(spec)
     if kind == "embedded":
-        from cotdistill import embedded
-        from cotdistill.catalogue import get_model
+        from cotdistill.models import embedded
+        from cotdistill.core.catalogue import get_model
         from cotdistill.teachers.llamacpp import LlamaCppTeacher
 
         model = get_model(rest)

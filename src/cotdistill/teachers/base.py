@@ -1,7 +1,7 @@
 """The protocol every teacher backend implements, and the answer it gives.
 
 What a teacher is asked (`Request`: a prompt and its `SamplingParams`) is shared with the prompts
-and evaluation, so it lives in cotdistill.sampling. `generate` takes a batch so that backends can
+and evaluation, so it lives in cotdistill.core.sampling. `generate` takes a batch so that backends can
 do better than one sequence at a time (multi-sequence llama.cpp batches, concurrent HTTP requests,
 vLLM continuous batching); it returns one `Completion` per request, in order. It also hands each
 completion to `on_done(index, completion)` the moment it exists, so that the caller can store it:
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Optional, Protocol
 
-from cotdistill.fileio import without_surrogates
-from cotdistill.sampling import PROMPT_TOO_LONG, Request
+from cotdistill.core.fileio import without_surrogates
+from cotdistill.core.sampling import PROMPT_TOO_LONG, Request
 
 
 @dataclass

@@ -22,8 +22,8 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from cotdistill.errors import UserError
-from cotdistill.sampling import SamplingParams
+from cotdistill.core.errors import UserError
+from cotdistill.core.sampling import SamplingParams
 from cotdistill.teachers.base import Completion
 
 _SCHEMA = """

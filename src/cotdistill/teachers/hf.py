@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from cotdistill.errors import UserError
-from cotdistill.sampling import Prompt, Request, derive_seed, stop_index
+from cotdistill.core.errors import UserError
+from cotdistill.core.sampling import Prompt, Request, derive_seed, stop_index
 from cotdistill.teachers.base import Completion, OnDone
 
 _DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
@@ -143,6 +143,6 @@ def _identity(model: str, loaded) -> str:
     files = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) if path.is_dir() else []
     if not files:
         return "local"
-    from cotdistill.hashing import file_sha256
+    from cotdistill.core.hashing import file_sha256
 
     return hashlib.sha256("".join(file_sha256(f) for f in files).encode()).hexdigest()[:12]

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cotdistill.cpu import physical_cores
-from cotdistill.errors import UserError, missing_extra
-from cotdistill.sampling import Prompt, Request
+from cotdistill.core.cpu import physical_cores
+from cotdistill.core.errors import UserError, missing_extra
+from cotdistill.core.sampling import Prompt, Request
 from cotdistill.teachers.base import Completion, OnDone, prompt_too_long
 
 
@@ -56,7 +56,7 @@ class LlamaCppTeacher:
         if parallel < 1:
             raise UserError(f"llama.cpp teacher: parallel must be >= 1, got {parallel}")
         if sha256 is None:
-            from cotdistill.hashing import file_sha256
+            from cotdistill.core.hashing import file_sha256
 
             sha256 = file_sha256(path)
         self.n_threads = n_threads or physical_cores()

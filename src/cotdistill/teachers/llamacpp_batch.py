@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cotdistill.sampling import Request, stop_index
+from cotdistill.core.sampling import Request, stop_index
 from cotdistill.teachers.base import Completion, OnDone, prompt_too_long
 
 

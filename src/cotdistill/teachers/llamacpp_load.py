@@ -24,8 +24,8 @@ import sys
 import threading
 from pathlib import Path
 
-from cotdistill.cpu import EXTRA_BUFFERS_ENV, cpu, llama_extra_buffers
-from cotdistill.errors import UserError
+from cotdistill.core.cpu import EXTRA_BUFFERS_ENV, cpu, llama_extra_buffers
+from cotdistill.core.errors import UserError
 
 _PATCH_LOCK = threading.Lock()
 PROBE_TIMEOUT_S = 600
@@ -90,7 +90,7 @@ def _probe_key(sha256: str, extra: bool) -> str:
 
 
 def _probe_file() -> Path:
-    from cotdistill.embedded import cache_dir
+    from cotdistill.models.embedded import cache_dir
 
     return cache_dir() / "llamacpp-probes.json"
 
@@ -121,7 +121,7 @@ def probe(path: Path, sha256: str, extra: bool) -> None:
         raise UserError(f"llama.cpp could not run {path} ({tail or f'exit code {done.returncode}'}); is it a valid GGUF file?")
     probes = _read_probes(file)
     probes[key] = "ok"
-    from cotdistill.fileio import write_json_atomic
+    from cotdistill.core.fileio import write_json_atomic
 
     write_json_atomic(file, probes)
 

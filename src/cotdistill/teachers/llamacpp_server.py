@@ -14,8 +14,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cotdistill.cpu import llama_extra_buffers
-from cotdistill.errors import UserError
+from cotdistill.core.cpu import llama_extra_buffers
+from cotdistill.core.errors import UserError
 
 
 def _model_arg(argv: list[str]) -> Path | None:
@@ -28,7 +28,7 @@ def _model_arg(argv: list[str]) -> Path | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cotdistill.hashing import file_sha256
+    from cotdistill.core.hashing import file_sha256
     from cotdistill.teachers.llamacpp import import_llama_cpp
     from cotdistill.teachers.llamacpp_load import probe, use_extra_buffers
 

@@ -24,7 +24,7 @@ Secrets. The API key is read from an environment variable (its NAME is configura
 manifests or logs. A key that cannot be sent as a header (a pasted space, line break or non-ASCII
 character) is refused with one line naming the variable. Server text that enters our messages
 (an error body that echoes the Authorization header) is redacted first, and endpoints are shown
-with their URL credentials masked (cotdistill.secrets); the requests use the real ones.
+with their URL credentials masked (cotdistill.core.secrets); the requests use the real ones.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from cotdistill.budget import estimate_tokens
-from cotdistill import stopping
-from cotdistill.errors import UserError
-from cotdistill.secrets import RedactingFilter, mask_url, redact
-from cotdistill.sampling import PROMPT_TOO_LONG, Request
+from cotdistill.core.budget import estimate_tokens
+from cotdistill.core import stopping
+from cotdistill.core.errors import UserError
+from cotdistill.core.secrets import RedactingFilter, mask_url, redact
+from cotdistill.core.sampling import PROMPT_TOO_LONG, Request
 from cotdistill.teachers.base import Completion, OnDone
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ with GPUs and no server to run. vLLM's own prefix caching reuses the few-shot ex
 
 from __future__ import annotations
 
-from cotdistill.errors import UserError, missing_extra
-from cotdistill.sampling import Request
+from cotdistill.core.errors import UserError, missing_extra
+from cotdistill.core.sampling import Request
 from cotdistill.teachers.base import Completion, OnDone, report_all
 
 

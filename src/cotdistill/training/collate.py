@@ -22,11 +22,11 @@ from typing import Any
 
 import torch
 
-from cotdistill import prompts
-from cotdistill.errors import UserError
-from cotdistill.data.records import iter_jsonl
-from cotdistill.modes import MODES, normalise_mode
-from cotdistill.sampling import derive_seed
+from cotdistill.core import prompts
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import iter_jsonl
+from cotdistill.core.modes import MODES, normalise_mode
+from cotdistill.core.sampling import derive_seed
 
 IGNORE = -100  # label value the loss ignores (PyTorch's cross_entropy default)
 

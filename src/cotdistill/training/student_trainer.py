@@ -25,7 +25,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.utils import logging as hf_logging
 
 from cotdistill.training.collate import IGNORE, Collator, LengthGroupedSampler, example_length
-from cotdistill.errors import UserError
+from cotdistill.core.errors import UserError
 from cotdistill.training.head_loss import chunkable_head, head_inputs, linear_cross_entropy
 
 
@@ -257,7 +257,7 @@ class _Progress(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
         if state.is_world_process_zero:
-            from cotdistill.progress import progress_bar
+            from cotdistill.core.progress import progress_bar
 
             self.bar = progress_bar(quiet=False)
             self.bar.start()

@@ -34,14 +34,14 @@ from cotdistill.training.collate import (
     read_pairs,
     split_eval,
 )
-from cotdistill.config import Seed, StudentConfig, TrainSettings
-from cotdistill.cpu import bf16_is_faster
-from cotdistill.errors import UserError
-from cotdistill.fileio import read_json_object, write_json_atomic
-from cotdistill.hashing import file_digest, fingerprint
-from cotdistill.memory import PeakMemory
-from cotdistill.modes import COT, normalise_mode
-from cotdistill.paths import library_writes
+from cotdistill.core.config import Seed, StudentConfig, TrainSettings
+from cotdistill.core.cpu import bf16_is_faster
+from cotdistill.core.errors import UserError
+from cotdistill.core.fileio import read_json_object, write_json_atomic
+from cotdistill.core.hashing import file_digest, fingerprint
+from cotdistill.core.memory import PeakMemory
+from cotdistill.core.modes import COT, normalise_mode
+from cotdistill.core.paths import library_writes
 
 # Fields that do not change the trained model: they may differ between a run and its resumption.
 _NOT_FINGERPRINTED = ("out", "quiet", "restart", "save_steps")
@@ -87,7 +87,7 @@ def train_student(config: TrainConfig) -> TrainResult:
 
     from transformers import set_seed
 
-    from cotdistill.students import add_lora, load_student
+    from cotdistill.models.students import add_lora, load_student
 
     pairs = read_pairs(config.data, config.mode)
     train_pairs, eval_pairs = split_eval(pairs, config.eval_fraction, config.seed)
@@ -233,7 +233,7 @@ def _prepare_output(out: Path, ckpts: Path, fingerprint: str, finished: dict | N
 def _save_final(model: Any, tokenizer: Any, out: Path, config: TrainConfig, metrics: dict,
                 log_history: list[dict], t_start: float) -> None:
     """Write the model files, then the curve, then train_metrics.json last (the completion mark)."""
-    from cotdistill.students import save_student
+    from cotdistill.models.students import save_student
 
     tmp = out / ".final-partial"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -36,9 +36,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotdistill.errors import UserError
-from cotdistill.modes import COT
-from cotdistill.fileio import replaced_when_done, write_text_atomic
+from cotdistill.core.errors import UserError
+from cotdistill.core.modes import COT
+from cotdistill.core.fileio import replaced_when_done, write_text_atomic
+from cotdistill.core.records import read_examples
+from cotdistill.core.rundir import RunDir
 
 TYPES = ("f16", "q8_0")
 # Beside NAME.gguf (one pair per export, so that an f16 and a q8_0 export can share a folder):
@@ -74,8 +76,8 @@ def student_base(student_dir: Path) -> str | None:
 
 def embedded_spec(base: str) -> str | None:
     """"embedded:NAME" when `base` is an embedded model or its converted Hugging Face folder."""
-    from cotdistill.catalogue import PREFIX, get_model, list_models
-    from cotdistill.students import converted_dir
+    from cotdistill.core.catalogue import PREFIX, get_model, list_models
+    from cotdistill.models.students import converted_dir
 
     if base.startswith(PREFIX):
         return get_model(base).spec
@@ -88,7 +90,7 @@ def embedded_spec(base: str) -> str | None:
 
 def base_gguf_of(student_dir: Path) -> Path:
     """The GGUF the student's weights came from, following students trained from students."""
-    from cotdistill import embedded
+    from cotdistill.models import embedded
 
     seen: list[str] = []
     folder = student_dir
@@ -117,7 +119,7 @@ def is_seq2seq(student_dir: Path) -> bool:
 
 def prompt_parts(mode: str) -> tuple[str, str]:
     """The text before and after the question in the student's prompt (prompts.py is the one definition)."""
-    from cotdistill.prompts import student_prompt
+    from cotdistill.core.prompts import student_prompt
 
     text = student_prompt(_MARKER, None, mode)
     before, _, after = text.partition(_MARKER)
@@ -130,7 +132,7 @@ def chat_template(mode: str, bos: bool) -> str:
 
     `bos`: training's prompts began with BOS. The template then writes it, as chat templates do:
     llama-cpp-python adds no BOS to a rendered chat, and llama.cpp drops a leading one before adding its own."""
-    from cotdistill.prompts import STUDENT_SEPARATOR
+    from cotdistill.core.prompts import STUDENT_SEPARATOR
 
     before, after = prompt_parts(mode)
     return ("{{ bos_token }}" * bos + "{% for message in messages %}{% if message['role'] == 'user' %}"
@@ -261,7 +263,7 @@ def export_gguf(student_dir: Path, out_dir: Path, qtype: str = "f16", name: str 
     import gguf
     import numpy as np
 
-    from cotdistill.students import load_student
+    from cotdistill.models.students import load_student
 
     student_dir = Path(student_dir)
     if qtype not in TYPES:
@@ -314,7 +316,7 @@ def export_gguf(student_dir: Path, out_dir: Path, qtype: str = "f16", name: str 
 
 def _write_run_files(path: Path, mode: str, eos_text: str, example: str | None, n_tensors: int) -> GgufExport:
     """The Ollama Modelfile (the student's prompt as TEMPLATE, greedy, stop at EOS) and the command lines."""
-    from cotdistill.prompts import COMPLETION_STOP
+    from cotdistill.core.prompts import COMPLETION_STOP
 
     name = path.stem
     before, after = prompt_parts(mode)
@@ -336,7 +338,7 @@ def _write_run_files(path: Path, mode: str, eos_text: str, example: str | None, 
 
 def run_commands(gguf_name: str, mode: str, example: str | None = None) -> list[str]:
     """The llama.cpp and Ollama command lines for an exported student, prompted as in training."""
-    from cotdistill.prompts import student_prompt
+    from cotdistill.core.prompts import student_prompt
 
     question = example or "A baker made 24 muffins and sold 3/4 of them. How many muffins did she sell?"
     prompt = student_prompt(question, None, mode)
@@ -374,3 +376,11 @@ chat template and the EOS it stops at. From the `gguf/` folder (beside each GGUF
 {commands}
 ```
 """
+
+
+def card_sections(run: RunDir, modes: list[str]) -> dict[str, str]:
+    """Each student's model-card section on its current GGUF export ("" without one), its example
+    question the run's first test question."""
+    held_out = read_examples(run.test_data) if run.test_data.exists() else []
+    example = held_out[0].question if held_out else None
+    return {mode: card_section(run.student(mode), mode, example) for mode in modes}

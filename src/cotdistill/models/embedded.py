@@ -19,11 +19,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from cotdistill.catalogue import EmbeddedModel, get_model
-from cotdistill.errors import StorageError, UserError
-from cotdistill.fileio import write_files_atomic, write_text_atomic
-from cotdistill.hashing import BLOCK, cache_root, stamp, stream_sha256
-from cotdistill.paths import output_dir
+from cotdistill.core.catalogue import EmbeddedModel, get_model
+from cotdistill.core.errors import StorageError, UserError
+from cotdistill.core.fileio import write_files_atomic, write_text_atomic
+from cotdistill.core.hashing import BLOCK, cache_root, stamp, stream_sha256
+from cotdistill.core.paths import output_dir
 
 def cache_dir() -> Path:
     """Where assembled models live: $COTDISTILL_CACHE/models, default ~/.cache/cotdistill/models."""

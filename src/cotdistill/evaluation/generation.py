@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
-from cotdistill.answers import cut_after_answer, extract_answer
-from cotdistill.sampling import derive_seed, stop_index
+from cotdistill.core.answers import cut_after_answer, extract_answer
+from cotdistill.core.sampling import derive_seed, stop_index
 
 
 @dataclass

@@ -27,12 +27,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from cotdistill.data.records import unencodable
-from cotdistill.errors import UserError
-from cotdistill.fileio import parse_json, read_text
-from cotdistill.modes import COT, MODES, TRAINING_MODES
-from cotdistill.tasks import EXEMPLAR_FILES, FINAL_ANSWER_PREFIX, final_answer_sentence, format_question
-from cotdistill.sampling import Prompt, SamplingParams
+from cotdistill.core.records import unencodable
+from cotdistill.core.errors import UserError
+from cotdistill.core.fileio import parse_json, read_text
+from cotdistill.core.modes import COT, MODES, TRAINING_MODES
+from cotdistill.core.tasks import EXEMPLAR_FILES, FINAL_ANSWER_PREFIX, final_answer_sentence, format_question
+from cotdistill.core.sampling import Prompt, SamplingParams
 
 STUDENT_SEPARATOR = " "
 SINGLE_TASK_MODES = tuple(name for name in TRAINING_MODES if not MODES[name].multitask)  # one target: student_target

@@ -16,7 +16,7 @@ One process writes a run directory at a time: `RunDir.lock` holds an advisory lo
 killed run never blocks the next one; a second process is refused with the holder's pid and command.
 
 The manifest and the lock file are shared records (the refusal prints the lock on another user's
-terminal), so both hold credentials masked (cotdistill.secrets): the command line's teacher URLs
+terminal), so both hold credentials masked (cotdistill.core.secrets): the command line's teacher URLs
 and key-like options, every string recorded for a stage, and a failed stage's error.
 """
 
@@ -32,11 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotdistill.errors import Interrupted, StageStopped, UserError
-from cotdistill.fileio import check_fields, read_json_file, read_jsonl_file, read_text, write_json_atomic
-from cotdistill.locks import Busy, file_lock
-from cotdistill.memory import PeakMemory
-from cotdistill.secrets import mask_argv, mask_data, redact
+from cotdistill.core.errors import Interrupted, StageStopped, UserError
+from cotdistill.core.fileio import check_fields, read_json_file, read_jsonl_file, read_text, write_json_atomic
+from cotdistill.core.locks import Busy, file_lock
+from cotdistill.core.memory import PeakMemory
+from cotdistill.core.secrets import mask_argv, mask_data, redact
 
 # The fields each file of a run directory is read back with, and their JSON types ("?": may be
 # missing): what the readers use, checked once here, so that a torn, foreign or hand-edited file
@@ -148,7 +148,7 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         """config.yaml as `run` wrote it ({} when the stages were run one by one); torn or foreign, a
         UserError saying so."""
-        from cotdistill.config import read_yaml
+        from cotdistill.core.config import read_yaml
 
         if not self.config.exists():
             return {}

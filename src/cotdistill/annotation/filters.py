@@ -30,9 +30,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
-from typing import Any
 
-from cotdistill.answers import (
+from cotdistill.core.answers import (
     NUMBER_RE,
     answers_match,
     before_answer,
@@ -41,13 +40,9 @@ from cotdistill.answers import (
     format_number,
     parse_number,
 )
-from cotdistill.config import FiltersConfig
-from cotdistill.stepcheck import false_step
-from cotdistill.sampling import PROMPT_TOO_LONG
-
-VERDICTS = ("kept", "prompt_too_long", "wrong", "unparsed", "truncated", "leak", "underived", "false_step", "duplicate", "over_cap",
-            "too_long", "hint_dependent")
-
+from cotdistill.core.config import FiltersConfig
+from cotdistill.annotation.stepcheck import false_step
+from cotdistill.core.sampling import PROMPT_TOO_LONG
 
 @dataclass(frozen=True)
 class Judgement:
@@ -225,11 +220,3 @@ def _similarity(a: str, b: str) -> float:
     if a == b:
         return 1.0
     return SequenceMatcher(None, a.split(), b.split(), autojunk=False).ratio()
-
-
-def hint_check_line(check: dict[str, Any]) -> str:
-    """The hint check in one sentence (the yield table's footnote, here and in the report)."""
-    share = f" ({100 * check['passed_hint_dependent'] / check['passed']:.1f} %)" if check["passed"] else ""
-    return (f"Hint-dependent: {check['passed_hint_dependent']} of the {check['passed']} CoTs that passed the filters{share} "
-            f"are of questions the teacher answers wrongly without the hint; it answers {check['right_unhinted']} of "
-            f"{check['questions']} right unhinted")

@@ -16,11 +16,11 @@ from typing import Annotated, Any, Literal, TypeVar
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cotdistill.errors import UserError
-from cotdistill.fileio import read_text, write_text_atomic
-from cotdistill.modes import ANSWER_ONLY, COT, StudentMode
-from cotdistill.paths import expand
-from cotdistill.secrets import MASK, is_secret_name, mask_data
+from cotdistill.core.errors import UserError
+from cotdistill.core.fileio import read_text, write_text_atomic
+from cotdistill.core.modes import ANSWER_ONLY, COT, StudentMode
+from cotdistill.core.paths import expand
+from cotdistill.core.secrets import MASK, is_secret_name, mask_data
 
 # A path read from a config or an option: `~/x` means the home folder's x, never a folder named "~".
 # (Hub dataset names never start with "~", so data.train can hold either.)
@@ -434,5 +434,5 @@ def _shown_input(loc: tuple, value: Any) -> str:
 
 def dump_config(config: RunConfig, path: Path) -> None:
     """Write the resolved config, with credentials masked (a teacher URL's password or query key,
-    key-like options; cotdistill.secrets): config.yaml is a record to share, not to rerun with."""
+    key-like options; cotdistill.core.secrets): config.yaml is a record to share, not to rerun with."""
     write_text_atomic(path, yaml.safe_dump(mask_data(config.model_dump()), sort_keys=False))

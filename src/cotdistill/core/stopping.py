@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from cotdistill.errors import Interrupted
+from cotdistill.core.errors import Interrupted
 
 _draining = 0  # sections in progress that finish their requests in flight on a stop signal
 _signum: int | None = None  # the deferred stop signal, once one arrived

@@ -6,7 +6,7 @@ targets and student generations are all read by the same `answers.extract_answer
 
 from __future__ import annotations
 
-from cotdistill.data.records import ANSWER_TYPES
+from cotdistill.core.records import ANSWER_TYPES
 
 # Default exemplar set per answer type (files in cotdistill/exemplars/, written for this project).
 EXEMPLAR_FILES = {

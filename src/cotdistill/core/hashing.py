@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from cotdistill.errors import StorageError
-from cotdistill.fileio import read_json_object, write_json_atomic
+from cotdistill.core.errors import StorageError
+from cotdistill.core.fileio import read_json_object, write_json_atomic
 
 BLOCK = 8 * 1024 * 1024
 CARD = "README.md"  # a saved model's card: the name the hub and `huggingface_hub.ModelCard.load` look for

@@ -28,8 +28,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from cotdistill.errors import UserError
-from cotdistill.paths import STORAGE_ERRNOS, expand, special_kind, storage_error
+from cotdistill.core.errors import UserError
+from cotdistill.core.paths import STORAGE_ERRNOS, expand, special_kind, storage_error
 
 
 def decode_utf8(data: bytes, path: str | Path, first_line: int = 1) -> str:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from cotdistill.config import BUDGET_LIMITS, budget_limits
-from cotdistill.errors import StageStopped
+from cotdistill.core.config import BUDGET_LIMITS, budget_limits
+from cotdistill.core.errors import StageStopped
 
 
 # About 4 characters per token for English text with the BPE vocabularies of current teachers

@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from cotdistill.errors import UserError
-from cotdistill.fileio import SURROGATE_RE, iter_lines, json_type, jsonl_line, parse_json, write_files_atomic
+from cotdistill.core.errors import UserError
+from cotdistill.core.fileio import SURROGATE_RE, iter_lines, json_type, jsonl_line, parse_json, write_files_atomic
 
 ANSWER_TYPES = ("number", "yes_no", "choice", "text")
 

@@ -30,7 +30,7 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from cotdistill.errors import StorageError, UserError
+from cotdistill.core.errors import StorageError, UserError
 
 # errno -> (what happened, what to do): the write failures a user fixes by freeing space, raising a
 # limit or choosing another place. Anything else stays a bug with its traceback.

@@ -24,16 +24,17 @@ from typing import Any
 
 from rich.table import Table
 
-from cotdistill.budget import Budget, BudgetReached, Estimate, Spent, extrapolate
-from cotdistill.config import TeacherConfig
+from cotdistill.core.budget import Budget, BudgetReached, Estimate, Spent, extrapolate
+from cotdistill.core.config import TeacherConfig
 from cotdistill.teachers.cache import CompletionCache, Key
-from cotdistill.data.records import Example, check_unique_ids, write_jsonl
-from cotdistill.answers import answers_match, majority
-from cotdistill.filters import VERDICTS, hint_check_line, judge
-from cotdistill.progress import console, progress_bar
-from cotdistill.prompts import COMPLETION_STOP, build_teacher_prompt, prompt_hash, select_exemplars
-from cotdistill.rundir import RunDir
-from cotdistill.sampling import PROMPT_TOO_LONG, Prompt, Request, SamplingParams
+from cotdistill.core.records import Example, check_unique_ids, write_jsonl
+from cotdistill.core.answers import answers_match, majority
+from cotdistill.annotation.filters import judge
+from cotdistill.core.verdicts import VERDICTS, hint_check_line
+from cotdistill.core.progress import console, progress_bar
+from cotdistill.core.prompts import COMPLETION_STOP, build_teacher_prompt, prompt_hash, select_exemplars
+from cotdistill.core.rundir import RunDir
+from cotdistill.core.sampling import PROMPT_TOO_LONG, Prompt, Request, SamplingParams
 from cotdistill.teachers.base import Completion, Teacher
 
 AWAIT_POLL_S = 0.5  # how often a run looks for the answers another run sharing its cache is asking for

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cotdistill.answers import majority
-from cotdistill.data.records import Example
+from cotdistill.core.answers import majority
+from cotdistill.core.records import Example
 
 LABEL_TYPES = ("yes_no", "choice")
 #: For open answers: the share of questions one gold answer must exceed before its rate is shown.

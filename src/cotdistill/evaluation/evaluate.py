@@ -30,25 +30,25 @@ from typing import Any
 
 from pydantic import Field
 
-from cotdistill.answers import answers_match, extract_answer, majority
-from cotdistill.baserates import BaseRates, base_rates
-from cotdistill.config import MAX_SAMPLES, EvalSettings, EvaluateConfig, Options, Seed
-from cotdistill.errors import UserError
-from cotdistill.data.records import Example, check_unique_ids, read_examples, write_jsonl
-from cotdistill.fileio import jsonl_line, read_json_object, write_json_atomic
-from cotdistill.generation import Generation, finish_text
-from cotdistill.hashing import fingerprint, model_files
-from cotdistill.progress import progress_bar
-from cotdistill.prompts import (
+from cotdistill.core.answers import answers_match, extract_answer, majority
+from cotdistill.core.baserates import BaseRates, base_rates
+from cotdistill.core.config import MAX_SAMPLES, EvalSettings, EvaluateConfig, Options, Seed
+from cotdistill.core.errors import UserError
+from cotdistill.core.records import Example, check_unique_ids, read_examples, write_jsonl
+from cotdistill.core.fileio import jsonl_line, read_json_object, write_json_atomic
+from cotdistill.evaluation.generation import Generation, finish_text
+from cotdistill.core.hashing import fingerprint, model_files
+from cotdistill.core.progress import progress_bar
+from cotdistill.core.prompts import (
     COMPLETION_STOP,
     build_teacher_prompt,
     select_exemplars,
     student_prompt,
 )
-from cotdistill.modes import MODES
-from cotdistill.rundir import RunDir
-from cotdistill.secrets import mask_spec
-from cotdistill.sampling import PROMPT_TOO_LONG, Prompt, Request, SamplingParams, derive_seed
+from cotdistill.core.modes import MODES
+from cotdistill.core.rundir import RunDir
+from cotdistill.core.secrets import mask_spec
+from cotdistill.core.sampling import PROMPT_TOO_LONG, Prompt, Request, SamplingParams, derive_seed
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -127,7 +127,7 @@ def eval_dtype(setting: str) -> str:
     """The dtype a transformers model is loaded in: `auto` is bfloat16 where that is faster here.
     `setting` is EvalSettings.dtype, which the schema already restricts to auto/float32/bfloat16."""
     if setting == "auto":
-        from cotdistill.cpu import bf16_is_faster
+        from cotdistill.core.cpu import bf16_is_faster
 
         return "bfloat16" if bf16_is_faster()[0] else "float32"
     return setting
@@ -139,7 +139,7 @@ class HFModel:
     def __init__(self, spec: str, options: EvalOptions):
         import torch
 
-        from cotdistill.students import load_student, resolve
+        from cotdistill.models.students import load_student, resolve
 
         source = resolve(spec, quiet=options.quiet)
         self.dtype = eval_dtype(options.dtype)
@@ -153,7 +153,7 @@ class HFModel:
         self.options = options
 
     def generate(self, jobs: list[GenerationJob], stop: tuple[str, ...], on_batch: Callable[[list[GenerationJob], list[Generation]], None]) -> None:
-        from cotdistill.generation import generate_batched
+        from cotdistill.evaluation.generation import generate_batched
 
         generate_batched(
             self.model, self.tokenizer, [j.prompt for j in jobs], max_new_tokens=self.options.max_new_tokens,

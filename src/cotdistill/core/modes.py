@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from cotdistill.errors import UserError
+from cotdistill.core.errors import UserError
 
 COT, COT_K1, ANSWER_ONLY, MULTITASK = "cot", "cot-k1", "answer-only", "multitask"
 

@@ -12,17 +12,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cotdistill.catalogue import get_model
-from cotdistill.errors import UserError
-from cotdistill.fileio import parse_json, read_text, replaced_when_done, write_json_atomic
-from cotdistill.locks import file_lock
+from cotdistill.core.catalogue import get_model
+from cotdistill.core.errors import UserError
+from cotdistill.core.fileio import parse_json, read_text, replaced_when_done, write_json_atomic
+from cotdistill.core.locks import file_lock
 
 _DONE = "cotdistill-converted.json"  # written last: its presence marks a complete conversion
 
 
 def converted_dir(spec: str) -> Path:
     """Where the safetensors conversion of an embedded model lives (whether or not it exists yet)."""
-    from cotdistill import embedded
+    from cotdistill.models import embedded
 
     model = get_model(spec)
     return embedded.cache_dir().parent / "hf" / f"{model.name}-{model.sha256[:12]}"
@@ -30,7 +30,7 @@ def converted_dir(spec: str) -> Path:
 
 def convert_embedded(spec: str, quiet: bool = False) -> Path:
     """The embedded model as a Hugging Face directory, converting the GGUF the first time."""
-    from cotdistill import embedded
+    from cotdistill.models import embedded
 
     target = converted_dir(spec)
     if (target / _DONE).is_file():

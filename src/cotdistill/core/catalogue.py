@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cotdistill.errors import UserError
+from cotdistill.core.errors import UserError
 
 PREFIX = "embedded:"
 
