@@ -264,3 +264,29 @@ def test_the_embedded_teacher_is_evaluated_few_shot(run):
     rows = read_jsonl(run.predictions("teacher"))
     assert s.few_shot == 8 and s.extraction == "lenient" and len(rows) == 4
     assert all(r["output"] and "\nQ:" not in r["output"] for r in rows)  # stopped before the next question
+
+
+def test_questions_in_an_authors_format_are_evaluated_as_they_are_and_the_report_reads_them_back(run, tmp_path):
+    """`evaluate --data` takes any format annotate and data.extra_tests take, here GSM8K's own jsonl,
+    without a `data prepare` first; the report finds the same questions in the same file."""
+    from cotdistill.reporting.report import evaluated_examples
+
+    gsm8k = tmp_path / "gsm8k.jsonl"
+    gsm8k.write_text("".join(json.dumps({"question": e.question, "answer": f"{e.question} ... #### {e.answer}"}) + "\n"
+                             for e in addition_examples(4, seed=2)))
+    s = evaluate_model(run, str(run.student("cot")), "gsm8k", options(data=gsm8k))
+    rows = read_jsonl(run.predictions("gsm8k"))
+    assert s.n == len(rows) == 4 and [r["gold"] for r in rows] == [e.answer for e in addition_examples(4, seed=2)]
+    read_back = evaluated_examples(run, s.to_dict())
+    assert [e.id for e in read_back] == [r["example_id"] for r in rows]
+    assert [e.question for e in read_back] == [e.question for e in addition_examples(4, seed=2)]
+
+
+def test_a_format_named_on_the_command_line_is_how_the_file_is_read(run, tmp_path):
+    data = tmp_path / "questions.txt"  # the name says nothing: --format decides
+    data.write_text("".join(json.dumps({"question": e.question, "answer": f"#### {e.answer}"}) + "\n"
+                            for e in addition_examples(3, seed=3)))
+    s = evaluate_model(run, str(run.student("cot")), "named", options(data=data, data_format="gsm8k"))
+    assert (s.n, s.data_format) == (3, "gsm8k")
+    with pytest.raises(UserError, match="unknown format 'nope'"):
+        evaluate_model(run, str(run.student("cot")), "named2", options(data=data, data_format="nope"))

@@ -250,7 +250,8 @@ def annotate(
     dry_run: bool = DRY_RUN_OPTION,
 ) -> None:
     """Annotate a dataset with teacher CoTs and filter them (resumable: rerun to continue)."""
-    from cotdistill.annotation.annotate import annotate as annotate_examples, load_examples
+    from cotdistill.annotation.annotate import annotate as annotate_examples
+    from cotdistill.data.load import load_examples
     from cotdistill.pipeline import held_stage
     from cotdistill.core.rundir import RunDir
     from cotdistill.teachers import load_teacher
@@ -412,7 +413,9 @@ def evaluate(
     model: str = typer.Option(..., "--model", help="A student directory (RUN/students/cot), hf:PATH_OR_HUB_NAME, or a "
                               "teacher spec (embedded:NAME, gguf:/path, openai:MODEL@URL)."),
     name: str = typer.Option(..., "--name", help="Name of this evaluation in the report, e.g. cot, answer-only, teacher."),
-    data: Optional[Path] = typer.Option(None, "--data", help="Questions to answer (default: RUN/data/test.jsonl)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Questions to answer, in any format `data stats` reads "
+                                        "(GSM8K jsonl, SVAMP json, ASDiv xml, ...; default: RUN/data/test.jsonl)."),
+    data_format: Optional[str] = FORMAT_OPTION,
     few_shot: Optional[int] = typer.Option(None, "--few-shot", help="Exemplars in the prompt (no hint). Default: 0 for "
                                            f"students fine-tuned here (bare question), {default(EvaluateConfig, 'few_shot')} for other models."),
     exemplars: Optional[Path] = typer.Option(None, "--exemplar-file", help="Exemplars for --few-shot (default: the project's)."),
@@ -435,7 +438,7 @@ def evaluate(
     exemplars = input_file(exemplars) if exemplars else None
     options = from_options(
         EvalOptions,
-        **settings, data=data, few_shot=few_shot, exemplars=exemplars, seed=seed, strict=strict, method=method,
+        **settings, data=data, data_format=data_format, few_shot=few_shot, exemplars=exemplars, seed=seed, strict=strict, method=method,
         teacher_options=_parse_assignments(teacher_option, "--teacher-option", "n_ctx=8192"), quiet=quiet,
     )
     with held_stage(RunDir(run), f"evaluate:{name}") as done:

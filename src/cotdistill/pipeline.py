@@ -193,7 +193,8 @@ def run_pipeline(config: RunConfig, dry_run: bool = False) -> RunDir:
 
 
 def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir:
-    from cotdistill.annotation.annotate import annotate, load_examples
+    from cotdistill.annotation.annotate import annotate
+    from cotdistill.data.load import load_examples
     from cotdistill.reporting.cards import write_model_cards
     from cotdistill.models.gguf import card_sections
     from cotdistill.reporting.report import summary_markdown, write_report

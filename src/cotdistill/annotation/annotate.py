@@ -62,17 +62,6 @@ class FetchStats:
 # ---------------------------------------------------------------- data and prompts
 
 
-def load_examples(path: str | Path, format: str | None = None) -> list[Example]:
-    """Normalised jsonl or any format the data layer knows; skipped records are reported."""
-    from cotdistill.data.load import load_dataset
-
-    result = load_dataset(path, format=format)
-    if result.skipped:
-        where, reason = result.skipped[0]
-        console.print(f"[yellow]{path}: {len(result.skipped)} record(s) skipped, e.g. {where}: {reason}[/yellow]")
-    return result.examples
-
-
 CHECK_SAMPLE = -1  # the sample index of a question's unhinted check (hint_check)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from cotdistill.core.answers import normalise
 from cotdistill.core.errors import UserError
+from cotdistill.core.progress import console
 from cotdistill.core.records import Example, check_text_fields, unencodable
 from cotdistill.core.fileio import decode_utf8, first_jsonl_line, input_file, parse_json
 from cotdistill.data.readers import (
@@ -244,6 +245,21 @@ def _hub_rows(name: str, mapping: dict[str, Any], split: str | None) -> Iterable
             "check the name and that you are online, or pass a local file"
         ) from None
     return read_records(rows, mapping, name)
+
+
+def load_examples(path: str | Path, format: str | None = None, *, every_record: bool = False) -> list[Example]:
+    """The questions of a file in any format load_dataset knows (normalised jsonl included), for the
+    stages that read a user's file (annotate --data, evaluate --data). Skipped records are reported
+    on stderr, never dropped silently; with `every_record` (evaluation: its n is the file's) the
+    first one is an error instead."""
+    result = load_dataset(path, format=format)
+    if result.skipped:
+        where, reason = result.skipped[0]
+        if every_record:
+            raise UserError(f"{where}: {reason} ({len(result.skipped)} unreadable record(s); "
+                            "an evaluation scores every question of its file)")
+        console.print(f"[yellow]{path}: {len(result.skipped)} record(s) skipped, e.g. {where}: {reason}[/yellow]")
+    return result.examples
 
 
 def load_dataset(

@@ -34,7 +34,8 @@ from cotdistill.core.answers import answers_match, extract_answer, majority
 from cotdistill.core.baserates import BaseRates, base_rates
 from cotdistill.core.config import MAX_SAMPLES, EvalSettings, EvaluateConfig, Options, Seed
 from cotdistill.core.errors import UserError
-from cotdistill.core.records import Example, check_unique_ids, read_examples, write_jsonl
+from cotdistill.core.records import Example, write_jsonl
+from cotdistill.data.load import load_examples
 from cotdistill.core.fileio import jsonl_line, read_json_object, write_json_atomic
 from cotdistill.evaluation.generation import Generation, finish_text
 from cotdistill.core.hashing import fingerprint, model_files
@@ -57,7 +58,8 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 class EvalOptions(EvalSettings):
     """One evaluation: the shared settings (config.EvalSettings) plus what to score and how to label it."""
 
-    data: Path | None = None  # default: RUN_DIR/data/test.jsonl
+    data: Path | None = None  # default: RUN_DIR/data/test.jsonl; any format data.load reads
+    data_format: str | None = None  # the format of `data` (default: detected)
     few_shot: int | None = Field(None, ge=0, le=MAX_SAMPLES)  # None: 0 for students fine-tuned here, else EvaluateConfig's
     exemplars: Path | None = None  # default: the project's exemplars for the answer type
     seed: Seed = 0
@@ -89,6 +91,7 @@ class EvalSummary:
     extraction: str  # strict | lenient
     data: str
     max_new_tokens: int | None = None
+    data_format: str | None = None  # as given to evaluate --format (None: detected from the file)
     prompt: str = ""  # the prompt format, in words (the report's protocol card)
     # What always giving the most common gold answer scores on these questions, and uniform guessing
     # (baserates.py): None where the answers are open and no answer is common.
@@ -316,17 +319,17 @@ def _examples(run: RunDir, name: str, options: EvalOptions) -> tuple[list[Exampl
     if not data.exists():
         hint = "pass --data PATH" if options.data else "prepare the run's data first (`cotdistill run CONFIG`) or pass --data PATH"
         raise UserError(f"{data}: test questions not found; {hint}")
-    examples = read_examples(data)[: options.limit]
+    examples = load_examples(data, options.data_format, every_record=True)[: options.limit]
     if not examples:
         raise UserError(f"{data}: no questions to evaluate")
-    check_unique_ids(examples, str(data))
     return examples, data
 
 
 def _fingerprint(model_name: str, few_shot: int, o: EvalOptions, data: Path) -> str:
     """What decides a generation: finished ones are reused only when all of it is unchanged. Files
     count by content (hashing.fingerprint), so a copied or restored run directory resumes as it would."""
-    return fingerprint(model_name, few_shot, str(o.exemplars), o.temperature, o.max_new_tokens, o.seed, o.dtype, data)
+    read_as = [o.data_format] if o.data_format else []  # only when given: earlier evaluations keep their fingerprint
+    return fingerprint(model_name, few_shot, str(o.exemplars), o.temperature, o.max_new_tokens, o.seed, o.dtype, data, *read_as)
 
 
 def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: bool, o: EvalOptions, data: Path,
@@ -352,6 +355,6 @@ def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: 
         tokens_generated=sum(r["tokens"] for r in rows),
         tokens_per_s=round(new_tokens / gen_seconds, 2) if new_tokens and gen_seconds > 0 else None,
         seconds=round(seconds, 1), few_shot=few_shot, samples=o.samples, temperature=o.temperature,
-        extraction="strict" if strict else "lenient", data=str(data), max_new_tokens=o.max_new_tokens,
+        extraction="strict" if strict else "lenient", data=str(data), data_format=o.data_format, max_new_tokens=o.max_new_tokens,
         prompt=prompt, **(rates.to_dict() if rates else {}),
     )

@@ -21,7 +21,7 @@ from typing import Any
 
 from cotdistill.core.baserates import above_majority, base_rates, majority_correct
 from cotdistill.core.errors import UserError
-from cotdistill.core.records import Example, read_examples
+from cotdistill.core.records import Example
 from cotdistill.core.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
 from cotdistill.core.fileio import read_json_object, write_files_atomic
 from cotdistill.core.modes import ANSWER_ONLY, COT_K1, MODES
@@ -118,7 +118,7 @@ def _evaluations(run: RunDir, manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def evaluated_examples(run: RunDir, e: dict[str, Any]) -> list[Example]:
     """The questions an evaluation scored: the first n of its data file (evaluate's --limit takes the first)."""
-    return list(_examples(evaluated_data(run, e)).values())[: e["n"]]
+    return list(_examples(evaluated_data(run, e), e.get("data_format")).values())[: e["n"]]
 
 
 def evaluated_data(run: RunDir, e: dict[str, Any]) -> Path:
@@ -163,9 +163,13 @@ def _yield(run: RunDir, stages: dict[str, Any]) -> tuple[dict[str, int], int] | 
     return dict(sorted(counts.items(), key=lambda kv: order.get(kv[0], len(order)))), total
 
 
-def _examples(path: Path) -> dict[str, Example]:
+def _examples(path: Path, format: str | None = None) -> dict[str, Example]:
+    """The questions of a data file in any format evaluate reads (a run's normalised jsonl, or the
+    GSM8K, SVAMP, ... file given to `evaluate --data`)."""
+    from cotdistill.data.load import load_dataset
+
     try:
-        return {e.id: e for e in read_examples(path)} if path.exists() else {}
+        return {e.id: e for e in load_dataset(path, format=format).examples} if path.exists() else {}
     except (UserError, OSError):  # a report must not fail on a damaged data file: its samples are just skipped
         return {}
 
@@ -438,7 +442,7 @@ def samples(d: RunData, level: int) -> list:
     """Held-out questions with every model's answer side by side, then the teacher's training CoTs."""
     blocks: list = [Heading(level, "Samples: held-out questions")]
     preds = {e["name"]: {r["example_id"]: r for r in d.run.read_predictions(e["name"])} for e in d.evals}
-    test = _examples(Path(d.evals[0].get("data", d.run.test_data))) if d.evals else {}
+    test = _examples(evaluated_data(d.run, d.evals[0]), d.evals[0].get("data_format")) if d.evals else {}
     ids = [i for i in test if all(i in p for p in preds.values())]
     # Questions where the models disagree show the method's effect: they come first.
     ids.sort(key=lambda i: len({p[i].get("correct") for p in preds.values()}) == 1)
