@@ -227,7 +227,7 @@ class Prompter:
         if self.few_shot == 0:
             return "the bare question, 'Q: <question>\\nA:' (the format it was trained on)"
         fmt = "chat template, exemplars as turns" if self.chat else "plain text 'Q: ... A: ...' blocks, stop at the next 'Q:'"
-        return f"{self.few_shot} CoT exemplars ({self.exemplars or 'Wei et al.'}), no hint; {fmt}"
+        return f"{self.few_shot} CoT exemplars ({self.exemplars or 'cotdistill/exemplars/, per answer type'}), no hint; {fmt}"
 
     @property
     def stop(self) -> tuple[str, ...]:
