@@ -9,7 +9,6 @@ the work in flight: rerun the same command.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,18 +20,13 @@ from cotdistill.core.hashing import fingerprint, model_files
 from cotdistill.core.records import example_rows, write_jsonl, write_jsonl_files
 from cotdistill.core.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
 from cotdistill.core.modes import COT, MODES
-from cotdistill.core.rundir import RunDir
+from cotdistill.core.rundir import RunDir, main_process
 
 if TYPE_CHECKING:
     from cotdistill.evaluation.evaluate import EvalOptions
     from cotdistill.training.train import TrainConfig
 
 console = readable_console(stderr=True)
-
-
-def _main_process() -> bool:
-    """Whether this process writes: under accelerate/torchrun every rank runs the command, rank 0 writes."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 @contextlib.contextmanager
@@ -43,7 +37,7 @@ def held_stage(run: RunDir, name: str | None = None, **known: Any) -> Iterator[d
     `known`). `name` None: hold it only (a whole run, the work before a stage starts, or a folder
     that is not a run directory). Only the main process holds and records; the other ranks of a
     distributed launch get a `done` nobody reads."""
-    if not _main_process():
+    if not main_process():
         yield {}
     elif name is None:
         with run.lock():

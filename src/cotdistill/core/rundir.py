@@ -56,6 +56,11 @@ DECONTAMINATION_FIELDS = {"question": TEXT}
 RERUN_ANNOTATE = "delete it and rerun annotate (the teacher cache answers again: nothing is paid twice)"
 
 
+def main_process() -> bool:
+    """Whether this process writes: under accelerate/torchrun every rank runs the command, rank 0 writes."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path

@@ -328,8 +328,8 @@ def _examples(run: RunDir, name: str, options: EvalOptions) -> tuple[list[Exampl
 def _fingerprint(model_name: str, few_shot: int, o: EvalOptions, data: Path) -> str:
     """What decides a generation: finished ones are reused only when all of it is unchanged. Files
     count by content (hashing.fingerprint), so a copied or restored run directory resumes as it would."""
-    read_as = [o.data_format] if o.data_format else []  # only when given: earlier evaluations keep their fingerprint
-    return fingerprint(model_name, few_shot, str(o.exemplars), o.temperature, o.max_new_tokens, o.seed, o.dtype, data, *read_as)
+    return fingerprint(model_name, few_shot, str(o.exemplars), o.temperature, o.max_new_tokens, o.seed, o.dtype,
+                       data, o.data_format)
 
 
 def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: bool, o: EvalOptions, data: Path,

@@ -42,6 +42,7 @@ from cotdistill.core.hashing import file_digest, fingerprint
 from cotdistill.core.memory import PeakMemory
 from cotdistill.core.modes import COT, normalise_mode
 from cotdistill.core.paths import library_writes
+from cotdistill.core.rundir import main_process
 
 # Fields that do not change the trained model: they may differ between a run and its resumption.
 _NOT_FINGERPRINTED = ("out", "quiet", "restart", "save_steps")
@@ -76,7 +77,7 @@ def train_student(config: TrainConfig) -> TrainResult:
     fingerprint = train_fingerprint(config)
     finished = _finished_metrics(out)
     if finished and finished.get("fingerprint") == fingerprint and not config.restart:
-        return TrainResult(out, finished, already_trained=True, main_process=os.environ.get("RANK", "0") == "0")
+        return TrainResult(out, finished, already_trained=True, main_process=main_process())
 
     from accelerate import PartialState
 
