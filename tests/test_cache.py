@@ -4,10 +4,12 @@ runs sharing a cache at the same time pay for each request once."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,27 @@ cache = CompletionCache(sys.argv[1])
 print(cache.claim(("t", "h", SamplingParams(max_tokens=64), 0)), flush=True)
 sys.stdin.read()  # the claim is held until stdin closes
 """
+
+
+def _open_at(path: str, start: float) -> str:
+    """Open the cache at `path` once the clock reaches `start`: the error's words, "" if it opened."""
+    while time.time() < start:
+        pass
+    try:
+        CompletionCache(path).close()
+    except UserError as e:
+        return str(e)
+    return ""
+
+
+def test_runs_creating_one_new_cache_at_the_same_moment_all_open_it(tmp_path):
+    # Without the opening lock SQLite refused about one opening in four here ("database is locked").
+    context = multiprocessing.get_context("fork")
+    with context.Pool(3) as pool:
+        for round_ in range(12):
+            path = str(tmp_path / f"c{round_}.sqlite")
+            start = time.time() + 0.3
+            assert pool.starmap(_open_at, [(path, start)] * 3) == ["", "", ""]
 
 
 def test_a_request_another_live_run_claimed_is_left_to_it_until_that_run_dies(tmp_path):

@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cotdistill.core.errors import UserError
+from cotdistill.core.locks import file_lock
 from cotdistill.core.sampling import SamplingParams
 from cotdistill.teachers.base import Completion
 
@@ -110,16 +111,23 @@ class CompletionCache:
         self._owner = process_id()
         self._claimed: set[tuple[str, str, str, int]] = set()  # released on close
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Two runs opening a new cache at once: SQLite answers the switch to WAL with "database is
+        # locked" at once, without waiting, so the opening is one process at a time.
+        opening = self.path.with_name(self.path.name + ".lock")
         try:
-            # HTTP teachers report answers from their event loop's thread: writes are serialised here.
-            self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # NORMAL is durable against a killed process in WAL mode (only a power cut can lose
-            # the last commits), and much faster than FULL.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-            self._db.execute(_CLAIMS)
-            self._db.commit()
+            with file_lock(opening, wait=True):
+                # HTTP teachers report answers from their event loop's thread: writes are serialised here.
+                self._db = sqlite3.connect(self.path, timeout=30, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # NORMAL is durable against a killed process in WAL mode (only a power cut can lose
+                # the last commits), and much faster than FULL.
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                self._db.execute(_SCHEMA)
+                self._db.execute(_CLAIMS)
+                self._db.commit()
+        except OSError as e:
+            raise UserError(f"{opening}: cannot create the teacher cache's lock file ({e.strerror}); "
+                            "choose a writable --cache (or teacher.cache)") from None
         except sqlite3.DatabaseError as e:
             raise self._write_error(e) or UserError(
                 f"{self.path}: cannot open the teacher cache ({e}); move it away to start afresh") from None
