@@ -71,7 +71,9 @@ def make_run(root: Path, cot_correct: int = 6, with_answer_only: bool = True) ->
                    "n": 10, "correct": correct, "accuracy": correct / 10, "ci_low": low, "ci_high": high, "unparsed": 0,
                    "truncated": 0, "tokens_generated": 140, "tokens_per_s": 55.5, "seconds": 3.0, "few_shot": 0,
                    "samples": 1, "temperature": 0.0, "extraction": "strict", "data": str(run.test_data),
-                   "max_new_tokens": 64, "prompt": "the bare question"}
+                   "max_new_tokens": 64, "prompt": "the bare question",
+                   # one summary says what ran it, the other is as summaries were before engines were recorded
+                   **({"engine": "llamacpp", "gguf_type": "f16"} if name == "cot" else {})}
         run.predictions(name).with_suffix(".summary.json").write_text(json.dumps(summary))
         run.record_stage(f"evaluate:{name}", status="done", **summary)
     return run
@@ -94,8 +96,10 @@ def test_the_results_table_shows_accuracy_confidence_interval_and_n(run):
 
 def test_the_evaluation_protocol_is_stated_per_evaluation(run):
     text = write_report([run])[0].read_text()
-    assert "| evaluation | shots | prompt | answer read | decoding | max new tokens | questions |" in text
-    assert "| cot | 0 | the bare question | strict: only a final 'The answer is X.' counts | greedy | 64 | 10 of test.jsonl |" in text
+    assert "| evaluation | shots | prompt | answer read | decoding | max new tokens | questions | engine |" in text
+    assert ("| cot | 0 | the bare question | strict: only a final 'The answer is X.' counts | greedy | 64 | 10 of test.jsonl "
+            "| llama.cpp, f16 GGUF |") in text
+    assert "| answer-only | 0 | the bare question |" in text and "| 10 of test.jsonl | – |" in text
 
 
 def test_the_html_is_self_contained_with_figures_as_data_uris(run):

@@ -111,13 +111,16 @@ def evaluations(config: RunConfig, run: RunDir) -> list[tuple[str, str, dict[str
         methods[COT] = f"{MODES[COT].method}, {k} samples per question"
     models = [(EvalName.student(mode), str(run.student(mode)), {"method": methods[mode]} if mode in methods else {})
               for mode in config.student.modes]
+    # `engine: llamacpp` is for the students fine-tuned here; a baseline goes on llama.cpp where it can
+    # (embedded:NAME always runs its own GGUF there), on transformers where it cannot (a hub model).
+    baseline = {"engine": "auto"} if e.engine == "llamacpp" else {}
     if e.few_shot_student:
-        models.append((STUDENT_FEW_SHOT, config.student.model, {"few_shot": e.few_shot}))
+        models.append((STUDENT_FEW_SHOT, config.student.model, {"few_shot": e.few_shot, **baseline}))
     if e.teacher:
         limits = [x for x in (e.limit, e.teacher_limit) if x is not None]
         models.append((TEACHER_FEW_SHOT, config.teacher.model,
                        {"few_shot": e.few_shot, "teacher_options": config.teacher.backend_options(),
-                        "limit": min(limits) if limits else None}))
+                        "limit": min(limits) if limits else None, **baseline}))
     # Every model again on each extra test set: NAME.TESTSET, data/tests/TESTSET.jsonl.
     extra = [(name.on(t.name), spec, {**overrides, "data": run.extra_test(t.name)})
              for t in config.data.extra_tests for name, spec, overrides in models]
@@ -138,10 +141,12 @@ def evaluate_options(config: RunConfig, overrides: dict[str, Any]) -> "EvalOptio
 def evaluate_stage(config: RunConfig, run: RunDir, name: str, spec: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The stage evaluate:NAME (skipped when up to date); returns the evaluation's summary."""
     from cotdistill.evaluation.evaluate import eval_dtype, evaluate_model
+    from cotdistill.evaluation.llamacpp_student import resolve_engine
 
     opts = evaluate_options(config, overrides)
     inputs = [opts.data or run.test_data] + model_files(Path(spec))
-    settings = {**opts.model_dump(), "dtype": eval_dtype(opts.dtype)}  # "auto" as resolved on this machine
+    # "auto" as resolved on this machine (dtype and engine)
+    settings = {**opts.model_dump(), "dtype": eval_dtype(opts.dtype), "engine": resolve_engine(spec, opts)}
     run_stage(run, f"evaluate:{name}", fingerprint(spec, settings, *inputs), [run.predictions(name)],
               lambda: {"summary": evaluate_model(run, spec, name, opts).to_dict()})
     return run.read_manifest()["stages"][f"evaluate:{name}"]["summary"]
@@ -166,7 +171,8 @@ def check_teacher(config: RunConfig, run: RunDir) -> None:
         return
     summary = evaluate_stage(config, run, TEACHER_CHECK, config.teacher.model,
                              {"few_shot": e.few_shot, "teacher_options": config.teacher.backend_options(),
-                              "limit": e.teacher_check, "data": run.dev_data})
+                              "limit": e.teacher_check, "data": run.dev_data,
+                              **({"engine": "auto"} if e.engine == "llamacpp" else {})})
     console.print(f"teacher check: {100 * summary['accuracy']:.1f} % without the hint on {summary['n']} dev questions"
                   f"{rates_note(summary)}", markup=False, highlight=False)
     if above_majority(summary["ci_low"], summary.get("majority_rate")) is False:

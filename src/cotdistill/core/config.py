@@ -253,6 +253,21 @@ class EvalSettings(Section):
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="transformers models: auto (bfloat16 where "
                                                           "it is the faster dtype here, e.g. CPUs with AVX512-BF16/AMX) | "
                                                           "float32 | bfloat16 (greedy outputs may differ between them).")
+    # llama.cpp decodes a small causal student several times faster than transformers on a CPU; on a
+    # CUDA GPU transformers is the fast one. auto: llamacpp without a CUDA GPU for a causal student it
+    # can export (a fine-tuned student of an embedded model, llama-cpp-python installed), else torch.
+    # Specs that already name a backend (embedded:NAME, gguf:PATH, openai:..., vllm:...) keep it.
+    engine: Literal["auto", "torch", "llamacpp"] = Field("auto", description="fine-tuned students: auto (llama.cpp "
+                                                         "on a CPU when the student exports to GGUF, else transformers) "
+                                                         "| torch | llamacpp.")
+    # The GGUF a fine-tuned student is evaluated from on llama.cpp. f16 by default: an evaluation
+    # measures the trained student, and f16 keeps 11 significant bits of every weight (bfloat16, which
+    # the torch path already uses on such CPUs, keeps 8), so greedy outputs stay those of the fp32
+    # weights on nearly every question; q8_0 halves the bytes read per decoding step (faster where
+    # decoding is memory-bound, i.e. few sequences at a time) at the cost of a per-block rounding
+    # that can flip a near-tie token and with it a whole chain of thought on a small student.
+    gguf_type: Literal["f16", "q8_0"] = Field("f16", description="engine llamacpp: the GGUF type of the student's "
+                                              "export, f16 (as trained, nearly) | q8_0 (smaller, faster decoding).")
 
 
 class EvaluateConfig(EvalSettings):

@@ -56,12 +56,13 @@ def file_digest(path: Path) -> str:
 def model_files(model_dir: Path) -> list[Path]:
     """Every file that makes up a saved model (weights in one file or shards, a LoRA adapter,
     tokenizer, config), so that retraining it in any form changes its fingerprint.
-    Checkpoints, TensorBoard logs, lock files and the model card (written from the evaluations)
-    are not the model. A hub name or embedded spec has no files here."""
+    Checkpoints, TensorBoard logs, lock files, the model card (written from the evaluations) and
+    the GGUF exports in gguf/ (written from the model, e.g. by an evaluation on llama.cpp) are not
+    the model. A hub name or embedded spec has no files here."""
     if not model_dir.is_dir():
         return []
     return sorted(p for p in model_dir.rglob("*")
-                  if p.is_file() and not {"checkpoints", "tensorboard"} & set(p.relative_to(model_dir).parts)
+                  if p.is_file() and not {"checkpoints", "tensorboard", "gguf"} & set(p.relative_to(model_dir).parts)
                   and not p.name.startswith(".") and p.relative_to(model_dir) != Path(CARD))
 
 

@@ -8,8 +8,10 @@ Any model can be evaluated, so that the paper's baselines sit in the same table:
   (its last number / yes-no word), which favours the baselines, never the distilled student.
 
 Transformers models ("hf:SPEC", a local directory, a hub name) run on our batched generation
-(generation.py); other specs ("embedded:NAME", "gguf:PATH", "openai:MODEL@URL", ...) run on a
-teacher backend (teachers.load_teacher). Self-consistency: K samples at temperature T, majority
+(generation.py), or, for a causal student fine-tuned here, on llama.cpp from a GGUF export of it
+(llamacpp_student.py; `engine`: auto takes llama.cpp on a CPU when the student exports); other
+specs ("embedded:NAME", "gguf:PATH", "openai:MODEL@URL", ...) run on a teacher backend
+(teachers.load_teacher): `engine` does not change them. Self-consistency: K samples at temperature T, majority
 vote of the extracted answers.
 
 Outputs: predictions/NAME.jsonl (one row per question), predictions/NAME.summary.json and the
@@ -26,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
@@ -50,6 +52,9 @@ from cotdistill.core.modes import MODES
 from cotdistill.core.rundir import RunDir
 from cotdistill.core.secrets import mask_spec
 from cotdistill.core.sampling import PROMPT_TOO_LONG, Prompt, Request, SamplingParams, derive_seed
+
+if TYPE_CHECKING:
+    from cotdistill.evaluation.llamacpp_student import LlamaCppStudent
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -98,6 +103,11 @@ class EvalSummary:
     majority_answer: str | None = None
     majority_rate: float | None = None
     chance_rate: float | None = None
+    # What ran the model: torch (transformers, in `dtype`), llamacpp (from a GGUF of `gguf_type`), or a
+    # teacher backend's kind (openai, vllm); None in summaries written before engines were recorded.
+    engine: str | None = None
+    gguf_type: str | None = None
+    dtype: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +149,9 @@ def eval_dtype(setting: str) -> str:
 class HFModel:
     """A transformers model on our batched generation."""
 
+    engine = "torch"
+    gguf_type = None
+
     def __init__(self, spec: str, options: EvalOptions):
         import torch
 
@@ -177,8 +190,15 @@ class TeacherModel:
     def __init__(self, spec: str, options: EvalOptions):
         from cotdistill.teachers import load_teacher
 
+        from cotdistill.evaluation.llamacpp_student import LLAMACPP, file_type_name
+
         self.teacher = load_teacher(spec, **options.teacher_options)
         self.chat = self.teacher.chat
+        kind = spec.partition(":")[0]
+        self.engine = LLAMACPP if kind in ("embedded", "gguf") else "torch" if kind == "hf" else kind
+        llm = getattr(self.teacher, "llm", None)  # llama.cpp: the GGUF's own weight type
+        self.gguf_type = file_type_name(llm.metadata.get("general.file_type")) if self.engine == LLAMACPP and llm else None
+        self.dtype = None
         self.train_config: dict[str, Any] = {}
         self.name = self.teacher.name
         self.options = options
@@ -197,8 +217,13 @@ class TeacherModel:
         self.teacher.close()
 
 
-def open_model(spec: str, options: EvalOptions) -> HFModel | TeacherModel:
-    """"hf:X", an existing path or a hub name ("org/model") → transformers; other "kind:..." → teacher."""
+def open_model(spec: str, options: EvalOptions) -> HFModel | TeacherModel | LlamaCppStudent:
+    """"hf:X", an existing path or a hub name ("org/model") → transformers, or llama.cpp for a student
+    as `options.engine` decides (llamacpp_student.resolve_engine); other "kind:..." → teacher."""
+    from cotdistill.evaluation.llamacpp_student import LLAMACPP, LlamaCppStudent, names_backend, resolve_engine
+
+    if not names_backend(spec) and resolve_engine(spec, options) == LLAMACPP:
+        return LlamaCppStudent(spec[3:] if spec.startswith("hf:") else spec, options)
     if spec.startswith("hf:"):
         return HFModel(spec[3:], options)
     if Path(spec).expanduser().exists() or ":" not in spec:
@@ -269,7 +294,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
         few_shot = options.few_shot if options.few_shot is not None else (0 if tc else EvaluateConfig.model_fields["few_shot"].default)
         strict = options.strict if options.strict is not None else few_shot == 0
         prompter = Prompter(few_shot, model.chat, options.exemplars, tc.get("mode"))
-        fp = _fingerprint(model.name, few_shot, options, data)
+        fp = _fingerprint(model.name, few_shot, options, data, engine_label(model))
         partial = run.predictions(name).with_suffix(".partial.jsonl")
         logged = run.read_generations(name)
         done = {(r["example_id"], r["sample"]): r for r in logged if r.get("fp") == fp}
@@ -302,6 +327,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
     rows = [score_question(e, [done[(e.id, s)] for s in range(options.samples)], strict) for e in examples]
     summary = _summarise(name, model_spec, tc, few_shot, strict, options, data, rows,
                          new_tokens, gen_seconds, time.perf_counter() - t0, prompter.describe(), base_rates(examples))
+    summary.engine, summary.gguf_type, summary.dtype = model.engine, model.gguf_type, getattr(model, "dtype", None)
     write_jsonl(run.predictions(name), rows)
     write_json_atomic(run.predictions(name).with_suffix(".summary.json"), summary.to_dict())
     partial.unlink(missing_ok=True)
@@ -325,11 +351,16 @@ def _examples(run: RunDir, name: str, options: EvalOptions) -> tuple[list[Exampl
     return examples, data
 
 
-def _fingerprint(model_name: str, few_shot: int, o: EvalOptions, data: Path) -> str:
+def engine_label(model: HFModel | TeacherModel | LlamaCppStudent) -> str:
+    """What computed the generations besides the model: "torch", "llamacpp:f16", ..."""
+    return f"{model.engine}:{model.gguf_type}" if model.gguf_type else model.engine
+
+
+def _fingerprint(model_name: str, few_shot: int, o: EvalOptions, data: Path, engine: str) -> str:
     """What decides a generation: finished ones are reused only when all of it is unchanged. Files
     count by content (hashing.fingerprint), so a copied or restored run directory resumes as it would."""
     return fingerprint(model_name, few_shot, str(o.exemplars), o.temperature, o.max_new_tokens, o.seed, o.dtype,
-                       data, o.data_format)
+                       data, o.data_format, engine)
 
 
 def _summarise(name: str, spec: str, train_config: dict, few_shot: int, strict: bool, o: EvalOptions, data: Path,

@@ -318,17 +318,28 @@ def paired_table(d: RunData) -> list:
                  "exactly one of the two is right (two-sided p).")]
 
 
+def engine_words(e: dict[str, Any]) -> str:
+    """What ran the model: "llama.cpp, f16 GGUF", "transformers, bfloat16", a backend's kind, "–" if unrecorded."""
+    engine = e.get("engine")
+    if engine == "llamacpp":
+        return f"llama.cpp, {e['gguf_type']} GGUF" if e.get("gguf_type") else "llama.cpp"
+    if engine == "torch":
+        return f"transformers, {e['dtype']}" if e.get("dtype") else "transformers"
+    return engine or "–"
+
+
 def protocol_card(d: RunData) -> list:
     """How each figure was measured, so it can be compared with other harnesses' numbers: shots,
-    prompt format, answer reading, decoding, token limit, questions."""
+    prompt format, answer reading, decoding, token limit, questions, and the engine that ran it."""
     rows = []
     for e in d.evals:
         decoding = "greedy" if not e.get("temperature") else f"T={e['temperature']}, {e.get('samples', 1)} samples, majority vote"
         reading = ("strict: only a final 'The answer is X.' counts" if e.get("extraction") == "strict"
                    else "lenient: 'The answer is X.', else the last number / yes-no / option")
         rows.append([e["name"], str(e.get("few_shot", "–")), e.get("prompt") or "–", reading, decoding,
-                     str(e.get("max_new_tokens") or "–"), f"{e['n']} of {Path(e.get('data', d.run.test_data)).name}"])
-    return [Table(["evaluation", "shots", "prompt", "answer read", "decoding", "max new tokens", "questions"], rows),
+                     str(e.get("max_new_tokens") or "–"), f"{e['n']} of {Path(e.get('data', d.run.test_data)).name}",
+                     engine_words(e)])
+    return [Table(["evaluation", "shots", "prompt", "answer read", "decoding", "max new tokens", "questions", "engine"], rows),
             Para("Evaluation protocol: numbers from harnesses that differ in any column are not comparable.")]
 
 

@@ -16,12 +16,15 @@ How it works (the scheme of llama.cpp's examples/batched and examples/parallel):
     they need to sample their own first token). k samples cost one prefill, not k.
 Sampling happens here, per sequence: greedy argmax, or temperature + top-p with a NumPy RNG
 seeded from (seed, sample) so that each sample is reproducible whatever else is in the batch.
+A sequence ends at an end-of-generation token, a stop string, max_tokens, or when `until` (if
+given) says its text is finished (evaluation: the first final-answer sentence is complete).
 """
 
 from __future__ import annotations
 
 import ctypes
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -74,6 +77,7 @@ class BatchedEngine:
         self.batch = llama_cpp.llama_batch_init(n_batch, 0, 1)
         self.prefix: list[int] = []  # the tokens sequence 0 holds
         self.evaluated = 0  # prompt tokens run through the model (the others came from the cache)
+        self._until: Callable[[str], bool] | None = None
 
     def close(self) -> None:
         if self.batch is not None:
@@ -120,7 +124,11 @@ class BatchedEngine:
 
     # -- generation ---------------------------------------------------------------------------
 
-    def generate(self, prompts: list[list[int]], requests: list[Request], on_done: OnDone = None) -> list[Completion]:
+    def generate(self, prompts: list[list[int]], requests: list[Request], on_done: OnDone = None,
+                 until: Callable[[str], bool] | None = None) -> list[Completion]:
+        """Complete each prompt (token ids, BOS included as the model wants it); `until(text)`: a
+        sequence whose generated text makes it true has ended (with that text)."""
+        self._until = until
         results: list[Completion | None] = [None] * len(requests)
         fits = []
         for i, (p, r) in enumerate(zip(prompts, requests)):
@@ -221,11 +229,13 @@ class BatchedEngine:
         if self.lib.llama_vocab_is_eog(self.llm._model.vocab, token):
             return self._finish(slot, "stop")
         slot.out.append(token)
-        if p.stop:
+        if p.stop or self._until is not None:
             text = self._text(slot)
-            cut = stop_index(text, p.stop)
+            cut = stop_index(text, p.stop) if p.stop else None
             if cut is not None:
                 return self._finish(slot, "stop", text[:cut])
+            if self._until is not None and self._until(text):
+                return self._finish(slot, "stop", text)
         if len(slot.out) >= p.max_tokens:
             return self._finish(slot, "length")
         return None
