@@ -445,6 +445,7 @@ def evaluate(
         s = evaluate_model(RunDir(run), model, name, options)
         done["summary"] = s.to_dict()
     speed = f", {s.tokens_per_s:.1f} tokens/s" if s.tokens_per_s else ""
+    speed += f" on {s.engine}" + (f" ({s.gguf_type} GGUF)" if s.gguf_type else "") if s.engine else ""
     print(
         f"{name}: accuracy {100 * s.accuracy:.1f} % (95 % CI {100 * s.ci_low:.1f}–{100 * s.ci_high:.1f}), "
         f"{s.correct}/{s.n} correct, {s.unparsed} without an answer{rates_note(s.to_dict())}; {s.method}; {s.seconds:.0f} s{speed}\n"

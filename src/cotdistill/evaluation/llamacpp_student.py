@@ -1,8 +1,8 @@
 """A fine-tuned causal student evaluated on llama.cpp (`evaluate.engine: llamacpp`, or auto on a CPU).
 
 On a CPU llama.cpp decodes a small student several times faster than transformers. The student is
-exported once to a GGUF in its own folder (models/gguf.py: STUDENT/gguf/NAME-TYPE.gguf, the file
-`cotdistill export --gguf` writes too), re-exported whenever the student's weights are newer than
+exported once to a GGUF in its own folder (models/gguf.py: RUN/students/MODE/gguf/RUN-MODE-TYPE.gguf,
+the file `cotdistill export --gguf` writes too), re-exported whenever the student's weights are newer than
 the file (gguf.current_exports), and run on the teacher's batched engine (teachers/llamacpp_batch.py:
 continuous slots, a shared prompt prefix evaluated once, k samples of one prompt sharing one prefill).
 
@@ -108,20 +108,30 @@ def resolve_engine(spec: str, options: EvalOptions) -> str:
     return LLAMACPP
 
 
-def eval_gguf(folder: Path, qtype: str, quiet: bool = True) -> Path:
-    """The student's current GGUF of type `qtype` (STUDENT/gguf/NAME-TYPE.gguf), exported when there
-    is none or it is older than the student's weights (a retrained student is never run stale)."""
+def export_name(folder: Path, qtype: str) -> str:
+    """RUN-MODE-TYPE for a student at RUN/students/MODE, the name `cotdistill export RUN --student MODE
+    --gguf` gives its file, so that each reuses the other's export; FOLDER-TYPE elsewhere."""
+    folder = folder.resolve()
+    if folder.parent.name == "students":
+        return f"{folder.parent.parent.name}-{folder.name}-{qtype}"
+    return f"{folder.name}-{qtype}"
+
+
+def eval_gguf(folder: Path, qtype: str, quiet: bool = True, base_gguf: Path | None = None) -> Path:
+    """The student's current GGUF of type `qtype` (STUDENT/gguf/NAME.gguf, `export_name`), exported when
+    there is none or it is older than the student's weights (a retrained student is never run stale).
+    `base_gguf`: the GGUF the weights came from, where the folder does not record it (gguf.export_gguf)."""
     from cotdistill.core.locks import file_lock
     from cotdistill.models.gguf import current_exports, export_gguf
 
     out = folder / "gguf"
-    path = out / f"{folder.name}-{qtype}.gguf"
+    path = out / f"{export_name(folder, qtype)}.gguf"
     out.mkdir(parents=True, exist_ok=True)
     with file_lock(out / f".{path.name}.lock", wait=True, note="evaluate: GGUF export"):  # two evaluations of one student export it once
         if path not in current_exports(folder):
             if not quiet:
                 print(f"exporting {folder} to {path} for llama.cpp ...", flush=True)
-            export_gguf(folder, out, qtype, name=path.stem)
+            export_gguf(folder, out, qtype, name=path.stem, base_gguf=base_gguf)
     return path
 
 
@@ -153,70 +163,95 @@ def file_type_name(file_type: Any) -> str | None:
         return None
 
 
+class LlamaCppGenerator:
+    """A GGUF on llama.cpp's batched engine, asked as generation.generate_batched asks a transformers
+    model: prompts as text, encoded by `tokenizer` (the student's), Generations back in prompt order."""
+
+    def __init__(self, gguf: Path, tokenizer: Any, n_threads: int | None = None):
+        from cotdistill.core.cpu import physical_cores
+        from cotdistill.core.hashing import file_sha256
+        from cotdistill.teachers.llamacpp import import_llama_cpp
+        from cotdistill.teachers.llamacpp_load import load_llama
+
+        import_llama_cpp()
+        self.gguf, self.tokenizer = gguf, tokenizer
+        self.n_threads = n_threads or physical_cores()
+        try:  # this context only carries the model; decoding runs in the batched engine's own context
+            self.llm = load_llama(gguf, sha256=file_sha256(gguf), n_ctx=256, n_batch=256,
+                                  n_threads=self.n_threads, n_threads_batch=self.n_threads, verbose=False)
+        except ValueError as e:
+            raise UserError(f"llama.cpp could not load {gguf} ({e}); delete it to export it again") from None
+
+    def encode(self, prompt: str) -> list[int]:
+        from cotdistill.evaluation.generation import _encode
+
+        return _encode(self.tokenizer, prompt, seq2seq=False)
+
+    def generate(self, prompts: list[str], *, max_new_tokens: int = 256, batch_size: int = 16, stop: tuple[str, ...] = (),
+                 temperature: float = 0.0, seeds: list[int] | None = None,
+                 on_batch: Callable[[list[int], list[Generation]], None] | None = None) -> list[Generation]:
+        """Up to `batch_size` sequences decoding together (continuous slots, the prompts' common prefix
+        evaluated once); with a temperature, prompt i samples from its own generator seeded `seeds[i]`."""
+        from cotdistill.teachers.llamacpp_batch import BatchedEngine
+
+        if not prompts:
+            return []
+        encoded = [self.encode(p) for p in prompts]
+        need = max(len(p) for p in encoded) + max_new_tokens
+        slots = min(batch_size, len(prompts))
+        seeds = seeds if seeds is not None else [derive_seed(0, i) for i in range(len(prompts))]
+        # sample=0: Request.seed then depends on the seed given alone, as the torch path's generator does
+        requests = [Request(p, SamplingParams(temperature=temperature, max_tokens=max_new_tokens, stop=tuple(stop),
+                                              seed=seed)) for p, seed in zip(prompts, seeds)]
+        results: list[Generation | None] = [None] * len(prompts)
+
+        def done(i: int, c) -> None:
+            text = "" if c.finish_reason == PROMPT_TOO_LONG else finish_text(c.text, stop)
+            results[i] = Generation(text, c.completion_tokens, c.finish_reason)
+            if on_batch is not None:
+                on_batch([i], [results[i]])
+
+        n_ctx = max(need, min((slots + 1) * need, MAX_CTX))
+        engine = BatchedEngine(self.llm, n_ctx=n_ctx, n_batch=min(512, n_ctx), n_parallel=slots, n_threads=self.n_threads)
+        try:
+            engine.generate(encoded, requests, done, until=answer_complete)
+        finally:
+            engine.close()
+        return results  # type: ignore[return-value]
+
+    def close(self) -> None:
+        if self.llm is not None:
+            self.llm.close()
+            self.llm = None
+
+
 class LlamaCppStudent:
     """A fine-tuned causal student, exported to GGUF, on llama.cpp's batched engine (see the module)."""
 
     engine = LLAMACPP
 
     def __init__(self, spec: str, options: EvalOptions):
-        from cotdistill.core.cpu import physical_cores
-        from cotdistill.teachers.llamacpp import import_llama_cpp
-
-        import_llama_cpp()
         folder = student_folder(spec)
         assert folder is not None  # resolve_engine chose llamacpp for a student folder only
-        self.folder, self.options = folder, options
+        self.options = options
         self.chat = False
         self.train_config = read_json_object(folder / "train_config.json")
         # The model is the student's weights (as for torch); the engine and GGUF type enter the
         # evaluation's fingerprint beside it (evaluate._fingerprint).
         self.name = f"{spec}@{fingerprint(*model_files(folder))}"
         self.gguf_type = options.gguf_type
-        self.gguf = eval_gguf(folder, options.gguf_type, options.quiet)
-        self.tokenizer = student_tokenizer(folder)
-        self.n_threads = physical_cores()
-        self.llm = self._load()
-
-    def _load(self) -> Any:
-        from cotdistill.core.hashing import file_sha256
-        from cotdistill.teachers.llamacpp_load import load_llama
-
-        try:  # this context only carries the model; decoding runs in the batched engine's own context
-            return load_llama(self.gguf, sha256=file_sha256(self.gguf), n_ctx=256, n_batch=256,
-                              n_threads=self.n_threads, n_threads_batch=self.n_threads, verbose=False)
-        except ValueError as e:
-            raise UserError(f"llama.cpp could not load {self.gguf} ({e}); delete it to export it again") from None
-
-    def encode(self, prompt: Any) -> list[int]:
-        from cotdistill.evaluation.generation import _encode
-
-        return _encode(self.tokenizer, prompt, seq2seq=False)
+        self.generator = LlamaCppGenerator(eval_gguf(folder, options.gguf_type, options.quiet), student_tokenizer(folder))
 
     def generate(self, jobs: list[GenerationJob], stop: tuple[str, ...],
                  on_batch: Callable[[list[GenerationJob], list[Generation]], None]) -> None:
-        from cotdistill.teachers.llamacpp_batch import BatchedEngine
-
         o = self.options
-        prompts = [self.encode(j.prompt) for j in jobs]
-        need = max(len(p) for p in prompts) + o.max_new_tokens
-        slots = min(o.batch_size, len(jobs))
-        engine = BatchedEngine(self.llm, n_ctx=max(need, min((slots + 1) * need, MAX_CTX)), n_batch=512,
-                               n_parallel=slots, n_threads=self.n_threads)
-        # Seeds as the torch path derives them: a function of (seed, sample, prompt) only.
-        requests = [Request(j.prompt, SamplingParams(temperature=o.temperature, max_tokens=o.max_new_tokens, stop=stop,
-                                                     seed=derive_seed(o.seed, j.sample, j.prompt)), sample=j.sample)
-                    for j in jobs]
-
-        def done(i: int, c) -> None:
-            text = "" if c.finish_reason == PROMPT_TOO_LONG else finish_text(c.text, stop)
-            on_batch([jobs[i]], [Generation(text, c.completion_tokens, c.finish_reason)])
-
-        try:
-            engine.generate(prompts, requests, done, until=answer_complete)
-        finally:
-            engine.close()
+        self.generator.generate(
+            [j.prompt for j in jobs], max_new_tokens=o.max_new_tokens, batch_size=o.batch_size, stop=stop,
+            temperature=o.temperature,
+            # As the torch path derives them: a function of (seed, sample, prompt) only.
+            seeds=[derive_seed(o.seed, j.sample, j.prompt) for j in jobs],
+            on_batch=lambda idx, gens: on_batch([jobs[i] for i in idx], gens),
+        )
 
     def close(self) -> None:
-        if self.llm is not None:
-            self.llm.close()
-            self.llm = None
+        self.generator.close()
