@@ -61,13 +61,13 @@ def llama_cpp_installed() -> bool:
 
 
 def exportable(folder: Path) -> str | None:
-    """Why the student in `folder` cannot be evaluated on llama.cpp, None when it can."""
+    """Why the student in `folder` cannot be evaluated on llama.cpp (naming the folder), None when it can."""
     from cotdistill.models.gguf import ARCHITECTURES, base_gguf_of, is_seq2seq
 
     if not ((folder / "config.json").is_file() or (folder / "adapter_config.json").is_file()):
         return f"{folder} holds no trained model (no config.json or adapter_config.json)"
     if is_seq2seq(folder):
-        return "a seq2seq (T5) student has no llama.cpp export; only causal students (Gemma3, Qwen2, Llama) do"
+        return f"{folder}: a seq2seq (T5) student has no llama.cpp export; only causal students (Gemma3, Qwen2, Llama) do"
     try:
         base_gguf_of(folder)
     except UserError as e:
@@ -76,7 +76,7 @@ def exportable(folder: Path) -> str | None:
     if config.is_file():
         model_type = read_json_object(config).get("model_type")
         if model_type not in ARCHITECTURES:
-            return f"a {model_type} student; the GGUF export supports {', '.join(sorted(ARCHITECTURES))}"
+            return f"{folder}: a {model_type} student; the GGUF export supports {', '.join(sorted(ARCHITECTURES))}"
     return None
 
 
@@ -96,7 +96,7 @@ def resolve_engine(spec: str, options: EvalOptions) -> str:
                             "students exported to GGUF (for a GGUF file use gguf:PATH, for an embedded model embedded:NAME)")
         why = exportable(folder)
         if why is not None:
-            raise UserError(f"--engine llamacpp: {folder}: {why}; evaluate it with --engine torch")
+            raise UserError(f"--engine llamacpp: {why}; evaluate it with --engine torch")
         if not llama_cpp_installed():
             from cotdistill.core.errors import missing_extra
 
@@ -168,6 +168,8 @@ class LlamaCppGenerator:
     model: prompts as text, encoded by `tokenizer` (the student's), Generations back in prompt order."""
 
     def __init__(self, gguf: Path, tokenizer: Any, n_threads: int | None = None):
+        import torch
+
         from cotdistill.core.cpu import physical_cores
         from cotdistill.core.hashing import file_sha256
         from cotdistill.teachers.llamacpp import import_llama_cpp
@@ -175,7 +177,9 @@ class LlamaCppGenerator:
 
         import_llama_cpp()
         self.gguf, self.tokenizer = gguf, tokenizer
-        self.n_threads = n_threads or physical_cores()
+        # As many threads as the torch path uses (torch's own setting, by default the physical cores):
+        # the engines compare on equal terms, and a caller that limits torch limits llama.cpp too.
+        self.n_threads = n_threads or torch.get_num_threads() or physical_cores()
         try:  # this context only carries the model; decoding runs in the batched engine's own context
             self.llm = load_llama(gguf, sha256=file_sha256(gguf), n_ctx=256, n_batch=256,
                                   n_threads=self.n_threads, n_threads_batch=self.n_threads, verbose=False)
