@@ -263,6 +263,7 @@ def test_the_embedded_teacher_is_evaluated_few_shot(run):
     s = evaluate_model(run, "embedded:gemma-3-270m", "teacher", options(limit=4, max_new_tokens=96))
     rows = read_jsonl(run.predictions("teacher"))
     assert s.few_shot == 8 and s.extraction == "lenient" and len(rows) == 4
+    assert (s.engine, s.gguf_type) == ("llamacpp", "q4_k_m")  # the embedded GGUF's own type, in the protocol card
     assert all(r["output"] and "\nQ:" not in r["output"] for r in rows)  # stopped before the next question
 
 

@@ -11,8 +11,8 @@ Transformers models ("hf:SPEC", a local directory, a hub name) run on our batche
 (generation.py), or, for a causal student fine-tuned here, on llama.cpp from a GGUF export of it
 (llamacpp_student.py; `engine`: auto takes llama.cpp on a CPU when the student exports); other
 specs ("embedded:NAME", "gguf:PATH", "openai:MODEL@URL", ...) run on a teacher backend
-(teachers.load_teacher): `engine` does not change them. Self-consistency: K samples at temperature T, majority
-vote of the extracted answers.
+(teachers.load_teacher): `engine` does not change them. Self-consistency: K samples at
+temperature T, majority vote of the extracted answers.
 
 Outputs: predictions/NAME.jsonl (one row per question), predictions/NAME.summary.json and the
 manifest stage "evaluate:NAME". Finished generations are appended to predictions/NAME.partial.jsonl
@@ -188,9 +188,8 @@ class TeacherModel:
     """Any teacher backend (llama.cpp, HTTP, vLLM), asked `batch_size` requests at a time."""
 
     def __init__(self, spec: str, options: EvalOptions):
-        from cotdistill.teachers import load_teacher
-
         from cotdistill.evaluation.llamacpp_student import LLAMACPP, file_type_name
+        from cotdistill.teachers import load_teacher
 
         self.teacher = load_teacher(spec, **options.teacher_options)
         self.chat = self.teacher.chat
