@@ -108,20 +108,13 @@ def test_the_export_is_reused_until_the_student_is_retrained(run):
     assert eval_gguf(folder, "f16") == path and path.stat().st_mtime_ns > written
 
 
-def test_auto_takes_llama_cpp_on_a_cpu_for_an_exportable_student_and_torch_otherwise(run, monkeypatch, tmp_path):
+def test_a_student_runs_on_torch_unless_llama_cpp_is_asked_for(run, tmp_path):
     student = str(run.student("cot"))
-    monkeypatch.setattr(llamacpp_student, "cuda_available", lambda: False)
-    assert resolve_engine(student, EvalOptions()) == "llamacpp"
-    assert resolve_engine(student, EvalOptions(engine="torch")) == "torch"
-    assert resolve_engine("embedded:gemma-3-270m", EvalOptions(engine="torch")) == "llamacpp"  # names its backend
-    monkeypatch.setattr(llamacpp_student, "cuda_available", lambda: True)
     assert resolve_engine(student, EvalOptions()) == "torch"
-    monkeypatch.setattr(llamacpp_student, "cuda_available", lambda: False)
-    seq2seq = build_tiny_seq2seq(tmp_path / "t5", steps=1)
+    assert resolve_engine(student, EvalOptions(engine="llamacpp")) == "llamacpp"
+    assert resolve_engine("embedded:gemma-3-270m", EvalOptions(engine="torch")) == "llamacpp"  # names its backend
     causal = build_tiny_causal(tmp_path / "tiny-llama", steps=1)  # a student of no embedded model: no GGUF export
     (causal / "train_config.json").write_text(json.dumps({"student": "tiny-llama", "mode": "cot"}))
-    assert resolve_engine(str(seq2seq), EvalOptions()) == "torch"
-    assert resolve_engine(str(causal), EvalOptions()) == "torch"
     with pytest.raises(UserError, match="not an embedded model"):
         resolve_engine(str(causal), EvalOptions(engine="llamacpp"))
 

@@ -111,9 +111,9 @@ def evaluations(config: RunConfig, run: RunDir) -> list[tuple[str, str, dict[str
         methods[COT] = f"{MODES[COT].method}, {k} samples per question"
     models = [(EvalName.student(mode), str(run.student(mode)), {"method": methods[mode]} if mode in methods else {})
               for mode in config.student.modes]
-    # `engine: llamacpp` is for the students fine-tuned here; a baseline goes on llama.cpp where it can
-    # (embedded:NAME always runs its own GGUF there), on transformers where it cannot (a hub model).
-    baseline = {"engine": "auto"} if e.engine == "llamacpp" else {}
+    # `engine: llamacpp` is for the students fine-tuned here; a baseline keeps its own backend
+    # (embedded:NAME runs its GGUF on llama.cpp, a hub model runs on transformers).
+    baseline = {"engine": "torch"}
     if e.few_shot_student:
         models.append((STUDENT_FEW_SHOT, config.student.model, {"few_shot": e.few_shot, **baseline}))
     if e.teacher:
@@ -172,7 +172,7 @@ def check_teacher(config: RunConfig, run: RunDir) -> None:
     summary = evaluate_stage(config, run, TEACHER_CHECK, config.teacher.model,
                              {"few_shot": e.few_shot, "teacher_options": config.teacher.backend_options(),
                               "limit": e.teacher_check, "data": run.dev_data,
-                              **({"engine": "auto"} if e.engine == "llamacpp" else {})})
+                              "engine": "torch"})
     console.print(f"teacher check: {100 * summary['accuracy']:.1f} % without the hint on {summary['n']} dev questions"
                   f"{rates_note(summary)}", markup=False, highlight=False)
     if above_majority(summary["ci_low"], summary.get("majority_rate")) is False:

@@ -253,13 +253,13 @@ class EvalSettings(Section):
     dtype: Literal["auto", "float32", "bfloat16"] = Field("auto", description="transformers models: auto (bfloat16 where "
                                                           "it is the faster dtype here, e.g. CPUs with AVX512-BF16/AMX) | "
                                                           "float32 | bfloat16 (greedy outputs may differ between them).")
-    # llama.cpp decodes a small causal student several times faster than transformers on a CPU; on a
-    # CUDA GPU transformers is the fast one. auto: llamacpp without a CUDA GPU for a causal student it
-    # can export (a fine-tuned student of an embedded model, llama-cpp-python installed), else torch.
-    # Specs that already name a backend (embedded:NAME, gguf:PATH, openai:..., vllm:...) keep it.
-    engine: Literal["auto", "torch", "llamacpp"] = Field("auto", description="fine-tuned students: auto (llama.cpp "
-                                                         "on a CPU when the student exports to GGUF, else transformers) "
-                                                         "| torch | llamacpp.")
+    # What runs a fine-tuned student: transformers (our batched generation), or llama.cpp from a GGUF
+    # export of it, the file users deploy. torch by default because it was the faster one where both
+    # were measured: on GSM8K's 500 test questions (Intel Xeon with AMX, 2 cores, bf16 torch) llama.cpp
+    # answered 41-42 questions/min (f16 and q8_0 alike) against torch's 82 (docs/benchmarks.md §4).
+    # Specs that name a backend (embedded:NAME, gguf:PATH, openai:..., vllm:...) keep it.
+    engine: Literal["torch", "llamacpp"] = Field("torch", description="fine-tuned students: torch (transformers) "
+                                                 "| llamacpp (from the student's GGUF export).")
     # The GGUF a fine-tuned student is evaluated from on llama.cpp. f16 by default: an evaluation
     # measures the trained student, and f16 keeps 11 significant bits of every weight (bfloat16, which
     # the torch path already uses on such CPUs, keeps 8), so greedy outputs stay those of the fp32

@@ -1,6 +1,5 @@
-"""A fine-tuned causal student evaluated on llama.cpp (`evaluate.engine: llamacpp`, or auto on a CPU).
-
-On a CPU llama.cpp decodes a small student several times faster than transformers. The student is
+"""A fine-tuned causal student evaluated on llama.cpp (`evaluate.engine: llamacpp`): the engine and file
+users deploy a small model with, so its accuracy is the deployed model's. The student is
 exported once to a GGUF in its own folder (models/gguf.py: RUN/students/MODE/gguf/RUN-MODE-TYPE.gguf,
 the file `cotdistill export --gguf` writes too), re-exported whenever the student's weights are newer than
 the file (gguf.current_exports), and run on the teacher's batched engine (teachers/llamacpp_batch.py:
@@ -50,12 +49,6 @@ def names_backend(spec: str) -> bool:
     return bool(sep) and kind in BACKEND_KINDS and not Path(spec).expanduser().exists()
 
 
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 def llama_cpp_installed() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
@@ -81,8 +74,8 @@ def exportable(folder: Path) -> str | None:
 
 
 def resolve_engine(spec: str, options: EvalOptions) -> str:
-    """torch or llamacpp for a transformers spec as `options.engine` decides on this machine (auto
-    resolved); the backend's kind for specs that name one (embedded, gguf, openai, vllm).
+    """torch or llamacpp for a transformers spec as `options.engine` says; the backend's kind for specs
+    that name one (embedded, gguf, openai, vllm).
     An impossible explicit `llamacpp` is a UserError saying why."""
     if names_backend(spec):
         kind = spec.partition(":")[0]
@@ -90,21 +83,16 @@ def resolve_engine(spec: str, options: EvalOptions) -> str:
     if options.engine == TORCH:
         return TORCH
     folder = student_folder(spec)
-    if options.engine == LLAMACPP:
-        if folder is None:
-            raise UserError(f"--engine llamacpp: {spec} is not a fine-tuned student folder; llama.cpp evaluates "
-                            "students exported to GGUF (for a GGUF file use gguf:PATH, for an embedded model embedded:NAME)")
-        why = exportable(folder)
-        if why is not None:
-            raise UserError(f"--engine llamacpp: {why}; evaluate it with --engine torch")
-        if not llama_cpp_installed():
-            from cotdistill.core.errors import missing_extra
+    if folder is None:
+        raise UserError(f"--engine llamacpp: {spec} is not a fine-tuned student folder; llama.cpp evaluates "
+                        "students exported to GGUF (for a GGUF file use gguf:PATH, for an embedded model embedded:NAME)")
+    why = exportable(folder)
+    if why is not None:
+        raise UserError(f"--engine llamacpp: {why}; evaluate it with --engine torch")
+    if not llama_cpp_installed():
+        from cotdistill.core.errors import missing_extra
 
-            raise missing_extra("llama-cpp-python", "llama")
-        return LLAMACPP
-    # auto: llama.cpp only where it is the faster engine and can run this student.
-    if folder is None or cuda_available() or not llama_cpp_installed() or exportable(folder) is not None:
-        return TORCH
+        raise missing_extra("llama-cpp-python", "llama")
     return LLAMACPP
 
 
