@@ -131,6 +131,22 @@ def test_samples_put_each_models_answer_side_by_side_with_the_verdict(run):
     assert "| ✓ kept |" in text and "| ✗ wrong |" in text and "| ✗ leak |" in text
 
 
+def test_samples_are_shown_when_a_dev_set_was_scored_too(run):
+    dev = [Example(f"d{i}", f"What is {i} times {i}?", str(i * i), "number", "tiny") for i in range(3)]
+    write_examples(run.dev_data, dev)
+    rows = [{"example_id": e.id, "output": f"The answer is {e.answer}.", "predicted": e.answer, "gold": e.answer,
+             "correct": True, "tokens": 5, "finish_reason": "stop"} for e in dev]
+    write_jsonl(run.predictions("cot.dev"), rows)
+    summary = {"name": "cot.dev", "model": "embedded:gemma-3-270m", "method": "fine-tuned on teacher CoT", "n": 3,
+               "correct": 3, "accuracy": 1.0, "ci_low": 0.44, "ci_high": 1.0, "data": str(run.dev_data), "few_shot": 0}
+    run.predictions("cot.dev").with_suffix(".summary.json").write_text(json.dumps(summary))
+    run.record_stage("evaluate:cot.dev", status="done", **summary)
+    text = write_report([run])[0].read_text()
+    held_out = text[text.index("Samples: held-out questions"):text.index("Samples: teacher CoTs")]
+    assert "Question t2: What is 2 plus 2?" in held_out and "| cot | 2 + 2 = 4. The answer is 4. | 4 | ✓ |" in held_out
+    assert "cot.dev" not in held_out and "Question d" not in held_out
+
+
 def test_the_yield_timings_training_and_config_are_reported(run):
     text = write_report([run])[0].read_text()
     assert "| kept | 2 | 50.0 |" in text and "| leak | 1 | 25.0 |" in text

@@ -452,7 +452,10 @@ def num(x: Any, digits: int = 3) -> str:
 def samples(d: RunData, level: int) -> list:
     """Held-out questions with every model's answer side by side, then the teacher's training CoTs."""
     blocks: list = [Heading(level, "Samples: held-out questions")]
-    preds = {e["name"]: {r["example_id"]: r for r in d.run.read_predictions(e["name"])} for e in d.evals}
+    # The first evaluation's questions (the test set), answered by every model scored on that file: a
+    # dev or extra test set's evaluations ask other questions.
+    shown = [e for e in d.evals if evaluated_data(d.run, e) == evaluated_data(d.run, d.evals[0])]
+    preds = {e["name"]: {r["example_id"]: r for r in d.run.read_predictions(e["name"])} for e in shown}
     test = _examples(evaluated_data(d.run, d.evals[0]), d.evals[0].get("data_format")) if d.evals else {}
     ids = [i for i in test if all(i in p for p in preds.values())]
     # Questions where the models disagree show the method's effect: they come first.
