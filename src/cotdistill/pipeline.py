@@ -145,7 +145,7 @@ def evaluate_stage(config: RunConfig, run: RunDir, name: str, spec: str, overrid
 
     opts = evaluate_options(config, overrides)
     inputs = [opts.data or run.test_data] + model_files(Path(spec))
-    # "auto" as resolved on this machine (dtype and engine)
+    # dtype "auto" as resolved on this machine, and the engine this spec runs on
     settings = {**opts.model_dump(), "dtype": eval_dtype(opts.dtype), "engine": resolve_engine(spec, opts)}
     run_stage(run, f"evaluate:{name}", fingerprint(spec, settings, *inputs), [run.predictions(name)],
               lambda: {"summary": evaluate_model(run, spec, name, opts).to_dict()})
