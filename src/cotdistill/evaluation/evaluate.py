@@ -8,8 +8,8 @@ Any model can be evaluated, so that the paper's baselines sit in the same table:
   (its last number / yes-no word), which favours the baselines, never the distilled student.
 
 Transformers models ("hf:SPEC", a local directory, a hub name) run on our batched generation
-(generation.py), or, for a causal student fine-tuned here, on llama.cpp from a GGUF export of it
-(llamacpp_student.py; `engine`: auto takes llama.cpp on a CPU when the student exports); other
+(generation.py), or, for a causal student fine-tuned here and `engine: llamacpp`, on llama.cpp from
+a GGUF export of it (llamacpp_student.py); other
 specs ("embedded:NAME", "gguf:PATH", "openai:MODEL@URL", ...) run on a teacher backend
 (teachers.load_teacher): `engine` does not change them. Self-consistency: K samples at
 temperature T, majority vote of the extracted answers.
@@ -188,13 +188,12 @@ class TeacherModel:
     """Any teacher backend (llama.cpp, HTTP, vLLM), asked `batch_size` requests at a time."""
 
     def __init__(self, spec: str, options: EvalOptions):
-        from cotdistill.evaluation.llamacpp_student import LLAMACPP, file_type_name
+        from cotdistill.evaluation.llamacpp_student import LLAMACPP, file_type_name, resolve_engine
         from cotdistill.teachers import load_teacher
 
         self.teacher = load_teacher(spec, **options.teacher_options)
         self.chat = self.teacher.chat
-        kind = spec.partition(":")[0]
-        self.engine = LLAMACPP if kind in ("embedded", "gguf") else "torch" if kind == "hf" else kind
+        self.engine = resolve_engine(spec, options)  # the backend the spec names: llamacpp, openai, vllm
         llm = getattr(self.teacher, "llm", None)  # llama.cpp: the GGUF's own weight type
         self.gguf_type = file_type_name(llm.metadata.get("general.file_type")) if self.engine == LLAMACPP and llm else None
         self.dtype = None
@@ -326,7 +325,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
     rows = [score_question(e, [done[(e.id, s)] for s in range(options.samples)], strict) for e in examples]
     summary = _summarise(name, model_spec, tc, few_shot, strict, options, data, rows,
                          new_tokens, gen_seconds, time.perf_counter() - t0, prompter.describe(), base_rates(examples))
-    summary.engine, summary.gguf_type, summary.dtype = model.engine, model.gguf_type, getattr(model, "dtype", None)
+    summary.engine, summary.gguf_type, summary.dtype = model.engine, model.gguf_type, model.dtype
     write_jsonl(run.predictions(name), rows)
     write_json_atomic(run.predictions(name).with_suffix(".summary.json"), summary.to_dict())
     partial.unlink(missing_ok=True)

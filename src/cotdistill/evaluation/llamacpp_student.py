@@ -221,6 +221,7 @@ class LlamaCppStudent:
     """A fine-tuned causal student, exported to GGUF, on llama.cpp's batched engine (see the module)."""
 
     engine = LLAMACPP
+    dtype = None  # the GGUF's type is gguf_type
 
     def __init__(self, spec: str, options: EvalOptions):
         folder = student_folder(spec)

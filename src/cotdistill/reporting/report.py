@@ -454,9 +454,10 @@ def samples(d: RunData, level: int) -> list:
     blocks: list = [Heading(level, "Samples: held-out questions")]
     # The first evaluation's questions (the test set), answered by every model scored on that file: a
     # dev or extra test set's evaluations ask other questions.
-    shown = [e for e in d.evals if evaluated_data(d.run, e) == evaluated_data(d.run, d.evals[0])]
+    first = evaluated_data(d.run, d.evals[0]) if d.evals else None
+    shown = [e for e in d.evals if evaluated_data(d.run, e) == first]
     preds = {e["name"]: {r["example_id"]: r for r in d.run.read_predictions(e["name"])} for e in shown}
-    test = _examples(evaluated_data(d.run, d.evals[0]), d.evals[0].get("data_format")) if d.evals else {}
+    test = _examples(first, d.evals[0].get("data_format")) if first else {}
     ids = [i for i in test if all(i in p for p in preds.values())]
     # Questions where the models disagree show the method's effect: they come first.
     ids.sort(key=lambda i: len({p[i].get("correct") for p in preds.values()}) == 1)
