@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import time
 import sys
@@ -168,6 +169,29 @@ def test_each_stage_records_its_own_peak_memory(tmp_path: Path) -> None:
     run_stage(run, "small", "fp", [], lambda: {})
     stages = run.read_manifest()["stages"]
     assert stages["big"]["peak_rss_gib"] >= stages["small"]["peak_rss_gib"] + 0.25
+
+
+def test_a_stage_starts_without_the_memory_an_earlier_stage_left_behind(tmp_path: Path) -> None:
+    """`cotdistill run` runs its stages in one process: what training left in reference cycles
+    (Trainer, accelerate and PEFT objects point at each other) must not count against evaluation."""
+    if rss_bytes() is None:
+        pytest.skip("no /proc/self/statm on this OS")
+    run = RunDir(tmp_path)
+
+    def leaves_a_cycle() -> dict:
+        garbage: dict = {"blocks": [b"x" * 2**20 for _ in range(300)]}  # 300 MiB, touched
+        garbage["self"] = garbage  # freed only by the cycle collector
+        time.sleep(0.3)  # held long enough to be sampled
+        return {}
+
+    gc.disable()  # as if the collector had not happened to run between the stages
+    try:
+        run_stage(run, "leaves", "fp", [], leaves_a_cycle)
+        run_stage(run, "next", "fp", [], lambda: time.sleep(0.2) or {})
+    finally:
+        gc.enable()
+    stages = run.read_manifest()["stages"]
+    assert stages["next"]["peak_rss_gib"] <= stages["leaves"]["peak_rss_gib"] - 0.25
 
 
 @pytest.mark.parametrize("weights", [["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"],

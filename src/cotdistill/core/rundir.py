@@ -35,7 +35,7 @@ from typing import Any
 from cotdistill.core.errors import Interrupted, StageStopped, UserError
 from cotdistill.core.fileio import check_fields, read_json_file, read_jsonl_file, read_text, write_json_atomic
 from cotdistill.core.locks import Busy, file_lock
-from cotdistill.core.memory import PeakMemory
+from cotdistill.core.memory import PeakMemory, release_memory
 from cotdistill.core.secrets import mask_argv, mask_data, redact
 
 # The fields each file of a run directory is read back with, and their JSON types ("?": may be
@@ -201,8 +201,11 @@ class RunDir:
         Records `status: running` (with `known`) on entry; on exit merges what the stage put in
         `done` with its status (`done["status"]`, else "done"), seconds and peak memory. A clean stop
         (StageStopped) is recorded as "stopped" with its info, Ctrl-C or a stop signal (SIGTERM,
-        SIGHUP) as "interrupted", any other error as "failed"; all propagate."""
+        SIGHUP) as "interrupted", any other error as "failed"; all propagate. The stage starts with
+        the memory earlier stages of this process freed given back (memory.release_memory), so its
+        peak is its own."""
         self.record_stage(name, fresh=True, status="running", **known)
+        release_memory()
         done: dict[str, Any] = {}
         start = time.perf_counter()
         with PeakMemory() as memory:
