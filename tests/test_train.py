@@ -366,6 +366,20 @@ def test_gradient_accumulation_matches_one_big_batch(causal_dir, distill, tmp_pa
         assert torch.allclose(a[name], b[name], rtol=1e-4, atol=1e-6), name
 
 
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_gradient_checkpointing_trains_the_same_model(causal_dir, distill, tmp_path, lora):
+    """Recomputing activations in the backward pass saves memory and changes nothing else: same
+    losses, same weights, and the same fingerprint (a run may resume with it switched on)."""
+    plain = train_student(config(causal_dir, distill, tmp_path / "plain", lora=lora, max_steps=8))
+    ckpt = train_student(config(causal_dir, distill, tmp_path / "ckpt", lora=lora, max_steps=8, gradient_checkpointing=True))
+    assert ckpt.metrics["final_train_loss"] == pytest.approx(plain.metrics["final_train_loss"], rel=1e-5)
+    assert ckpt.metrics["fingerprint"] == plain.metrics["fingerprint"]
+    assert ckpt.metrics["gradient_checkpointing"] and not plain.metrics["gradient_checkpointing"]
+    a, b = _state_dict(tmp_path / "plain"), _state_dict(tmp_path / "ckpt")
+    for name in a:
+        assert torch.allclose(a[name], b[name], rtol=1e-5, atol=1e-7), name
+
+
 def test_rerun_of_a_finished_run_returns_it_and_other_options_need_restart(causal_dir, distill, tmp_path):
     out = tmp_path / "s"
     first = train_student(config(causal_dir, distill, out, max_steps=5))

@@ -227,6 +227,8 @@ class TrainSettings(Section):
     grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="Micro-batches per optimizer step: batch_size 4 with "
                             "grad_accum 2 trains like batch_size 8 in about half the memory.")
     max_len: int = Field(384, ge=8, le=MAX_TOKENS, description="Longer examples are dropped (counted), never cut before their answer.")
+    gradient_checkpointing: bool = Field(False, description="Recompute each layer's activations during the backward pass: "
+                                         "the same model in far less memory, for about a third more time.")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="cosine | linear | constant, after a linear warm-up.")
     warmup: float = Field(0.05, ge=0, le=MAX_STEPS, description="Warm-up: a fraction of the steps (< 1) or a number of steps.")
     bf16: bool | Literal["auto"] = Field("auto", description="auto (bf16 autocast where this CPU/GPU computes bf16 faster) | true | false.")

@@ -164,6 +164,8 @@ def build_trainer(model: Any, train_set: list[dict], eval_set: list[dict], check
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
+        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},  # the reentrant kind needs inputs that require grad
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         learning_rate=config.lr,

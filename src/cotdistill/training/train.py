@@ -45,7 +45,7 @@ from cotdistill.core.paths import library_writes
 from cotdistill.core.rundir import main_process
 
 # Fields that do not change the trained model: they may differ between a run and its resumption.
-_NOT_FINGERPRINTED = ("out", "quiet", "restart", "save_steps")
+_NOT_FINGERPRINTED = ("out", "quiet", "restart", "save_steps", "gradient_checkpointing")  # same weights either way
 
 
 class TrainConfig(TrainSettings):
@@ -149,6 +149,8 @@ def _metrics(config: TrainConfig, trainer: Any, world_size: int, fingerprint: st
         "mode": config.mode,
         "lora": config.lora,
         "bf16": trainer.args.bf16,
+        # read from the model: layers that recompute their activations in the backward pass
+        "gradient_checkpointing": any(getattr(m, "gradient_checkpointing", False) is True for m in trainer.model.modules()),
         "bf16_reason": None,  # filled in by the caller
         "world_size": world_size,
         "steps": trainer.state.global_step,
