@@ -124,6 +124,21 @@ def test_an_interrupted_evaluation_resumes_without_generating_finished_questions
     assert resumed.correct == fresh.correct
 
 
+def test_a_row_torn_by_a_kill_costs_only_itself_when_the_evaluation_is_interrupted_again(run, monkeypatch):
+    """The log is appended to: a resumed evaluation first drops a torn last line, or the next row
+    would be glued onto it and lost with it."""
+    first = interrupt_after_first_results(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(run, str(run.student("cot")), "cot", options())
+    partial = run.predictions("cot").with_suffix(".partial.jsonl")
+    with partial.open("a") as f:
+        f.write('{"fp": "x", "exam')
+    second = interrupt_after_first_results(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(run, str(run.student("cot")), "cot", options())
+    assert len(run.read_generations("cot")) == len(first) + len(second)
+
+
 def test_an_interrupted_sampling_evaluation_resumes_with_the_samples_an_uninterrupted_one_draws(run, monkeypatch):
     sampling = options(samples=3, temperature=1.0)
     handed = interrupt_after_first_results(monkeypatch)

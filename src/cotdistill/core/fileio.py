@@ -85,6 +85,17 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, str]]:
             yield lineno, decode_utf8(raw, path, lineno)
 
 
+def ends_torn(path: str | Path) -> bool:
+    """Whether an append-only log ends in a partial line (a kill mid-write): appending to it as it is
+    would glue the next row onto the torn one, and lose both."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb") as f:
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 def write_lines_atomic(path: str | Path, lines: Iterable[str]) -> None:
     """Write `lines` (each ending in a newline) to `path` atomically, fsynced before the rename."""
     write_files_atomic({path: (line.encode("utf-8") for line in lines)})

@@ -38,7 +38,7 @@ from cotdistill.core.config import MAX_SAMPLES, EvalSettings, EvaluateConfig, Op
 from cotdistill.core.errors import UserError
 from cotdistill.core.records import Example, write_jsonl
 from cotdistill.data.load import load_examples
-from cotdistill.core.fileio import jsonl_line, read_json_object, write_json_atomic
+from cotdistill.core.fileio import ends_torn, jsonl_line, read_json_object, write_json_atomic
 from cotdistill.evaluation.generation import Generation, finish_text
 from cotdistill.core.hashing import fingerprint, model_files
 from cotdistill.core.progress import progress_bar
@@ -296,7 +296,7 @@ def evaluate_model(run: RunDir, model_spec: str, name: str, options: EvalOptions
         partial = run.predictions(name).with_suffix(".partial.jsonl")
         logged = run.read_generations(name)
         done = {(r["example_id"], r["sample"]): r for r in logged if r.get("fp") == fp}
-        if len(done) < len(logged):  # generations of another model or setting: drop them
+        if len(done) < len(logged) or ends_torn(partial):  # another model's or setting's rows, or a torn one: drop them
             write_jsonl(partial, done.values())
         jobs = [GenerationJob(i, s, prompter(e)) for i, e in enumerate(examples) for s in range(options.samples)
                 if (e.id, s) not in done]
