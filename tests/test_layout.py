@@ -22,7 +22,7 @@ ALLOWED = {
     "models": {"core"},
     "teachers": {"core", "models"},
     "annotation": {"core", "data", "teachers"},
-    "training": {"core", "data", "models"},
+    "training": {"core", "data", "models", "teachers"},  # teachers: scoring.py, for token-level distillation
     "evaluation": {"core", "data", "models", "teachers"},
     "reporting": {"core", "data"},
 }

@@ -152,7 +152,7 @@ def test_the_yield_timings_training_and_config_are_reported(run):
     assert "| kept | 2 | 50.0 |" in text and "| leak | 1 | 25.0 |" in text
     assert "teacher: llamacpp:qwen; questions with a kept CoT: 2 of 4." in text
     assert "| minutes | 0.5 | 0.6 | 1.20 |" in text and "| tokens | 800 | 848 | 1.06 |" in text
-    assert "| cot | 30 | – | 0.700 |" in text
+    assert "| cot | cross-entropy | 30 | – | 0.700 |" in text
     stages = re.findall(r"^\| (data|annotate|train:cot|evaluate:cot) \| done \| ([\d.]+) \|", text, re.MULTILINE)
     assert [s for s, _ in stages] == ["data", "annotate", "train:cot", "evaluate:cot"]
     assert dict(stages)["annotate"] == "42.0"

@@ -302,6 +302,8 @@ def train(
     mode: str = typer.Option(COT, "--mode", help=f"{' | '.join(TRAINING_MODES)} (multitask: rationale and answer as two tasks)."),
     data: Optional[Path] = typer.Option(None, "--data", help="distill.jsonl to train on (default: RUN/distill.jsonl)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output directory (default: RUN/students/MODE)."),
+    distill_targets: Optional[Path] = typer.Option(None, "--distill-targets", help="With --distill: the teacher's "
+                                                   "targets (RUN/teacher-targets/*.jsonl, written by `cotdistill run`)."),
     settings: dict = TRAIN_OPTIONS,
     seed: int = SEED_OPTION,
     restart: bool = typer.Option(False, "--restart", help="Discard checkpoints or a model of another configuration in --out."),
@@ -327,6 +329,7 @@ def train(
         TrainConfig, flags=TRAIN_OPTIONS.names,
         **{**settings, "bf16": _bf16_option(settings["bf16"])}, student=student, mode=mode,
         data=data or run / "distill.jsonl", out=out or run / "students" / mode, seed=seed, restart=restart, quiet=quiet,
+        distill_targets=input_file(distill_targets) if distill_targets else None,
     )
     # In a run directory the stage is recorded as `cotdistill run` records it (so `run` sees it up
     # to date); a student folder outside one is held only.

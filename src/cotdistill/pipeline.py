@@ -24,6 +24,7 @@ from cotdistill.core.rundir import RunDir, main_process
 
 if TYPE_CHECKING:
     from cotdistill.evaluation.evaluate import EvalOptions
+    from cotdistill.training.teacher_targets import TargetSettings
     from cotdistill.training.train import TrainConfig
 
 console = readable_console(stderr=True)
@@ -90,13 +91,41 @@ def first_samples(run: RunDir) -> Path:
     return path
 
 
+def target_settings(config: RunConfig) -> "TargetSettings | None":
+    """What the teacher-targets stage scores with, when the students distill token by token."""
+    from cotdistill.training.teacher_targets import TargetSettings
+
+    s = config.student
+    if s.distill == "off":
+        return None
+    return TargetSettings(config.teacher.model, s.distill_temperature, s.distill_tokens, config.seed)
+
+
 def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
     from cotdistill.training.train import TrainConfig
 
     s, m = config.student, MODES[mode]
     data = first_samples(run) if m.first_sample_only else run.distill
+    targets = target_settings(config)
     return TrainConfig(**s.model_dump(exclude={"model", "modes"}), student=s.model, mode=m.training_mode,
-                       data=data, out=run.student(mode), seed=config.seed, quiet=config.quiet)
+                       data=data, out=run.student(mode), seed=config.seed, quiet=config.quiet,
+                       distill_targets=targets.file(run.root) if targets else None)
+
+
+def teacher_targets_stage(config: RunConfig, run: RunDir) -> None:
+    """With student.distill on: the teacher's sparse probabilities on every training sequence of
+    every student (teacher_targets.py), before any is trained."""
+    from cotdistill.training.teacher_targets import score_training_data
+
+    settings = target_settings(config)
+    if settings is None:
+        return
+    sources = [(tc.data, tc.mode) for tc in (train_config(config, run, mode) for mode in config.student.modes)]
+    out = settings.file(run.root)
+    s = config.student
+    run_stage(run, "teacher-targets", fingerprint(settings.__dict__, s.model, s.max_len, *[Path(d) for d, _ in sources],
+                                                  [m for _, m in sources]), [out],
+              lambda: score_training_data(sources, s.model, settings, s.max_len, out, config.quiet))
 
 
 # ------------------------------------------------------------------ stage: evaluate
@@ -209,6 +238,11 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
               lambda: prepare_data(config, run))
 
     check_teacher(config, run)
+    if config.student.distill != "off" and not dry_run and not run.distill.exists():
+        from cotdistill.training.teacher_targets import check_pair
+
+        # A student that cannot learn from this teacher's probabilities is said before annotation.
+        check_pair(config.teacher.model, config.student.model, config.student.max_len, config.quiet)
 
     def do_annotate() -> dict[str, Any]:
         teacher = load_teacher(config.teacher.model, **config.teacher.backend_options())
@@ -225,6 +259,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
     run_stage(run, "annotate", fingerprint(config.teacher.model_dump(exclude={"budget"}), config.seed, run.train_data),
               [run.annotations, run.distill], do_annotate)
 
+    teacher_targets_stage(config, run)
     for mode in config.student.modes:
         tc, stage = train_config(config, run, mode), f"train:{mode}"
         fp = train_fingerprint(tc)

@@ -234,6 +234,15 @@ class TrainSettings(Section):
     bf16: bool | Literal["auto"] = Field("auto", description="auto (bf16 autocast where this CPU/GPU computes bf16 faster) | true | false.")
     save_steps: int = Field(50, ge=1, le=MAX_STEPS, description="Checkpoint (and eval) every N steps; rerun to resume.")
     eval_fraction: float = Field(0.05, ge=0, lt=1, description="Questions held out for the eval loss.")
+    # Token-level distillation (training/teacher_targets.py): the teacher's probabilities on each
+    # training sequence, scored before training, enter the loss beside the cross-entropy.
+    distill: Literal["off", "sampled", "top-k"] = Field("off", description="Token-level distillation from the teacher's "
+                                                          "probabilities: off | sampled (unbiased, random-sampling KD) | "
+                                                          "top-k (biased; for comparison).")
+    distill_weight: float = Field(0.5, ge=0, le=1, description="Share of the distillation term: (1-w) cross-entropy + w KD.")
+    distill_temperature: float = Field(1.0, gt=0, le=100, description="Temperature of teacher and student in the KD term.")
+    distill_tokens: int = Field(12, ge=1, le=MAX_SAMPLES, description="Teacher tokens kept per position: draws (sampled) "
+                                "or k (top-k).")
 
 
 class StudentConfig(TrainSettings):

@@ -65,10 +65,17 @@ def _results_table(evals: list[dict[str, Any]], student: EvalName) -> str:
     return "\n".join(lines)
 
 
+def _distill_note(train: dict) -> str:
+    if (train.get("distill") or "off") == "off":
+        return " on the teacher's tokens"
+    return (", the KD term against the teacher's next-token probabilities on each training sequence (read in the "
+            "student's prompt format, one prefill per sequence: the run's teacher-targets stage)")
+
+
 def model_card(run: RunDir, mode: str, gguf_section: str = "") -> str:
     """The README.md of students/MODE, from the run's config, manifest and evaluations; `gguf_section`
     says how to run its GGUF export (models.gguf.card_sections: the report does not look at models)."""
-    from cotdistill.reporting.report import RunData, num
+    from cotdistill.reporting.report import RunData, loss_label, num
 
     d = RunData.load(run)
     config = run.read_config()
@@ -126,6 +133,7 @@ first "The answer is X." sentence of the output.
 
 ## Training
 
+Loss: {loss_label(train)}{_distill_note(train)}.
 {", ".join(f"{k} {v}" for k, v in settings.items())}; bf16 {train.get('bf16', '?')}; {train.get('steps', '?')} steps,
 training loss {num(train.get('first_train_loss'))} → {num(train.get('final_train_loss'))}, held-out loss
 {num(train.get('final_eval_loss'))}.

@@ -433,15 +433,28 @@ def training(d: RunData, prefix: str, level: int) -> list:
     rows = []
     for s in students:
         m = read_json_object(s / "train_metrics.json")
-        rows.append([s.name, str(m.get("steps", "–")), num(m.get("first_train_loss")), num(m.get("final_train_loss")),
-                     num(m.get("final_eval_loss")), num(m.get("tokens_per_s"), 0), num(m.get("wall_s"), 0)])
+        rows.append([s.name, loss_label(m), str(m.get("steps", "–")), num(m.get("first_train_loss")),
+                     num(m.get("final_train_loss")), num(m.get("final_eval_loss")), num(m.get("tokens_per_s"), 0),
+                     num(m.get("wall_s"), 0)])
     if rows:
-        blocks.append(Table(["student", "steps", "first train loss", "final train loss", "final eval loss", "tokens/s", "seconds"], rows))
+        blocks.append(Table(["student", "loss", "steps", "first train loss", "final train loss", "final eval loss (CE)",
+                             "tokens/s", "seconds"], rows))
     if curves:
         blocks.append(Image(f"{prefix}loss.png", loss_plot(curves), "training loss curves"))
     else:
         blocks.append(Para("No loss_curve.json in students/*/."))
     return blocks
+
+
+def loss_label(metrics: dict[str, Any]) -> str:
+    """What a student was trained with, from its train_metrics.json: the cross-entropy on the
+    teacher's tokens, or that mixed with token-level distillation from its probabilities."""
+    kind = metrics.get("distill") or "off"
+    if kind == "off":
+        return "cross-entropy"
+    w = metrics.get("distill_weight")
+    return (f"{num(1 - w, 2) if isinstance(w, (int, float)) else '?'} CE + {num(w, 2)} {kind} KD "
+            f"(T {metrics.get('distill_temperature')}, {metrics.get('distill_tokens')} teacher tokens per position)")
 
 
 def num(x: Any, digits: int = 3) -> str:

@@ -162,7 +162,10 @@ class Collator:
     """Right-pads encoded examples into tensors (labels padded with -100).
 
     For seq2seq models it also builds decoder_input_ids (the labels shifted right after the
-    decoder start token), as the model itself would from labels.
+    decoder start token), as the model itself would from labels. Examples with teacher targets
+    (`kd_ids`, `kd_w`: teacher_targets.attach_targets) give `kd_ids` and `kd_w` of shape
+    (target tokens of the batch, most ids of a token): one row per target token, in the order the
+    loss takes the targets (example by example, left to right), short rows padded with weight 0.
     """
 
     def __init__(self, pad_id: int, decoder_start_id: int | None = None):
@@ -185,4 +188,12 @@ class Collator:
             shifted[:, 0] = self.decoder_start_id
             shifted[:, 1:] = labels[:, :-1].masked_fill(labels[:, :-1] == IGNORE, self.pad_id)
             batch["decoder_input_ids"] = shifted
+        if "kd_ids" in features[0]:
+            rows = [(ids, w) for f in features for ids, w in zip(f["kd_ids"], f["kd_w"])]
+            width = max(len(ids) for ids, _ in rows)
+            batch["kd_ids"] = torch.zeros((len(rows), width), dtype=torch.long)
+            batch["kd_w"] = torch.zeros((len(rows), width), dtype=torch.float32)
+            for row, (ids, w) in enumerate(rows):
+                batch["kd_ids"][row, : len(ids)] = torch.tensor(ids)
+                batch["kd_w"][row, : len(w)] = torch.tensor(w)
         return batch

@@ -8,6 +8,12 @@ input (and to the head's weight, when it trains) is computed during the forward 
 chunk, so only one chunk of logits exists at a time; backward merely scales what was computed.
 Same FLOPs as autograd's path, no recomputation (the scheme of Liger-Kernel's fused linear
 cross-entropy, in plain PyTorch).
+
+With `Distill` targets (token-level distillation, teacher_targets.py) each row's loss becomes
+(1 - weight) * cross-entropy + weight * T^2 * KD, where KD is the cross-entropy of the student's
+softmax(logits / T) against the teacher's sparse distribution: the gradient is computed the same
+way, in the same chunk buffers, so distillation keeps SFT's memory plus the sparse targets.
+`mixed_loss` is the same loss on full logits: the other paths use it, and it is the reference.
 """
 
 from __future__ import annotations
@@ -16,10 +22,60 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.utils.weak import WeakIdKeyDictionary
 
 CHUNK_BYTES = 256 * 2**20  # fp32 logits of one chunk
+
+
+@dataclass
+class Distill:
+    """Sparse teacher targets for the rows of a loss, and how they mix with the cross-entropy."""
+
+    ids: torch.Tensor  # (rows, m) token ids
+    weights: torch.Tensor  # (rows, m) fp32 target mass per id; 0 pads a short row
+    weight: float  # share of the distillation term: (1 - weight) * CE + weight * T^2 * KD
+    temperature: float
+
+    def rows(self, start: int, stop: int) -> "Distill":
+        return Distill(self.ids[start:stop], self.weights[start:stop], self.weight, self.temperature)
+
+
+def mixed_loss(logits: torch.Tensor, targets: torch.Tensor, distill: Distill | None = None) -> torch.Tensor:
+    """Summed over rows: cross-entropy, or with `distill` (1 - w) CE + w T^2 KD on full logits."""
+    ce = F.cross_entropy(logits.float(), targets, reduction="sum")
+    if distill is None:
+        return ce
+    t = distill.temperature
+    log_p = torch.log_softmax(logits.float() / t, dim=-1)
+    kd = -(distill.weights * log_p.gather(1, distill.ids)).sum() * t * t
+    return (1 - distill.weight) * ce + distill.weight * kd
+
+
+def _mixed_rows(x: torch.Tensor, t: torch.Tensor, distill: Distill, want_grad: bool) -> torch.Tensor:
+    """`mixed_loss` of logits `x` (fp32, in place), leaving d loss / d logits in `x` when `want_grad`:
+    (1 - w)(softmax(x) - onehot) + w T (softmax(x / T) * sum(weights) - weights). At T = 1 both
+    softmaxes are one; otherwise softmax(x / T) takes one more chunk-sized buffer."""
+    a, temp, ids, w = distill.weight, distill.temperature, distill.ids, distill.weights
+    scaled = None
+    if temp != 1.0:
+        scaled = torch.log_softmax(x / temp, dim=1)
+        kd = -(w * scaled.gather(1, ids)).sum() * temp * temp
+    torch.log_softmax(x, dim=1, out=x)
+    if scaled is None:
+        kd = -(w * x.gather(1, ids)).sum()
+    loss = (1 - a) * -x.gather(1, t[:, None]).sum() + a * kd
+    if want_grad:
+        rows = torch.arange(len(t), device=x.device)
+        x.exp_()
+        if scaled is None:
+            x.mul_((1 - a) + a * w.sum(dim=1, keepdim=True))
+        else:
+            x.mul_(1 - a).add_(scaled.exp_().mul_(a * temp * w.sum(dim=1, keepdim=True)))
+        x[rows, t] -= 1 - a
+        x.scatter_add_(1, ids, w * -(a * temp))
+    return loss
 
 
 @dataclass
@@ -66,7 +122,8 @@ def _matmul_dtype(weight: torch.Tensor) -> torch.dtype:
 
 
 def _chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int,
-             want_h: bool, want_w: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+             want_h: bool, want_w: bool, distill: Distill | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """(summed loss, d loss / d hidden, d loss / d weight), one chunk of rows at a time.
 
     Matmuls in the autocast dtype (as the model's own head would run), softmax and loss in fp32,
@@ -89,11 +146,15 @@ def _chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, 
             torch.mm(h, w.T, out=logits)
             if separate:
                 x.copy_(logits)
-            torch.log_softmax(x, dim=1, out=x)  # in place: the kernel reads each row before writing it
-            total -= x.gather(1, t[:, None]).sum()
-            if want_h or want_w:
+            if distill is not None:
+                total += _mixed_rows(x, t, distill.rows(start, start + n), want_h or want_w)
+            else:
+                torch.log_softmax(x, dim=1, out=x)  # in place: the kernel reads each row before writing it
+                total -= x.gather(1, t[:, None]).sum()
+            if (want_h or want_w) and distill is None:
                 x.exp_()  # the softmax
                 x[torch.arange(n, device=device), t] -= 1  # minus the one-hot target: d loss / d logits
+            if want_h or want_w:
                 if separate:
                     logits.copy_(x)
                 if want_h:
@@ -105,9 +166,10 @@ def _chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, 
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
+    def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, rows: int,
+                distill: Distill | None) -> torch.Tensor:
         want_h, want_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        total, grad_h, grad_w = _chunked(hidden, weight, targets, rows, want_h, want_w)
+        total, grad_h, grad_w = _chunked(hidden, weight, targets, rows, want_h, want_w, distill)
         ctx.save_for_backward(
             grad_h.to(hidden.dtype) if want_h else None, grad_w.to(weight.dtype) if want_w else None
         )
@@ -121,18 +183,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad_w * grad_out if grad_w is not None else None,
             None,
             None,
+            None,
         )
 
 
-def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Sum over rows of cross_entropy(hidden @ weight.T, targets), one chunk of rows at a time.
+def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                         distill: Distill | None = None) -> torch.Tensor:
+    """Sum over rows of cross_entropy(hidden @ weight.T, targets) (`mixed_loss` with `distill`),
+    one chunk of rows at a time.
 
     hidden (N, d) are the head's inputs at the target positions, weight (V, d) the head's, targets (N,).
     """
     rows = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
     if not torch.is_grad_enabled():  # evaluation: the loss alone, no gradient work
-        return _chunked(hidden, weight, targets, rows, want_h=False, want_w=False)[0]
-    return _LinearCrossEntropy.apply(hidden, weight, targets, rows)
+        return _chunked(hidden, weight, targets, rows, want_h=False, want_w=False, distill=distill)[0]
+    return _LinearCrossEntropy.apply(hidden, weight, targets, rows, distill)
 
 
 def chunkable_head(model: Any) -> nn.Linear | None:

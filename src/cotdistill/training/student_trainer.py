@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -26,12 +25,14 @@ from transformers.utils import logging as hf_logging
 
 from cotdistill.training.collate import IGNORE, Collator, LengthGroupedSampler, example_length
 from cotdistill.core.errors import UserError
-from cotdistill.training.head_loss import chunkable_head, head_inputs, linear_cross_entropy
+from cotdistill.training.head_loss import Distill, chunkable_head, head_inputs, linear_cross_entropy, mixed_loss
 
 
 def token_loss(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool, path: str,
-               head: torch.nn.Linear | None = None) -> tuple[torch.Tensor, int]:
-    """(sum of cross-entropy over target tokens, number of target tokens) for one batch.
+               head: torch.nn.Linear | None = None, distill: tuple[float, float] | None = None) -> tuple[torch.Tensor, int]:
+    """(sum of the loss over target tokens, number of target tokens) for one batch: cross-entropy,
+    or with `distill` (weight, temperature) and the batch's sparse teacher targets (`kd_ids`,
+    `kd_w`, one row per target token in batch order) head_loss.mixed_loss.
 
     For a causal LM, position t predicts token t+1, so logits are needed only where labels[t+1]
     is a target token. `path` says how much of the output head runs (`loss_path` picks it):
@@ -42,6 +43,7 @@ def token_loss(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool, pat
       "full"     logits at every position, targets picked afterwards (any model)
     """
     labels = batch["labels"]
+    kd = Distill(batch["kd_ids"], batch["kd_w"], *distill) if distill and "kd_ids" in batch else None
     if is_seq2seq:
         logits = model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -55,14 +57,13 @@ def token_loss(model: Any, batch: dict[str, torch.Tensor], is_seq2seq: bool, pat
         targets = labels[:, 1:][keep[:, :-1]]
         inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         if path == "chunked":
-            return linear_cross_entropy(head_inputs(model, head, inputs, keep), head.weight, targets), targets.numel()
+            return linear_cross_entropy(head_inputs(model, head, inputs, keep), head.weight, targets, kd), targets.numel()
         if path == "targets":
             logits = model(**inputs, logits_to_keep=keep).logits
             logits = logits.reshape(-1, logits.shape[-1])
         else:
             logits = model(**inputs).logits[keep]
-    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
-    return loss, targets.numel()
+    return mixed_loss(logits, targets, kd), targets.numel()
 
 
 def supports_logits_mask(model: Any) -> bool:
@@ -93,9 +94,11 @@ def loss_path(model: Any, is_seq2seq: bool, sharded: bool = False) -> str:
 class StudentTrainer(Trainer):
     """A Trainer whose loss covers target tokens only and whose batches are length-grouped."""
 
-    def __init__(self, *args: Any, lengths: list[int], is_seq2seq: bool, **kwargs: Any):
+    def __init__(self, *args: Any, lengths: list[int], is_seq2seq: bool, distill: tuple[float, float] | None = None,
+                 **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.lengths, self.is_seq2seq = lengths, is_seq2seq
+        self.distill = distill  # (weight, temperature) of token-level distillation; training steps only
         self.loss_path = loss_path(self.model, is_seq2seq, sharded=self.is_fsdp_enabled or self.is_deepspeed_enabled)
         self.head = chunkable_head(self.model)  # found here: under DDP, compute_loss gets the wrapper
         # Our compute_loss divides by the target-token count of the whole accumulated step, so
@@ -119,7 +122,9 @@ class StudentTrainer(Trainer):
         # accelerate puts autocast around model.forward only; the fused head loss runs outside it
         # and must run its matmuls in bf16 too (in fp32 they took 3x longer).
         with self.accelerator.autocast():
-            loss_sum, n_targets = token_loss(model, inputs, self.is_seq2seq, self.loss_path, self.head)
+            # The eval loss stays the plain cross-entropy: comparable between students however trained.
+            distill = self.distill if model.training else None
+            loss_sum, n_targets = token_loss(model, inputs, self.is_seq2seq, self.loss_path, self.head, distill)
         if model.training:
             self._count(inputs, n_targets)
         if num_items_in_batch is None:  # evaluation: the mean over this batch
@@ -199,6 +204,7 @@ def build_trainer(model: Any, train_set: list[dict], eval_set: list[dict], check
         data_collator=Collator(pad_id, decoder_start_id),
         lengths=[example_length(e) for e in train_set],
         is_seq2seq=is_seq2seq,
+        distill=(config.distill_weight, config.distill_temperature) if config.distill != "off" else None,
         callbacks=tensorboard_callbacks(Path(config.out)),
     )
     trainer.remove_callback(PrinterCallback)

@@ -55,6 +55,7 @@ class TrainConfig(TrainSettings):
     student: str = StudentConfig.model_fields["model"].default
     mode: str = COT  # one of modes.TRAINING_MODES
     data: str | Path = "distill.jsonl"
+    distill_targets: str | Path | None = None  # the teacher's targets when `distill` is on (teacher_targets.py)
     out: str | Path = f"students/{COT}"
     seed: Seed = 0
     restart: bool = False  # discard this output directory's checkpoints / model from another configuration
@@ -104,6 +105,10 @@ def train_student(config: TrainConfig) -> TrainResult:
         )
     if (dropped or dropped_eval) and not config.quiet and state.is_main_process:
         print(f"dropped {dropped + dropped_eval} example(s) longer than --max-len {config.max_len} tokens")
+    if config.distill != "off":
+        from cotdistill.training.teacher_targets import attach_targets
+
+        attach_targets(train_set, Path(config.distill_targets), config.distill)
     eval_set.sort(key=example_length)  # evaluated in order: sorted batches need little padding
     set_seed(config.seed)
     if config.lora:
@@ -148,6 +153,9 @@ def _metrics(config: TrainConfig, trainer: Any, world_size: int, fingerprint: st
         "student": config.student,
         "mode": config.mode,
         "lora": config.lora,
+        "distill": config.distill,  # token-level distillation's loss (off: cross-entropy alone)
+        **({"distill_weight": config.distill_weight, "distill_temperature": config.distill_temperature,
+            "distill_tokens": config.distill_tokens} if config.distill != "off" else {}),
         "bf16": trainer.args.bf16,
         # read from the model: layers that recompute their activations in the backward pass
         "gradient_checkpointing": any(getattr(m, "gradient_checkpointing", False) is True for m in trainer.model.modules()),
@@ -178,6 +186,10 @@ def _validated(config: TrainConfig) -> TrainConfig:
     config.mode = normalise_mode(config.mode)
     if not Path(config.data).is_file():
         raise UserError(f"{config.data}: training data not found (run `cotdistill annotate` first, or pass --data)")
+    if config.distill != "off" and not (config.distill_targets and Path(config.distill_targets).is_file()):
+        raise UserError(f"distill {config.distill}: the teacher's targets {config.distill_targets or '(none given)'} are "
+                        "not there; `cotdistill run` with student.distill scores them before training "
+                        "(or pass --distill-targets FILE)")
     return config
 
 
@@ -187,6 +199,10 @@ def train_fingerprint(config: TrainConfig) -> str:
     The data file counts by content (its digest in place of its path), so a copied or restored run
     directory's students are not trained again."""
     fields = {k: v for k, v in config.model_dump().items() if k not in _NOT_FINGERPRINTED}
+    if config.distill == "off":  # settings of a loss not in use: students trained before it existed stay up to date
+        fields = {k: v for k, v in fields.items() if not k.startswith("distill")}
+    elif config.distill_targets:
+        fields["distill_targets"] = file_digest(Path(config.distill_targets))
     return fingerprint({**fields, "data": file_digest(Path(config.data))})
 
 

@@ -1,0 +1,217 @@
+"""The teacher's next-token probabilities on the student's own training sequences: the targets of
+token-level distillation (`student.distill`).
+
+Sequence-level distillation (the paper's) gives one token of signal per position: the one the
+teacher happened to write. The teacher knew a whole distribution there. Here the teacher reads
+each training sequence exactly as the student will (the student's prompt, the kept CoT, the
+answer, EOS: the same token ids), one prefill per sequence, and for every target token keeps two
+sparse views of its distribution p (at the distillation temperature):
+
+    sampled  `tokens` draws from p, each weighing 1/tokens: random-sampling KD (Anshumann et al.,
+             ACL 2025). E[weights] = p, so the loss's gradient is full KD's in expectation.
+    top-k    the `tokens` most likely tokens and their probabilities, renormalised in training:
+             biased (the tail's mass moves to the head), kept as the comparison that paper makes.
+
+Nothing of the teacher stays in training memory: targets are a few ids and weights per token in
+RUN/teacher-targets/SETTINGS.jsonl, one row per sequence, appended and flushed as each is scored,
+so a killed stage resumes where it stopped and draws exactly what an uninterrupted one would
+(each sequence's draws are seeded by its own tokens). Teacher and student must share a
+vocabulary: checked token by token before anything is scored.
+
+The teacher reads the student's context, not the one it wrote the CoT in (exemplars and the
+answer hint): the probabilities are those of the question the student will be asked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cotdistill.core.errors import UserError
+from cotdistill.core.fileio import ends_torn, jsonl_line, read_jsonl_file, write_lines_atomic
+from cotdistill.core.sampling import derive_seed
+from cotdistill.teachers.scoring import Scorer, open_scorer
+from cotdistill.training.collate import IGNORE
+
+SAMPLED, TOP_K = "sampled", "top-k"
+TARGET_FIELDS = {"key": (str,), "sampled_ids": (list,), "sampled_w": (list,), "top_ids": (list,), "top_p": (list,)}
+
+
+# ---------------------------------------------------------------- the estimators
+
+
+def sample_targets(probs: torch.Tensor, k: int, generator: torch.Generator,
+                   proposal_power: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, weights), each (rows, k): k draws per row from the proposal q ∝ probs**proposal_power,
+    each weighing probs/(q k) (importance sampling). Summed per token, the weights estimate `probs`
+    without bias whatever the proposal; with the default (q = probs) every weight is 1/k."""
+    proposal = probs if proposal_power == 1.0 else probs.pow(proposal_power)
+    proposal = proposal / proposal.sum(dim=1, keepdim=True)
+    ids = torch.multinomial(proposal, k, replacement=True, generator=generator)
+    weights = probs.gather(1, ids) / (proposal.gather(1, ids) * k)
+    return ids, weights
+
+
+def top_targets(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, probabilities) of the k most likely tokens of each row."""
+    top = torch.topk(probs, min(k, probs.shape[1]), dim=1)
+    return top.indices, top.values
+
+
+def _merged(ids: torch.Tensor, weights: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
+    """Rows as lists, a token drawn several times listed once with its weights summed (a confident
+    teacher's 12 draws are mostly one token)."""
+    out_ids, out_w = [], []
+    for row_ids, row_w in zip(ids.tolist(), weights.tolist()):
+        total: dict[int, float] = {}
+        for i, w in zip(row_ids, row_w):
+            total[i] = total.get(i, 0.0) + w
+        out_ids.append(list(total))
+        out_w.append([float(f"{w:.4g}") for w in total.values()])
+    return out_ids, out_w
+
+
+# ---------------------------------------------------------------- the teacher and student pair
+
+
+def check_vocabulary(teacher: list[str], teacher_name: str, student: list[str], student_name: str) -> None:
+    """Teacher and student must number the same tokens the same way, or every target is a wrong
+    token: one line naming both when they do not."""
+    n = min(len(teacher), len(student))
+    differ = [i for i in range(n) if teacher[i] != student[i]]
+    if differ or len(student) > len(teacher):
+        where = f"token {differ[0]} is {teacher[differ[0]]!r} vs {student[differ[0]]!r}" if differ else \
+            f"{len(teacher)} vs {len(student)} tokens"
+        raise UserError(f"student.distill: the teacher {teacher_name} and the student {student_name} have different "
+                        f"vocabularies ({where}); distillation from the teacher's probabilities needs a student with "
+                        "the teacher's tokenizer (e.g. the same model family), or student.distill: off")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    teacher: str  # the teacher's spec
+    temperature: float
+    tokens: int
+    seed: int
+
+    def file(self, root: Path) -> Path:
+        """One file per settings: a changed teacher or temperature never mixes with earlier rows."""
+        digest = hashlib.sha256(json.dumps([self.teacher, self.temperature, self.tokens, self.seed]).encode()).hexdigest()
+        return root / "teacher-targets" / f"{digest[:16]}.jsonl"
+
+
+def sequence_key(enc: dict[str, list[int]]) -> str:
+    """The identity of an encoded training sequence: its tokens and which of them are targets."""
+    return hashlib.sha256(json.dumps([enc["input_ids"], enc["labels"]]).encode()).hexdigest()[:24]
+
+
+def target_rows(enc: dict[str, list[int]]) -> list[int]:
+    """The logit rows that predict the sequence's target tokens (causal: row t predicts token t+1)."""
+    return [t - 1 for t in range(1, len(enc["labels"])) if enc["labels"][t] != IGNORE]
+
+
+def read_targets(path: Path) -> dict[str, dict[str, Any]]:
+    """The scored sequences of `path` by key; a row torn by a kill is dropped (scored again)."""
+    return {row["key"]: row for row in read_jsonl_file(path, TARGET_FIELDS, "", skip_bad=True)}
+
+
+def score_sequences(encoded: list[dict[str, list[int]]], scorer: Scorer, settings: TargetSettings, out: Path,
+                    on_done: Any = None) -> dict[str, Any]:
+    """Append the targets of every sequence of `encoded` not yet in `out`; returns counts and sizes."""
+    done = read_targets(out)
+    if ends_torn(out):  # rewrite the whole rows before appending
+        write_lines_atomic(out, [jsonl_line(row) for row in done.values()])
+    todo = {sequence_key(e): e for e in encoded}
+    todo = {k: e for k, e in todo.items() if k not in done}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    positions = 0
+    with out.open("a", encoding="utf-8") as log:
+        for key, enc in todo.items():
+            rows = target_rows(enc)
+            probs = torch.softmax(scorer.logits(enc["input_ids"])[rows] / settings.temperature, dim=1)
+            generator = torch.Generator().manual_seed(derive_seed(settings.seed, key))
+            sampled = _merged(*sample_targets(probs, settings.tokens, generator))
+            top = _merged(*top_targets(probs, settings.tokens))
+            log.write(jsonl_line({"key": key, "sampled_ids": sampled[0], "sampled_w": sampled[1],
+                                  "top_ids": top[0], "top_p": top[1]}))
+            log.flush()
+            positions += len(rows)
+            if on_done:
+                on_done()
+    all_positions = sum(len(target_rows(e)) for e in encoded)
+    return {"sequences": len({sequence_key(e) for e in encoded}), "scored_now": len(todo), "positions": all_positions,
+            "bytes": out.stat().st_size, "bytes_per_position": round(out.stat().st_size / max(all_positions, 1), 1),
+            "teacher": scorer.name}
+
+
+def attach_targets(encoded: list[dict[str, list[int]]], path: Path, loss: str) -> None:
+    """Give each encoded sequence its sparse targets (`kd_ids`, `kd_w`: one list per target token),
+    in place; top-k probabilities renormalised to sum to 1, as top-k KD trains on them."""
+    targets = read_targets(path)
+    missing = sum(sequence_key(e) not in targets for e in encoded)
+    if missing:
+        raise UserError(f"{path}: the teacher's targets of {missing} of {len(encoded)} training sequences are missing; "
+                        "rerun `cotdistill run` (its teacher-targets stage scores them)")
+    for enc in encoded:
+        row = targets[sequence_key(enc)]
+        if loss == SAMPLED:
+            enc["kd_ids"], enc["kd_w"] = row["sampled_ids"], row["sampled_w"]
+        else:
+            enc["kd_ids"] = row["top_ids"]
+            enc["kd_w"] = [[p / sum(ps) for p in ps] for ps in row["top_p"]]
+        if len(enc["kd_ids"]) != len(target_rows(enc)):
+            raise UserError(f"{path}: a row does not match its training sequence; delete the file and rerun")
+
+
+def _student_tokenizer(student: str, quiet: bool) -> Any:
+    """The tokenizer of a decoder-only student (an encoder-decoder one gets the line saying why not)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from cotdistill.models.students import resolve
+
+    source = resolve(student, quiet=quiet)
+    if getattr(AutoConfig.from_pretrained(source), "is_encoder_decoder", False):
+        raise UserError(f"student.distill: {student} is an encoder-decoder model; the teacher's probabilities are "
+                        "scored on causal sequences (prompt, CoT, answer), so use a decoder-only student or distill: off")
+    return AutoTokenizer.from_pretrained(source)
+
+
+def _vocabulary(tokenizer: Any) -> list[str]:
+    return tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+
+
+def check_pair(teacher: str, student: str, max_len: int, quiet: bool = False) -> None:
+    """Before the teacher is paid for anything: can it score this student's sequences at all?"""
+    tokenizer = _student_tokenizer(student, quiet)
+    scorer = open_scorer(teacher, n_ctx=max_len)
+    try:
+        check_vocabulary(scorer.vocabulary(), scorer.name, _vocabulary(tokenizer), student)
+    finally:
+        scorer.close()
+
+
+def score_training_data(sources: list[tuple[Path, str]], student: str, settings: TargetSettings, max_len: int,
+                        out: Path, quiet: bool = False) -> dict[str, Any]:
+    """The teacher-targets stage: every sequence the students will train on, from each (distill file,
+    training mode) of `sources`, encoded as training encodes it and scored into `out`."""
+    from cotdistill.core.progress import progress_bar
+    from cotdistill.training.collate import encode_all, read_pairs
+
+    tokenizer = _student_tokenizer(student, quiet)
+    encoded = [e for data, mode in sources for e in encode_all(read_pairs(data, mode), tokenizer, False, max_len)[0]]
+    scorer = open_scorer(settings.teacher, n_ctx=max_len)
+    try:
+        check_vocabulary(scorer.vocabulary(), scorer.name, _vocabulary(tokenizer), student)
+        with progress_bar(quiet) as bar:
+            task = bar.add_task("teacher targets", total=len(encoded))
+            return score_sequences(encoded, scorer, settings, out, on_done=lambda: bar.advance(task))
+    finally:
+        scorer.close()
