@@ -164,13 +164,16 @@ def tensorboard_callbacks(out: Path) -> list:
 def build_trainer(model: Any, train_set: list[dict], eval_set: list[dict], checkpoints: Path, config: Any,
                   is_seq2seq: bool, bf16: bool, pad_id: int, decoder_start_id: int | None) -> StudentTrainer:
     """A StudentTrainer with cotdistill's defaults: checkpoints, per-step logging, no NaN filtering."""
+    # transformers 5 renamed gradient_checkpointing to activation_checkpointing (the old name warns)
+    checkpointing = next(n for n in ("activation_checkpointing", "gradient_checkpointing")
+                         if n in TrainingArguments.__dataclass_fields__)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size,
         gradient_accumulation_steps=config.grad_accum,
-        gradient_checkpointing=config.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},  # the reentrant kind needs inputs that require grad
+        **{checkpointing: config.gradient_checkpointing,
+           f"{checkpointing}_kwargs": {"use_reentrant": False}},  # the reentrant kind needs inputs that require grad
         num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1,
         learning_rate=config.lr,
