@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_lm import tiny_tokenizer
+from tiny_lm import random_llama, tiny_tokenizer
 
 from cotdistill.core.errors import UserError
 from cotdistill.core.prompts import student_input
@@ -123,20 +123,6 @@ def texts(data: list[dict]) -> list[str]:
     return [student_input(r["question"]) + " " + r["rationale"] + " The answer is 1." for r in data]
 
 
-def llama_dir(out: Path, tokenizer, seed: int) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-    )
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def distill(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "distill.jsonl"
@@ -151,12 +137,12 @@ def tokenizer():
 
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, tokenizer) -> Path:
-    return llama_dir(tmp_path_factory.mktemp("teacher"), tokenizer, seed=1)
+    return random_llama(tmp_path_factory.mktemp("teacher"), tokenizer, seed=1)
 
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory, tokenizer) -> Path:
-    return llama_dir(tmp_path_factory.mktemp("student"), tokenizer, seed=0)
+    return random_llama(tmp_path_factory.mktemp("student"), tokenizer, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +217,7 @@ def test_each_target_row_holds_the_teachers_draws_and_its_top_tokens(targets, di
 
 
 def test_a_teacher_with_another_vocabulary_is_refused_naming_both(distill, student_dir, tmp_path):
-    other = llama_dir(tmp_path / "other", tiny_tokenizer(["completely different words here"] * 5), seed=2)
+    other = random_llama(tmp_path / "other", tiny_tokenizer(["completely different words here"] * 5), seed=2)
     settings = TargetSettings(f"hf:{other}", 1.0, 8, 0)
     with pytest.raises(UserError, match="different vocabularies") as e:
         score_training_data([(distill, "cot")], str(student_dir), settings, 256, tmp_path / "t.jsonl", quiet=True)
@@ -245,7 +231,7 @@ def test_a_run_refuses_a_pair_with_different_vocabularies_before_the_teacher_ann
     from cotdistill.core.rundir import RunDir
     from cotdistill.pipeline import run_pipeline
 
-    other = llama_dir(tmp_path / "other", tiny_tokenizer(["completely different words here"] * 5), seed=2)
+    other = random_llama(tmp_path / "other", tiny_tokenizer(["completely different words here"] * 5), seed=2)
     config = RunConfig.model_validate({
         "name": "kd", "run_dir": str(tmp_path / "run"), "quiet": True,
         "data": {"generate": "coin_flip", "n_train": 4, "n_test": 4},

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_lm import tiny_tokenizer
+from tiny_lm import random_llama, tiny_tokenizer
 
 from cotdistill.training.collate import (
     IGNORE,
@@ -77,18 +77,7 @@ def tokenizer(distill):
 @pytest.fixture(scope="module")
 def causal_dir(tmp_path_factory, tokenizer) -> Path:
     """A randomly initialised 2-layer Llama saved in Hugging Face format."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
-    )
-    out = tmp_path_factory.mktemp("causal")
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return random_llama(tmp_path_factory.mktemp("causal"), tokenizer)
 
 
 @pytest.fixture(scope="module")

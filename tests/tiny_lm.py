@@ -68,6 +68,21 @@ def _pad(rows: list[list[int]], pad: int) -> torch.Tensor:
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows])
 
 
+def random_llama(out: Path, tokenizer, seed: int = 0) -> Path:
+    """Save a randomly initialised 2-layer Llama for `tokenizer` (model + tokenizer) in `out`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=None,
+    )
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def build_tiny_causal(out: Path, steps: int = 200) -> Path:
     """Train and save (model + tokenizer, Hugging Face format) a tiny causal LM student."""
     from transformers import LlamaConfig, LlamaForCausalLM

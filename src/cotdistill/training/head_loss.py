@@ -151,9 +151,9 @@ def _chunked(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, 
             else:
                 torch.log_softmax(x, dim=1, out=x)  # in place: the kernel reads each row before writing it
                 total -= x.gather(1, t[:, None]).sum()
-            if (want_h or want_w) and distill is None:
-                x.exp_()  # the softmax
-                x[torch.arange(n, device=device), t] -= 1  # minus the one-hot target: d loss / d logits
+                if want_h or want_w:
+                    x.exp_()  # the softmax
+                    x[torch.arange(n, device=device), t] -= 1  # minus the one-hot target: d loss / d logits
             if want_h or want_w:
                 if separate:
                     logits.copy_(x)
