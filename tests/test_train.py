@@ -322,6 +322,55 @@ def assert_tensorboard_has_the_loss_curve(logdir: Path, steps: int) -> None:
     assert "eval/loss" in acc.Tags()["scalars"]
 
 
+def test_frozen_linears_stored_in_bf16_give_autocasts_loss_and_gradients(causal_dir, distill):
+    """Under bf16 autocast a frozen fp32 weight is cast to bf16 for every matmul; storing it in bf16
+    once feeds the matmuls the same values, so LoRA training computes the same loss and update."""
+    import copy
+
+    from cotdistill.models.students import add_lora, store_frozen_linears
+
+    model, tok, _ = load_student(str(causal_dir))
+    model = add_lora(model, False, r=4)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.1)  # a trained adapter: its path through the base matters
+    lean = copy.deepcopy(model)
+    store_frozen_linears(lean, torch.bfloat16)
+    assert lean.get_parameter("base_model.model.model.layers.0.mlp.up_proj.base_layer.weight").dtype == torch.bfloat16
+    assert lean.get_input_embeddings().weight.dtype == torch.float32  # the residual stream stays fp32
+    assert all(p.dtype == torch.float32 for p in lean.parameters() if p.requires_grad)
+
+    batch = Collator(tok.pad_token_id)([encode(p, tok, False) for p in read_pairs(distill, "cot")[:4]])
+    losses, grads = [], []
+    for m in (model, lean):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, n = token_loss(m, batch, is_seq2seq=False, path="targets")
+        loss.backward()
+        losses.append(loss)
+        grads.append([p.grad for p in m.parameters() if p.requires_grad])
+    assert torch.allclose(losses[0], losses[1], rtol=1e-6, atol=0)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(*grads))
+
+
+def test_lora_trained_on_a_bf16_base_is_saved_as_those_weights_plus_its_whole_update(causal_dir, distill, tmp_path):
+    """Merged into bf16 weights, LoRA's small update would be mostly rounded away: the saved student
+    is the base's bf16 values (what every matmul in training saw) plus the update in fp32."""
+    kw = dict(lora=True, lora_r=4, bf16=True, max_steps=5)
+    merged = train_student(config(causal_dir, distill, tmp_path / "merged", **kw))
+    train_student(config(causal_dir, distill, tmp_path / "adapter", merge_lora=False, **kw))
+    assert merged.metrics["frozen_dtype"] == "bfloat16"
+    assert not (tmp_path / "merged" / "adapter_config.json").exists()
+    saved, _, _ = load_student(str(tmp_path / "merged"))
+    onto_base, _, _ = load_student(str(tmp_path / "adapter"))  # the same adapter, merged onto the fp32 base
+    base, _, _ = load_student(str(causal_dir))
+    q = "model.layers.0.self_attn.q_proj.weight"
+    update = onto_base.get_parameter(q) - base.get_parameter(q)
+    assert update.abs().max() > 0  # it did train
+    expected = base.get_parameter(q).to(torch.bfloat16).float() + update
+    assert torch.allclose(saved.get_parameter(q), expected, rtol=0, atol=1e-6)
+
+
 def test_lora_seq2seq_student_is_saved_merged(seq2seq_dir, distill, tmp_path):
     out = tmp_path / "t5"
     result = train_student(config(seq2seq_dir, distill, out, lora=True, lora_r=4, lr=1e-2, mode="answer-only"))

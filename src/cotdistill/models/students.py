@@ -188,6 +188,31 @@ def add_lora(model: Any, is_seq2seq: bool, r: int, alpha: int | None = None, dro
     return model
 
 
+def store_frozen_linears(model: Any, dtype: Any) -> None:
+    """Keep the frozen linear layers (LoRA's base) in `dtype`, the dtype autocast multiplies in.
+
+    WHY: under bf16 autocast every matmul reads a bf16 copy of its weight. Autocast caches no copy of a
+    frozen weight, so each forward pass casts all of them again and keeps the copies for the backward
+    pass, beside the fp32 originals that nothing else reads. Cast once, the matmuls see the same bf16
+    values, so training computes the same update. A head tied to the input embeddings stays fp32: the
+    embedding lookup feeds the fp32 residual stream. The frozen tensors left as they are get their own
+    memory: transformers maps the weights file, and while one tensor still views the mapping, every
+    page of it that was read stays resident (Qwen2.5-0.5B: 2.35 GiB of fp32 weights; 1.9 GiB in all
+    once cast, docs/benchmarks.md §3c). Before LoRA is merged, training.train casts the layers back
+    to fp32: the saved student is exactly the weights it trained with, the base's bf16 values plus the
+    update (bf16 checkpoints, as Qwen2.5 and Gemma 3 ship, lose nothing in the cast).
+    """
+    import torch
+
+    tied = model.get_input_embeddings().weight
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and not module.weight.requires_grad and module.weight is not tied:
+            module.to(dtype)
+    for p in model.parameters():
+        if not p.requires_grad and p.dtype != dtype:
+            p.data = p.data.clone()
+
+
 def save_student(model: Any, tokenizer: Any, out_dir: Path, merge: bool = True) -> None:
     """Write safetensors + config + tokenizer; LoRA is merged by default so any HF loader reads it."""
     from peft import PeftModel

@@ -89,7 +89,7 @@ def train_student(config: TrainConfig) -> TrainResult:
 
     from transformers import set_seed
 
-    from cotdistill.models.students import add_lora, load_student
+    from cotdistill.models.students import add_lora, load_student, store_frozen_linears
 
     pairs = read_pairs(config.data, config.mode)
     train_pairs, eval_pairs = split_eval(pairs, config.eval_fraction, config.seed)
@@ -117,6 +117,11 @@ def train_student(config: TrainConfig) -> TrainResult:
     from cotdistill.training.student_trainer import build_trainer, latest_checkpoint, progress_closed
 
     use_bf16, bf16_reason = choose_bf16(config.bf16, state.num_processes)
+    frozen_bf16 = config.lora and use_bf16
+    if frozen_bf16:
+        import torch
+
+        store_frozen_linears(model, torch.bfloat16)
     trainer = build_trainer(
         model, train_set, eval_set, ckpts, config, is_seq2seq, use_bf16,
         pad_id=tokenizer.pad_token_id,
@@ -130,10 +135,12 @@ def train_student(config: TrainConfig) -> TrainResult:
         trainer.train(resume_from_checkpoint=str(resume) if resume else None)
 
     metrics = _metrics(config, trainer, state.num_processes, fingerprint, resume, len(eval_set), dropped + dropped_eval)
-    metrics.update(bf16_reason=bf16_reason, peak_rss_gib=memory.gib)  # this process, training loop only
+    metrics.update(bf16_reason=bf16_reason, peak_rss_gib=memory.gib,  # this process, training loop only
+                   frozen_dtype="bfloat16" if frozen_bf16 else "float32")
     if state.is_main_process:
         with _quiet_hf_bars(), library_writes(out):
-            _save_final(trainer.model, tokenizer, out, config, metrics, trainer.state.log_history, t_start)
+            _save_final(trainer.model, tokenizer, out, config, metrics, trainer.state.log_history, t_start,
+                        frozen_bf16)
     state.wait_for_everyone()
     return TrainResult(out, _finished_metrics(out) or metrics, main_process=state.is_main_process)
 
@@ -250,10 +257,17 @@ def _prepare_output(out: Path, ckpts: Path, fingerprint: str, finished: dict | N
 
 
 def _save_final(model: Any, tokenizer: Any, out: Path, config: TrainConfig, metrics: dict,
-                log_history: list[dict], t_start: float) -> None:
-    """Write the model files, then the curve, then train_metrics.json last (the completion mark)."""
-    from cotdistill.models.students import save_student
+                log_history: list[dict], t_start: float, frozen_bf16: bool = False) -> None:
+    """Write the model files, then the curve, then train_metrics.json last (the completion mark).
 
+    `frozen_bf16`: the frozen layers trained in bf16 (store_frozen_linears); they go back to fp32
+    before LoRA is merged into them, which in bf16 would round most of its small update away."""
+    from cotdistill.models.students import save_student, store_frozen_linears
+
+    if frozen_bf16 and config.merge_lora:
+        import torch
+
+        store_frozen_linears(model, torch.float32)
     tmp = out / ".final-partial"
     shutil.rmtree(tmp, ignore_errors=True)
     save_student(model, tokenizer, tmp, merge=config.merge_lora)
