@@ -43,6 +43,13 @@ def test_a_study_without_variants_or_with_a_bad_override_is_a_user_error(tmp_pat
         variant_configs(study_config(tmp_path, "    - {name: bad, set: [student.epochz=1]}\n"))
 
 
+def test_only_runs_the_base_and_the_named_variants_and_names_a_misspelt_one(tmp_path):
+    path = study_config(tmp_path, "    - {name: quarter, set: [data.n_train=100]}\n    - {name: k1, set: [teacher.samples=1]}\n")
+    assert [name for name, _ in variant_configs(path, only=["k1"])] == ["base", "k1"]
+    with pytest.raises(UserError, match="no study variant named k2; its variants: quarter, k1"):
+        variant_configs(path, only=["k2"])
+
+
 def fake_run(root: Path, n_train: int, accuracy: float, dev: float | None = None) -> RunDir:
     """A finished run as the report reads it: the data stage's count and evaluation summaries
     (student-cot on the test split, and on dev when `dev` is given)."""

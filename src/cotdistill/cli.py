@@ -548,6 +548,7 @@ def run(
 def study(
     config: Path = typer.Argument(..., help="A run config with a study.variants list."),
     set_: list[str] = typer.Option([], "--set", help="Override a field of every variant: section.field=value (repeatable)."),
+    only: list[str] = typer.Option([], "--only", help="Run the base and this variant only (repeatable), e.g. --only kd-sampled."),
 ) -> None:
     """Ablations: the config's run, then each study variant (same data and teacher cache), one comparison report.
 
@@ -558,7 +559,7 @@ def study(
     """
     from cotdistill.study import run_study
 
-    run_study(config, set_)
+    run_study(config, set_, only)
 
 
 @app.command()

@@ -11,8 +11,8 @@ Each variant is the config with its `set` overrides, run in RUN_DIR/variants/NAM
 share the base run's teacher cache, and keep its seed (so its data split: a smaller `n_train` is a
 subset of the same questions), so a variant only pays the teacher for questions or prompts no run
 has asked yet. The base config itself runs first as variant `base`; its baselines (the prompted
-student and teacher) are scored once there, not again per variant. The study ends with one report
-comparing the variants (reporting/study.py).
+student and teacher) are scored once there, not again per variant; `--only NAME` runs the base and
+the named variants alone. The study ends with one report comparing the variants (reporting/study.py).
 """
 
 from __future__ import annotations
@@ -26,25 +26,32 @@ from cotdistill.core.errors import UserError
 console = readable_console(stderr=True)
 
 
-def variant_configs(path: str | Path, overrides: list[str] | None = None) -> list[tuple[str, RunConfig]]:
-    """(name, config) of the base run and each variant, in order."""
+def variant_configs(path: str | Path, overrides: list[str] | None = None,
+                    only: list[str] | None = None) -> list[tuple[str, RunConfig]]:
+    """(name, config) of the base run and each variant, in order; `only`: the base and these variants."""
     base = load_config(path, overrides)
     if not base.study.variants:
         raise UserError(f"{path}: study.variants is empty; list the variants to compare (see `cotdistill study --help`)")
+    names = [v.name for v in base.study.variants]
+    unknown = [name for name in only or [] if name not in names]
+    if unknown:
+        raise UserError(f"{path}: no study variant named {', '.join(unknown)}; its variants: {', '.join(names)}")
     root = base.run_path
     out = [("base", base)]
     for v in base.study.variants:
+        if only and v.name not in only:
+            continue
         sets = [*(overrides or []), f"teacher.cache={root / 'cache.sqlite'}", f"run_dir={root / 'variants' / v.name}",
                 "evaluate.teacher=false", "evaluate.few_shot_student=false", *v.set]
         out.append((v.name, load_config(path, sets)))
     return out
 
 
-def run_study(path: str | Path, overrides: list[str] | None = None) -> Path:
+def run_study(path: str | Path, overrides: list[str] | None = None, only: list[str] | None = None) -> Path:
     from cotdistill.pipeline import run_pipeline
     from cotdistill.reporting.study import write_study_report
 
-    variants = variant_configs(path, overrides)
+    variants = variant_configs(path, overrides, only)
     runs = []
     for name, config in variants:
         console.rule(f"[bold]study variant: {name}")
