@@ -26,7 +26,7 @@ from cotdistill.core.errors import UserError
 from cotdistill.core.records import Example, write_examples
 from cotdistill.core.config import TeacherConfig
 from cotdistill.core.rundir import RunDir
-from cotdistill.core.sampling import SamplingParams
+from cotdistill.core.sampling import Record, SamplingParams
 from cotdistill.teachers.base import Completion
 
 QUESTIONS = [
@@ -172,6 +172,7 @@ class DiesAfter:
     def __init__(self, teacher, answers: int):
         self.teacher, self.left = teacher, answers
         self.name, self.chat = teacher.name, teacher.chat
+        self.records = getattr(teacher, "records", False)
 
     def generate(self, requests, on_done=None):
         def reported(i, completion):
@@ -413,6 +414,84 @@ def embedded_gemma_available() -> str | None:
 @pytest.mark.skipif(embedded_gemma_available() is not None, reason=str(embedded_gemma_available()))
 def test_command_with_llamacpp_gemma_killed_with_sigkill_resumes_exactly(tmp_path):
     kill_test(tmp_path, ["--teacher", "embedded:gemma-3-270m", "--max-tokens", "24"], n=4)
+
+
+# ---------------------------------------------------------------- recording the teacher's probabilities
+
+
+def llamacpp_teacher(name: str):
+    if embedded_gemma_available():
+        pytest.skip(embedded_gemma_available())
+    from cotdistill.teachers import load_teacher
+
+    return load_teacher(name, parallel=3, n_ctx=2048, n_threads=1)
+
+
+RECORD = Record(temperature=1.0, tokens=6)
+EASY = [("Tom has 3 apples and buys 2 more. How many apples does he have?", "5"),
+        ("Sara had 10 sweets and ate 4. How many are left?", "6"),
+        ("A box holds 4 pens. How many pens are in 3 boxes?", "12")]
+SAMPLED = TeacherConfig(n_exemplars=2, max_tokens=40, batch_size=3, temperature=0.7, samples=2)
+
+
+def easy() -> list[Example]:
+    return [Example(f"e{i}", q, a, "number", "test") for i, (q, a) in enumerate(EASY)]
+
+
+def recordings(run: RunDir) -> dict:
+    """(prompt hash, sample) -> the recording of every answer in the run's cache."""
+    with sqlite3.connect(run.cache) as db:
+        return {(h, s): r for h, s, r in db.execute("SELECT prompt_hash, sample, record FROM completions")}
+
+
+def test_recorded_probabilities_survive_a_kill_and_each_kept_cot_comes_with_those_of_every_token_written(tmp_path):
+    """The recipes' 0.5B teacher (it gets these right); killed mid-batch, then rerun."""
+    teacher = llamacpp_teacher("embedded:qwen2.5-0.5b")
+    run = RunDir(tmp_path / "run")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            quietly(easy(), DiesAfter(teacher, answers=4), run, SAMPLED, record=RECORD)
+        before = recordings(run)
+        assert len(before) == 4 and all(before.values())
+        info = quietly(easy(), teacher, run, SAMPLED, record=RECORD)
+        written = lines(run.written)
+        decoded = [teacher.llm.detokenize(w["ids"]).decode("utf-8", "ignore") for w in written]
+    finally:
+        teacher.close()
+    assert (info["teacher_calls"], info["cached"]) == (2, 4) and info["record"] == {"temperature": 1.0, "tokens": 6}
+    after = recordings(run)
+    assert {k: after[k] for k in before} == before and all(after.values())
+    distill = lines(run.distill)
+    assert distill and [(w["example_id"], w["sample"]) for w in written] == [(d["example_id"], d["sample"]) for d in distill]
+    texts = {(a["example_id"], a["sample"]): a["text"] for a in lines(run.annotations)}
+    for w, text in zip(written, decoded):  # the tokens written, each with its distribution
+        assert len(w["ids"]) == len(w["sampled_ids"]) == len(w["top_p"]) and all(len(r) <= 6 for r in w["top_ids"])
+        assert text.startswith(texts[(w["example_id"], w["sample"])])
+
+
+def test_answers_cached_without_a_recording_are_asked_again_and_come_back_the_same_with_it(tmp_path):
+    teacher = llamacpp_teacher("embedded:gemma-3-270m")
+    run, short = RunDir(tmp_path / "run"), SAMPLED.model_copy(update={"max_tokens": 16})
+    try:
+        quietly(easy(), teacher, run, short)
+        before = run.annotations.read_bytes()
+        info = quietly(easy(), teacher, run, short, record=RECORD)
+        again = quietly(easy(), teacher, run, short, record=RECORD)
+    finally:
+        teacher.close()
+    assert (info["teacher_calls"], info["cached"]) == (6, 0)  # every answer again, for its recording
+    assert run.annotations.read_bytes() == before  # the same seeded samples: the same texts
+    assert again["teacher_calls"] == 0 and all(recordings(run).values())
+
+
+def test_a_teacher_that_cannot_record_says_so_before_asking_anything(tmp_path):
+    from cotdistill.teachers import load_teacher
+
+    server = load_teacher("openai:m@http://127.0.0.1:9/v1")  # nothing listens: asking anything would fail otherwise
+    run = RunDir(tmp_path / "run")
+    with pytest.raises(UserError, match="cannot record its probabilities.*embedded:NAME, gguf:PATH.*hf:"):
+        quietly(examples(2), server, run, record=RECORD)
+    assert not run.cache.exists()
 
 
 # ---------------------------------------------------------------- user errors

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from cotdistill.teachers.cache import CompletionCache
+from cotdistill.teachers.cache import CompletionCache, params_key
 from cotdistill.core.errors import UserError
-from cotdistill.core.sampling import SamplingParams
+from cotdistill.core.sampling import Record, SamplingParams
 from cotdistill.teachers.base import Completion
 from faultproxy import FaultProxy
 
@@ -52,6 +52,43 @@ def test_an_answer_is_never_replaced(tmp_path):
         assert cache.get_many([key])[key].text == "first"
 
 
+RECORD = Record(temperature=1.0, tokens=4)
+RECORDED = {"ids": [7, 8], "sampled_ids": [[7], [8, 2]], "sampled_w": [[1.0], [0.75, 0.25]],
+            "top_ids": [[7, 1], [8, 2]], "top_p": [[0.9, 0.05], [0.7, 0.2]]}
+
+
+def test_a_recording_is_stored_with_its_answer_and_only_that_recording_answers_a_request_for_one(tmp_path):
+    key = ("t", "h", HOT, 0)
+    with CompletionCache(tmp_path / "c.sqlite") as cache:
+        cache.put_many([(key, Completion("first", "stop"))])
+        assert cache.get_many([key], RECORD) == {}  # answered, but not recorded: ask again
+        assert cache.claim(key, RECORD) and not cache.claim(key)
+        cache.put_many([(key, Completion("first", "stop", record=RECORDED))], RECORD)
+    with CompletionCache(tmp_path / "c.sqlite") as cache:
+        assert cache.get_many([key], RECORD)[key].record == RECORDED
+        assert cache.get_many([key])[key] == Completion("first", "stop")  # a plain request reads no recording
+        assert cache.get_many([key], Record(temperature=0.5, tokens=4)) == {}  # other settings: another recording
+        cache.put_many([(key, Completion("second", "stop", record={**RECORDED, "ids": [9]}))], RECORD)
+        assert cache.get_many([key], RECORD)[key].record == RECORDED  # a recorded answer is never replaced
+
+
+def test_a_cache_made_before_recordings_existed_gains_their_columns_and_keeps_its_answers(tmp_path):
+    db = sqlite3.connect(tmp_path / "c.sqlite")
+    db.execute("CREATE TABLE completions (teacher TEXT NOT NULL, prompt_hash TEXT NOT NULL, params TEXT NOT NULL,"
+               " sample INTEGER NOT NULL, text TEXT NOT NULL, finish_reason TEXT NOT NULL, prompt_tokens INTEGER NOT NULL,"
+               " completion_tokens INTEGER NOT NULL, cost_usd REAL NOT NULL, created TEXT NOT NULL DEFAULT (datetime('now')),"
+               " PRIMARY KEY (teacher, prompt_hash, params, sample))")
+    key = ("t", "h", HOT, 0)
+    db.execute("INSERT INTO completions VALUES (?, ?, ?, ?, 'old', 'stop', 3, 4, 0, datetime('now'))",
+               ("t", "h", params_key(HOT), 0))
+    db.commit()
+    db.close()
+    with CompletionCache(tmp_path / "c.sqlite") as cache:
+        assert cache.get_many([key])[key] == Completion("old", "stop", 3, 4)
+        cache.put_many([(key, Completion("old", "stop", 3, 4, record=RECORDED))], RECORD)
+        assert cache.get_many([key], RECORD)[key].record == RECORDED
+
+
 def test_cache_uses_write_ahead_logging(tmp_path):
     CompletionCache(tmp_path / "c.sqlite").close()
     db = sqlite3.connect(tmp_path / "c.sqlite")
@@ -63,8 +100,8 @@ def test_committed_batch_survives_the_writer_being_killed(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal
-        from cotdistill.teachers.cache import CompletionCache
-        from cotdistill.core.sampling import SamplingParams
+        from cotdistill.teachers.cache import CompletionCache, params_key
+        from cotdistill.core.sampling import Record, SamplingParams
         from cotdistill.teachers.base import Completion
         cache = CompletionCache({str(tmp_path / "c.sqlite")!r})
         cache.put_many([(("t", "h", SamplingParams(), i), Completion(f"answer {{i}}", "stop")) for i in range(3)])
@@ -93,8 +130,8 @@ def test_a_file_that_is_not_a_database_is_a_user_error(tmp_path):
 
 CLAIMER = """
 import sys
-from cotdistill.core.sampling import SamplingParams
-from cotdistill.teachers.cache import CompletionCache
+from cotdistill.core.sampling import Record, SamplingParams
+from cotdistill.teachers.cache import CompletionCache, params_key
 cache = CompletionCache(sys.argv[1])
 print(cache.claim(("t", "h", SamplingParams(max_tokens=64), 0)), flush=True)
 sys.stdin.read()  # the claim is held until stdin closes

@@ -17,7 +17,9 @@ from tiny_lm import random_llama, tiny_tokenizer
 
 from cotdistill.core.errors import UserError
 from cotdistill.core.prompts import student_input
+from cotdistill.core.fileio import read_jsonl_file
 from cotdistill.core.records import write_jsonl
+from cotdistill.core.sparse_targets import sample_targets, top_targets
 from cotdistill.reporting.report import loss_label
 from cotdistill.training import head_loss
 from cotdistill.training.collate import Collator, encode_all, read_pairs
@@ -26,13 +28,15 @@ from cotdistill.training.student_trainer import token_loss, weights_digest
 from cotdistill.teachers.scoring import HFScorer, open_scorer
 from cotdistill.training.teacher_targets import (
     TargetSettings,
+    align,
+    align_written,
     attach_targets,
     check_vocabulary,
     read_targets,
-    sample_targets,
     score_sequences,
     score_training_data,
-    top_targets,
+    target_rows,
+    written_row,
 )
 from cotdistill.training.train import TrainConfig, train_student
 
@@ -216,6 +220,52 @@ def test_each_target_row_holds_the_teachers_draws_and_its_top_tokens(targets, di
     assert all(len(ids) == 8 and abs(sum(w) - 1) < 1e-6 for enc in sequences for ids, w in zip(enc["kd_ids"], enc["kd_w"]))
 
 
+# ---------------------------------------------------------------- the written context
+
+
+def test_a_target_token_takes_the_written_distribution_only_after_the_same_tokens():
+    assert align([5, 6, 7, 8, 9], [5, 6, 3, 8, 9]) == [0, 1, None, None, 4]  # 8 follows 3 there, 7 here
+    assert align([1, 5, 6], [5, 6]) == [None, None, 1]  # the teacher began otherwise
+    assert align([5, 6, 2, 0], [5, 6, 7, 8]) == [0, 1, None, None]  # an ending the teacher did not write
+
+
+def recording(targets: list[int], sample: int = 0, swap: int | None = None) -> dict:
+    """What the teacher would have recorded writing `targets` (token `swap` written otherwise):
+    at each token, 0.8 on it and 0.1 on token 0."""
+    ids = [t if i != swap else targets[i] + 1 for i, t in enumerate(targets)]
+    return {"example_id": "q0", "sample": sample, "ids": ids, "sampled_ids": [[t] for t in ids],
+            "sampled_w": [[1.0] for _ in ids], "top_ids": [[t, 0] for t in ids], "top_p": [[0.8, 0.1] for _ in ids]}
+
+
+def test_each_training_token_distils_the_recording_of_its_cot_or_else_its_own_label(distill, tokenizer):
+    enc = encoded(distill, tokenizer)[0]
+    labels = [enc["labels"][t + 1] for t in target_rows(enc)]
+    written = labels[:-1]  # the teacher's text stops before EOS
+    poorer = recording(written[:10], sample=1)  # covers fewer tokens
+    row, covered = written_row(enc, [poorer, recording(written, swap=4)])
+    own = {4, 5, len(labels) - 1}  # the changed token, the one after it, EOS
+    assert covered == len(labels) - len(own)
+    for k, label in enumerate(labels):
+        assert row["top_ids"][k] == ([label] if k in own else [label, 0])
+        assert row["top_p"][k] == ([1.0] if k in own else [0.8, 0.1])
+    assert written_row(enc, [])[1] == 0  # no recording: every token is its own target (cross-entropy)
+
+
+def test_targets_from_the_written_context_line_up_with_the_training_sequences(distill, tokenizer, student_dir, tmp_path):
+    written = tmp_path / "written.jsonl"
+    rows = []
+    for enc, row in zip(encoded(distill, tokenizer), read_jsonl_file(distill, {}, "")):
+        rows.append({**recording([enc["labels"][t + 1] for t in target_rows(enc)][:-1]), "example_id": row["id"]})
+    write_jsonl(written, rows)
+    out = TargetSettings("embedded:x", 1.0, 8, 0, context="written").file(tmp_path)
+    stats = align_written([(distill, "cot")], str(student_dir), 256, written, out, quiet=True)
+    sequences = encoded(distill, tokenizer)
+    assert stats["sequences"] == len(sequences) and stats["recorded_positions"] == stats["positions"] - len(sequences)
+    attach_targets(sequences, out, "top-k")
+    assert all(len(e["kd_ids"]) == len(target_rows(e)) for e in sequences)
+    assert out != TargetSettings("embedded:x", 1.0, 8, 0).file(tmp_path)  # never mixed with the student context's
+
+
 def test_a_teacher_with_another_vocabulary_is_refused_naming_both(distill, student_dir, tmp_path):
     other = random_llama(tmp_path / "other", tiny_tokenizer(["completely different words here"] * 5), seed=2)
     settings = TargetSettings(f"hf:{other}", 1.0, 8, 0)
@@ -291,3 +341,27 @@ def test_the_embedded_qwen_pair_scores_on_llama_cpp_and_trains_with_sampled_kd(d
     metrics = train("embedded:qwen2.5-0.5b", few, tmp_path / "kd", distill="sampled", distill_targets=out,
                     max_steps=1, batch_size=3, lora=True, lr=1e-4)
     assert metrics["distill"] == "sampled" and metrics["steps"] == 1
+
+
+@pytest.mark.slow
+def test_a_run_distils_the_probabilities_the_embedded_teacher_recorded_as_it_wrote(tmp_path):
+    """`cotdistill run` with distill_context: written: annotation records, the teacher-targets stage
+    aligns (no teacher runs), the student trains with the loss, a rerun redoes nothing."""
+    from cotdistill.core.config import load_config
+    from cotdistill.pipeline import run_pipeline
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    overrides = [f"run_dir={tmp_path}", "quiet=true", "data.n_train=6", "data.n_test=2", "data.n_dev=0",
+                 "teacher.model=embedded:qwen2.5-0.5b", "teacher.max_tokens=80", "student.model=embedded:qwen2.5-0.5b",
+                 "student.modes=[cot]", "student.distill=sampled", "student.distill_context=written", "student.max_steps=1",
+                 "student.batch_size=4", "student.eval_fraction=0", "evaluate.max_new_tokens=16",
+                 "evaluate.few_shot_student=false", "evaluate.teacher=false"]
+    run = run_pipeline(load_config(configs / "demo.yaml", overrides))
+    stages = run.read_manifest()["stages"]
+    assert stages["annotate"]["record"] == {"temperature": 1.0, "tokens": 12}
+    targets = stages["teacher-targets"]
+    assert targets["context"] == "written" and targets["recorded_percent"] > 50
+    assert loss_label(stages["train:cot"]["metrics"]).endswith("per position, recorded as the teacher wrote)")
+    before = {name: info["updated"] for name, info in stages.items()}
+    run_pipeline(load_config(configs / "demo.yaml", overrides))
+    assert all(run.read_manifest()["stages"][name]["updated"] == before[name] for name in ("annotate", "teacher-targets", "train:cot"))

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from cotdistill.core.errors import UserError
-from cotdistill.core.sampling import Request, SamplingParams
+from cotdistill.core.sampling import Record, Request, SamplingParams
 from cotdistill.teachers import load_teacher
 
 CHAT_TEMPLATE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}<assistant>"
@@ -88,6 +88,18 @@ def test_chat_prompts_go_through_the_tokenizer_chat_template(tiny_model_dir):
 def test_sampling_is_reproducible_for_the_same_seed(teacher):
     reqs = [Request(PROMPTS[1], SamplingParams(temperature=1.0, max_tokens=10, seed=7), sample=s) for s in range(2)]
     assert [c.text for c in teacher.generate(reqs)] == [c.text for c in teacher.generate(reqs)]
+
+
+def test_a_recording_teacher_writes_the_same_text_and_keeps_the_distribution_at_each_token_it_wrote(teacher):
+    prompts = ["Natalia sold clips", "How many apples"]
+    hot = SamplingParams(temperature=0.9, max_tokens=10, seed=4)
+    plain = teacher.generate([Request(p, hot) for p in prompts])
+    recorded = teacher.generate([Request(p, hot, record=Record(1.0, 5)) for p in prompts])
+    assert [c.text for c in recorded] == [c.text for c in plain] and plain[0].record is None
+    for c in teacher.generate([Request(p, SamplingParams(max_tokens=10), record=Record(1.0, 5)) for p in prompts]):
+        rec = c.record  # greedy: the token written is the top one of the distribution recorded there
+        assert len(rec["ids"]) == c.completion_tokens and [row[0] for row in rec["top_ids"]] == rec["ids"]
+        assert all(sum(w) == pytest.approx(1, abs=1e-3) and len(w) <= 5 for w in rec["sampled_w"])
 
 
 def test_a_missing_model_is_a_user_error(tmp_path):

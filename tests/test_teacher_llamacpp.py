@@ -19,7 +19,7 @@ import pytest
 from cotdistill.core import catalogue
 from cotdistill.models import embedded
 from cotdistill.core.errors import UserError
-from cotdistill.core.sampling import Request, SamplingParams
+from cotdistill.core.sampling import Record, Request, SamplingParams
 from cotdistill.teachers import load_teacher
 
 llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python not installed (pip install 'cotdistill[llama]')")
@@ -170,6 +170,27 @@ def test_samples_of_one_question_share_its_prefill(batched):
     question_work = sum(len(p) - len(prefix) for p in prompts)  # each question read once
     assert engine.evaluated - before == prefix_work + question_work + 2 * 2  # + 1 token per other sample
     assert len({c.text for c in out[:3]}) > 1  # three different samples of the first question
+
+
+def test_a_recording_teacher_writes_the_same_text_and_keeps_the_distribution_at_each_token_it_wrote(batched):
+    """Recording draws from its own generator: the sampled text is the one an unrecorded run writes.
+    Each row is the distribution the token was chosen from: greedy, the written token is its top one."""
+    hot = SamplingParams(temperature=0.8, max_tokens=12, seed=5)
+    plain = batched.generate([Request(PREFIX + q, hot, sample=k) for q in QUESTIONS[:2] for k in range(2)])
+    recorded = batched.generate([Request(PREFIX + q, hot, sample=k, record=Record(1.0, 6)) for q in QUESTIONS[:2] for k in range(2)])
+    assert [c.text for c in recorded] == [c.text for c in plain] and all(c.record is None for c in plain)
+    [c] = batched.generate([Request(PREFIX + QUESTIONS[0], greedy(stop=()), record=Record(1.0, 6))])
+    rec = c.record
+    assert len(rec["ids"]) == c.completion_tokens and batched.llm.detokenize(rec["ids"]).decode().startswith(c.text)
+    assert all(len(rec[k]) == len(rec["ids"]) for k in ("sampled_ids", "sampled_w", "top_ids", "top_p"))
+    assert [row[0] for row in rec["top_ids"]] == rec["ids"]
+    assert all(row == sorted(row, reverse=True) and 0 < sum(row) <= 1.0001 for row in rec["top_p"])
+    assert all(len(row) <= 6 and sum(row) == pytest.approx(1, abs=1e-3) for row in rec["sampled_w"])
+
+
+def test_the_sequential_path_cannot_record_and_says_so(sequential):
+    with pytest.raises(UserError, match="parallel > 1"):
+        sequential.generate([Request(PREFIX + QUESTIONS[0], greedy(), record=Record())])
 
 
 def test_a_prompt_longer_than_the_context_is_answered_as_too_long_and_the_others_still_run(batched):

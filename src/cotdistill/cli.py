@@ -721,4 +721,7 @@ def _checked_stdout() -> Iterator[None]:
 
 
 if __name__ == "__main__":
+    from cotdistill.__main__ import onto_jemalloc
+
+    onto_jemalloc()  # as the console script does (core/allocator.py)
     main()

@@ -24,6 +24,7 @@ from cotdistill.core.rundir import RunDir, main_process
 
 if TYPE_CHECKING:
     from cotdistill.evaluation.evaluate import EvalOptions
+    from cotdistill.core.sampling import Record
     from cotdistill.training.teacher_targets import TargetSettings
     from cotdistill.training.train import TrainConfig
 
@@ -98,7 +99,17 @@ def target_settings(config: RunConfig) -> "TargetSettings | None":
     s = config.student
     if s.distill == "off":
         return None
-    return TargetSettings(config.teacher.model, s.distill_temperature, s.distill_tokens, config.seed)
+    return TargetSettings(config.teacher.model, s.distill_temperature, s.distill_tokens, config.seed, s.distill_context)
+
+
+def recording(config: RunConfig) -> "Record | None":
+    """What the teacher records as it writes: its probabilities, when the students distill in that context."""
+    from cotdistill.core.sampling import Record
+
+    s = config.student
+    if s.distill == "off" or s.distill_context != "written":
+        return None
+    return Record(s.distill_temperature, s.distill_tokens)
 
 
 def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
@@ -114,8 +125,9 @@ def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
 
 def teacher_targets_stage(config: RunConfig, run: RunDir) -> None:
     """With student.distill on: the teacher's sparse probabilities on every training sequence of
-    every student (teacher_targets.py), before any is trained."""
-    from cotdistill.training.teacher_targets import score_training_data
+    every student (teacher_targets.py), before any is trained: scored by the teacher in the student's
+    context, or taken from what it recorded as it wrote (written.jsonl)."""
+    from cotdistill.training.teacher_targets import align_written, score_training_data
 
     settings = target_settings(config)
     if settings is None:
@@ -123,9 +135,12 @@ def teacher_targets_stage(config: RunConfig, run: RunDir) -> None:
     sources = [(tc.data, tc.mode) for tc in (train_config(config, run, mode) for mode in config.student.modes)]
     out = settings.file(run.root)
     s = config.student
-    run_stage(run, "teacher-targets", fingerprint(settings.__dict__, s.model, s.max_len, *[Path(d) for d, _ in sources],
-                                                  [m for _, m in sources]), [out],
-              lambda: score_training_data(sources, s.model, settings, s.max_len, out, config.quiet))
+    written = settings.context == "written"
+    inputs = [Path(d) for d, _ in sources] + ([run.written] if written else [])
+    make = ((lambda: align_written(sources, s.model, s.max_len, run.written, out, config.quiet)) if written else
+            (lambda: score_training_data(sources, s.model, settings, s.max_len, out, config.quiet)))
+    run_stage(run, "teacher-targets", fingerprint(settings.__dict__, s.model, s.max_len, *inputs, [m for _, m in sources]),
+              [out], make)
 
 
 # ------------------------------------------------------------------ stage: evaluate
@@ -248,7 +263,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
         teacher = load_teacher(config.teacher.model, **config.teacher.backend_options())
         try:
             return annotate(load_examples(run.train_data), teacher, run, config.teacher, seed=config.seed,
-                            quiet=config.quiet, dry_run=dry_run)
+                            quiet=config.quiet, dry_run=dry_run, record=recording(config))
         finally:
             teacher.close()
 
@@ -256,8 +271,10 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
         with held_stage(run, "annotate") as done:
             done.update(do_annotate())
         return run
-    run_stage(run, "annotate", fingerprint(config.teacher.model_dump(exclude={"budget"}), config.seed, run.train_data),
-              [run.annotations, run.distill], do_annotate)
+    record = recording(config)
+    annotate_fp = [config.teacher.model_dump(exclude={"budget"}), config.seed, run.train_data]
+    run_stage(run, "annotate", fingerprint(*annotate_fp, *([record.key()] if record else [])),
+              [run.annotations, run.distill] + ([run.written] if record else []), do_annotate)
 
     teacher_targets_stage(config, run)
     for mode in config.student.modes:

@@ -10,7 +10,9 @@ which a restart's different KV-cache contents can flip). `teacher_calls` in the 
 this run paid for.
 
 Outputs (the run directory's layout: rundir.py): annotations.jsonl, one line per teacher sample, and
-distill.jsonl, one line per kept CoT (the student's training set).
+distill.jsonl, one line per kept CoT (the student's training set). With `record` (token-level
+distillation in the context the teacher wrote in) the teacher also records its probabilities at each
+token it writes, cached with the text, and written.jsonl holds those of each kept CoT.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from rich.table import Table
 
 from cotdistill.core.budget import Budget, BudgetReached, Estimate, Spent, extrapolate
 from cotdistill.core.config import TeacherConfig
+from cotdistill.core.errors import UserError
 from cotdistill.teachers.cache import CompletionCache, Key
 from cotdistill.core.records import Example, check_unique_ids, write_jsonl
 from cotdistill.core.answers import answers_match, majority
@@ -34,7 +37,7 @@ from cotdistill.core.verdicts import VERDICTS, hint_check_line
 from cotdistill.core.progress import console, progress_bar
 from cotdistill.core.prompts import COMPLETION_STOP, build_teacher_prompt, prompt_hash, select_exemplars
 from cotdistill.core.rundir import RunDir
-from cotdistill.core.sampling import PROMPT_TOO_LONG, Prompt, Request, SamplingParams
+from cotdistill.core.sampling import PROMPT_TOO_LONG, Prompt, Record, Request, SamplingParams
 from cotdistill.teachers.base import Completion, Teacher
 
 AWAIT_POLL_S = 0.5  # how often a run looks for the answers another run sharing its cache is asking for
@@ -107,16 +110,17 @@ def _chars(prompt: Prompt) -> int:
 
 def fetch(
     teacher: Teacher, jobs: list[Job], params: SamplingParams, cache: CompletionCache, *, batch_size: int, quiet: bool,
-    budget: Budget = Budget(), dry_run: bool = False,
+    budget: Budget = Budget(), dry_run: bool = False, record: Record | None = None,
 ) -> tuple[dict[tuple[str, int], Completion], FetchStats]:
     """The completion of every job: from the cache, else from the teacher in batches. Each answer
     is committed to the cache the moment the teacher hands it over (`on_done`), not when its
     batch ends: a run killed mid-batch loses only the answers still being written.
 
     After the first batch the whole stage's cost is estimated and printed (budget.py); `dry_run`
-    stops there, and reaching `budget` after any batch raises BudgetReached."""
+    stops there, and reaching `budget` after any batch raises BudgetReached. With `record`, a cached
+    answer without that recording is asked again (the same seeded request: the same text)."""
     keys: list[Key] = [(teacher.name, j.prompt_hash, j.params or params, j.sample) for j in jobs]
-    found = cache.get_many(keys)
+    found = cache.get_many(keys, record)
     stats = FetchStats(cached=len(found))
     spent = stats.spent
     missing = [(j, k) for j, k in zip(jobs, keys) if k not in found]
@@ -131,9 +135,9 @@ def fetch(
             batch: list[tuple[Job, Key]] = []
             while pending and len(batch) < batch_size:
                 item = pending.popleft()
-                (batch if cache.claim(item[1]) else others).append(item)
+                (batch if cache.claim(item[1], record) else others).append(item)
             if not batch:
-                pending.extend(_await_others(cache, others, found, stats, lambda n: bar.advance(task, n)))
+                pending.extend(_await_others(cache, others, found, stats, lambda n: bar.advance(task, n), record))
                 continue
             t0 = time.perf_counter()
 
@@ -141,14 +145,15 @@ def fetch(
                 key = batch[i][1]
                 found[key] = completion
                 if completion.finish_reason != PROMPT_TOO_LONG:  # never asked: nothing to keep
-                    cache.put_many([(key, completion)])
+                    cache.put_many([(key, completion)], record)
                     spent.requests += 1
                     spent.prompt_tokens += completion.prompt_tokens
                     spent.completion_tokens += completion.completion_tokens
                     spent.usd += completion.cost_usd
                 bar.advance(task, 1)
 
-            answers = teacher.generate([Request(j.prompt, j.params or params, j.sample) for j, _ in batch], on_done=commit)
+            answers = teacher.generate([Request(j.prompt, j.params or params, j.sample, record) for j, _ in batch],
+                                       on_done=commit)
             spent.seconds += time.perf_counter() - t0
             if len(answers) != len(batch) or any(k not in found for _, k in batch):
                 raise RuntimeError(f"{teacher.name} reported {len(answers)} completions for {len(batch)} requests")
@@ -171,7 +176,7 @@ def fetch(
 
 def _await_others(
     cache: CompletionCache, others: list[tuple[Job, Key]], found: dict[Key, Completion], stats: FetchStats,
-    advance: Callable[[int], None],
+    advance: Callable[[int], None], record: Record | None,
 ) -> list[tuple[Job, Key]]:
     """Wait for answers another run sharing the cache is asking for: moves those that arrive from
     `others` into `found` (counted as cached: this run did not pay for them), and returns those
@@ -181,11 +186,11 @@ def _await_others(
                       "waiting for its answers rather than paying twice")
         stats.waited = True
     time.sleep(AWAIT_POLL_S)
-    answered = cache.get_many(k for _, k in others)
+    answered = cache.get_many((k for _, k in others), record)
     found.update(answered)
     stats.cached += len(answered)
     advance(len(answered))
-    taken = [(j, k) for j, k in others if k not in found and cache.claim(k)]
+    taken = [(j, k) for j, k in others if k not in found and cache.claim(k, record)]
     claimed = {k for _, k in taken}
     others[:] = [(j, k) for j, k in others if k not in found and k not in claimed]
     return taken
@@ -286,14 +291,19 @@ def print_yield(table: dict[str, Any]) -> None:
 
 def annotate(
     examples: list[Example], teacher: Teacher, run: RunDir, config: TeacherConfig = TeacherConfig(), *,
-    seed: int = 0, limit: int | None = None, quiet: bool = False, dry_run: bool = False,
+    seed: int = 0, limit: int | None = None, quiet: bool = False, dry_run: bool = False, record: Record | None = None,
 ) -> dict[str, Any]:
     """Annotate and filter `examples` with `teacher` into `run` as the `teacher` section `config`
     says (its cache, budget, sampling, prompt and filters); returns what the manifest records.
 
     `limit`: only the first N questions. `dry_run`: stop after the estimate (the first batch's
-    answers are cached) and write nothing. A spent `config.budget` stops cleanly (BudgetReached)."""
+    answers are cached) and write nothing. A spent `config.budget` stops cleanly (BudgetReached).
+    `record`: the teacher records its probabilities as it writes (written.jsonl)."""
     check_unique_ids(examples, "the data")
+    if record is not None and not getattr(teacher, "records", False):
+        raise UserError(f"{teacher.name} cannot record its probabilities as it writes (student.distill_context: written); "
+                        "the llama.cpp teachers (embedded:NAME, gguf:PATH, with parallel > 1) and hf:MODEL can; or use "
+                        "student.distill_context: student (the teacher re-reads each CoT)")
     if limit is not None:
         examples = examples[:limit]
     t0 = time.perf_counter()
@@ -305,7 +315,7 @@ def annotate(
     run.root.mkdir(parents=True, exist_ok=True)
     with CompletionCache(Path(config.cache) if config.cache else run.cache) as cache:
         completions, stats = fetch(teacher, jobs, params, cache, batch_size=config.batch_size, quiet=quiet,
-                                   budget=Budget.from_dict(config.budget), dry_run=dry_run)
+                                   budget=Budget.from_dict(config.budget), dry_run=dry_run, record=record)
     if dry_run:
         if stats.estimate is None:
             console.print(f"teacher estimate: all {len(jobs)} requests are cached: nothing to pay for")
@@ -321,6 +331,9 @@ def annotate(
         distill += d
     write_jsonl(run.annotations, annotations)
     write_jsonl(run.distill, distill)
+    if record is not None:
+        write_jsonl(run.written, ({"example_id": d["example_id"], "sample": d["sample"],
+                                   **completions[(d["example_id"], d["sample"])].record} for d in distill))
     too_long = sorted({a["example_id"] for a in annotations if a["verdict"] == "prompt_too_long"})
     if too_long:
         console.print(f"[yellow]{len(too_long)} question(s) do not fit the teacher's context and were not asked "
@@ -342,4 +355,5 @@ def annotate(
         "samples_per_min": round(60 * spent.requests / spent.seconds, 2) if spent.seconds else None,
         "estimate": asdict(stats.estimate) if stats.estimate else None,
         "options": config.model_dump(), "sampling": params.to_dict(), "limit": limit,
+        **({"record": asdict(record)} if record else {}),
     }

@@ -243,6 +243,11 @@ class TrainSettings(Section):
     distill_temperature: float = Field(1.0, gt=0, le=100, description="Temperature of teacher and student in the KD term.")
     distill_tokens: int = Field(12, ge=1, le=MAX_SAMPLES, description="Teacher tokens kept per position: draws (sampled) "
                                 "or k (top-k).")
+    distill_context: Literal["student", "written"] = Field(
+        "student", description="Whose context the teacher's probabilities come from: student (the teacher re-reads each "
+        "training sequence as the student sees it: the bare question) | written (recorded while the teacher wrote the CoT, "
+        "exemplars and answer hint in view; llama.cpp and hf: teachers). `cotdistill train` only records it: its "
+        "--distill-targets file holds the targets of one context.")
 
 
 class StudentConfig(TrainSettings):

@@ -3,6 +3,9 @@
     runs/<name>/
       config.yaml  manifest.json  data/train.jsonl  data/test.jsonl
       annotations.jsonl  distill.jsonl  cache.sqlite
+      written.jsonl               with student.distill_context: written, the teacher's recorded
+                                  probabilities on each kept CoT
+      teacher-targets/*.jsonl     with student.distill: the targets each training sequence distils
       students/<mode>/            Hugging Face format; students/<mode>/checkpoints/ for resume
       predictions/<model>.jsonl   report.md  report.html  plots/*.png
 
@@ -107,6 +110,10 @@ class RunDir:
     @property
     def cache(self) -> Path:
         return self.root / "cache.sqlite"
+
+    @property
+    def written(self) -> Path:
+        return self.root / "written.jsonl"
 
     def student(self, mode: str) -> Path:
         return self.root / "students" / mode
@@ -243,7 +250,10 @@ def environment() -> dict[str, str]:
     """Versions that decide whether two runs are comparable."""
     from importlib.metadata import PackageNotFoundError, version
 
-    env = {"python": platform.python_version(), "platform": platform.platform(), "cpus": str(os.cpu_count())}
+    from cotdistill.core.allocator import in_use
+
+    env = {"python": platform.python_version(), "platform": platform.platform(), "cpus": str(os.cpu_count()),
+           "malloc": in_use()}
     for pkg in ("cotdistill", "torch", "transformers", "accelerate", "peft", "llama-cpp-python"):
         try:
             env[pkg] = version(pkg)

@@ -59,11 +59,27 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class Record:
+    """Record, at every token the teacher writes, its next-token distribution there (at `temperature`)
+    as `tokens` importance-sampled draws and as the `tokens` most likely tokens: the targets of
+    token-level distillation in the context the teacher wrote in (training/teacher_targets.py).
+    Not part of a request's cache key: the text is the same with or without it."""
+
+    temperature: float = 1.0
+    tokens: int = 12
+
+    def key(self) -> str:
+        """What the cache stores beside a recording, to know which settings made it."""
+        return json.dumps({"temperature": self.temperature, "tokens": self.tokens}, sort_keys=True)
+
+
+@dataclass(frozen=True)
 class Request:
     prompt: Prompt
     params: SamplingParams = field(default_factory=SamplingParams)
     # Which of several samples for the same prompt this is (see `seed`).
     sample: int = 0
+    record: Optional[Record] = None
 
     @property
     def seed(self) -> int:

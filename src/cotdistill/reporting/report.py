@@ -453,8 +453,9 @@ def loss_label(metrics: dict[str, Any]) -> str:
     if kind == "off":
         return "cross-entropy"
     w = metrics.get("distill_weight")
+    written = ", recorded as the teacher wrote" if metrics.get("distill_context") == "written" else ""
     return (f"{num(1 - w, 2) if isinstance(w, (int, float)) else '?'} CE + {num(w, 2)} {kind} KD "
-            f"(T {metrics.get('distill_temperature')}, {metrics.get('distill_tokens')} teacher tokens per position)")
+            f"(T {metrics.get('distill_temperature')}, {metrics.get('distill_tokens')} teacher tokens per position{written})")
 
 
 def num(x: Any, digits: int = 3) -> str:

@@ -26,6 +26,9 @@ class Completion:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
+    # With Request.record: the token ids written (`ids`, stop string included) and, for each, the
+    # teacher's distribution there (`sampled_ids`, `sampled_w`, `top_ids`, `top_p`; core/sparse_targets.py)
+    record: Optional[dict] = None
 
     def __post_init__(self) -> None:
         # Every backend's answer passes here: a lone surrogate in it (a server's JSON "\ud800", a

@@ -5,6 +5,11 @@ killed at any moment (Ctrl-C, kill -9, out of memory) loses only the answers sti
 and a rerun finds every committed one. Keyed by (teacher name, prompt hash, sampling parameters, sample index): a
 different model, prompt, temperature or sample is a different request.
 
+A completion may carry the teacher's recorded probabilities (Request.record): stored beside its text
+in the same row, committed with it. A run that needs a recording the cached row lacks (or one made
+with other settings) asks the teacher again; the seeded request writes the same text, and the row
+gains its recording (the only way a row is ever updated).
+
 Runs may share one cache at the same time (`--cache`, a study's variants) and never pay twice for
 a request: before asking the teacher, a run claims the request's key (`claim`, a row in `claims`
 naming the process by pid and start time); another run that needs the same answer skips it and
@@ -24,7 +29,7 @@ from pathlib import Path
 
 from cotdistill.core.errors import UserError
 from cotdistill.core.locks import file_lock
-from cotdistill.core.sampling import SamplingParams
+from cotdistill.core.sampling import Record, SamplingParams
 from cotdistill.teachers.base import Completion
 
 _SCHEMA = """
@@ -39,6 +44,8 @@ CREATE TABLE IF NOT EXISTS completions (
     completion_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL,
     created TEXT NOT NULL DEFAULT (datetime('now')),
+    record TEXT,
+    record_key TEXT,
     PRIMARY KEY (teacher, prompt_hash, params, sample)
 )
 """
@@ -54,6 +61,8 @@ CREATE TABLE IF NOT EXISTS claims (
 )
 """
 _WHERE_KEY = "teacher=? AND prompt_hash=? AND params=? AND sample=?"
+# The row that answers a request, given the recording it wants (?5: a Record.key(), NULL for none).
+_ANSWERS = f"{_WHERE_KEY} AND (?5 IS NULL OR record_key = ?5)"
 
 Key = tuple[str, str, SamplingParams, int]  # (teacher, prompt_hash, params, sample)
 
@@ -124,6 +133,10 @@ class CompletionCache:
                 self._db.execute("PRAGMA synchronous=NORMAL")
                 self._db.execute(_SCHEMA)
                 self._db.execute(_CLAIMS)
+                columns = {row[1] for row in self._db.execute("PRAGMA table_info(completions)")}
+                for column in ("record", "record_key"):  # a cache made before recordings existed
+                    if column not in columns:
+                        self._db.execute(f"ALTER TABLE completions ADD COLUMN {column} TEXT")
                 self._db.commit()
         except OSError as e:
             raise UserError(f"{opening}: cannot create the teacher cache's lock file ({e.strerror}); "
@@ -132,31 +145,37 @@ class CompletionCache:
             raise self._write_error(e) or UserError(
                 f"{self.path}: cannot open the teacher cache ({e}); move it away to start afresh") from None
 
-    def get_many(self, keys: Iterable[Key]) -> dict[Key, Completion]:
-        """The cached completion of each key that has one."""
+    def get_many(self, keys: Iterable[Key], record: Record | None = None) -> dict[Key, Completion]:
+        """The cached completion of each key that has one (with `record`: one with that recording)."""
         found = {}
+        wanted = record.key() if record else None
         for key in keys:
-            teacher, phash, params, sample = key
             row = self._db.execute(
-                "SELECT text, finish_reason, prompt_tokens, completion_tokens, cost_usd FROM completions"
-                " WHERE teacher=? AND prompt_hash=? AND params=? AND sample=?",
-                (teacher, phash, params_key(params), sample),
+                f"SELECT text, finish_reason, prompt_tokens, completion_tokens, cost_usd, record FROM completions WHERE {_ANSWERS}",
+                (*_row_key(key), wanted),
             ).fetchone()
             if row:
-                found[key] = Completion(*row)
+                found[key] = Completion(*row[:5], record=json.loads(row[5]) if wanted else None)
         return found
 
-    def put_many(self, items: Iterable[tuple[Key, Completion]]) -> None:
-        """Store answers in one committed transaction (an answer is never replaced), ending their claims."""
+    def put_many(self, items: Iterable[tuple[Key, Completion]], record: Record | None = None) -> None:
+        """Store answers in one committed transaction, ending their claims. An answer is never
+        replaced, except by the same request answered again with the recording it lacked."""
         rows = [
-            (t, h, params_key(p), s, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, c.cost_usd)
+            (t, h, params_key(p), s, c.text, c.finish_reason, c.prompt_tokens, c.completion_tokens, c.cost_usd,
+             json.dumps(c.record, separators=(",", ":")) if record and c.record else None,
+             record.key() if record and c.record else None)
             for (t, h, p, s), c in items
         ]
         try:
             with self._lock, self._db:
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO completions (teacher, prompt_hash, params, sample, text, finish_reason,"
-                    " prompt_tokens, completion_tokens, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO completions (teacher, prompt_hash, params, sample, text, finish_reason, prompt_tokens,"
+                    " completion_tokens, cost_usd, record, record_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (teacher, prompt_hash, params, sample) DO UPDATE SET text=excluded.text, finish_reason=excluded.finish_reason,"
+                    " prompt_tokens=excluded.prompt_tokens, completion_tokens=excluded.completion_tokens,"
+                    " cost_usd=excluded.cost_usd, record=excluded.record, record_key=excluded.record_key"
+                    " WHERE excluded.record_key IS NOT NULL AND completions.record_key IS NOT excluded.record_key",
                     rows,
                 )
                 self._db.executemany(f"DELETE FROM claims WHERE {_WHERE_KEY}", [row[:4] for row in rows])
@@ -179,24 +198,26 @@ class CompletionCache:
             return None
         return UserError(f"{self.path}: cannot write the teacher cache ({reason}; SQLite: {message}); {fix}")
 
-    def claim(self, key: Key) -> bool:
-        """Whether this process may ask the teacher for `key` now: True when it is not answered and
-        no other live process has claimed it (the claim is then this process's, committed); False
-        means: wait for its answer (get_many), or claim again later in case its claimer died."""
+    def claim(self, key: Key, record: Record | None = None) -> bool:
+        """Whether this process may ask the teacher for `key` now: True when it is not answered (with
+        `record`: not with that recording) and no other live process has claimed it (the claim is then
+        this process's, committed); False means: wait for its answer (get_many), or claim again later
+        in case its claimer died."""
         row = _row_key(key)
-        if not self._claimable(row):  # read first: waiting runs poll without taking the write lock
+        wanted = record.key() if record else None
+        if not self._claimable(row, wanted):  # read first: waiting runs poll without taking the write lock
             return False
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")  # check and claim in one write transaction
-            if not self._claimable(row):
+            if not self._claimable(row, wanted):
                 return False
             self._db.execute("INSERT OR REPLACE INTO claims (teacher, prompt_hash, params, sample, owner)"
                              " VALUES (?, ?, ?, ?, ?)", (*row, self._owner))
             self._claimed.add(row)
             return True
 
-    def _claimable(self, row: tuple[str, str, str, int]) -> bool:
-        if self._db.execute(f"SELECT 1 FROM completions WHERE {_WHERE_KEY}", row).fetchone():
+    def _claimable(self, row: tuple[str, str, str, int], wanted: str | None) -> bool:
+        if self._db.execute(f"SELECT 1 FROM completions WHERE {_ANSWERS}", (*row, wanted)).fetchone():
             return False
         claim = self._db.execute(f"SELECT owner FROM claims WHERE {_WHERE_KEY}", row).fetchone()
         return claim is None or claim[0] == self._owner or not _alive(claim[0])

@@ -1,7 +1,8 @@
 """A teacher on a local (or hub) transformers causal LM: any model `from_pretrained` can load.
 
 Requests are generated in batches with LEFT padding (so every row's next token sits at the same
-position) and the tokenizer's chat template for chat prompts. Slower than llama.cpp on a CPU
+position) and the tokenizer's chat template for chat prompts. A request with `record` gets the
+teacher's distribution at each token it wrote, from the raw logits `generate` returns. Slower than llama.cpp on a CPU
 (FACTS.md: 6–7×) but it runs any Hugging Face checkpoint, including a student trained here.
 """
 
@@ -59,6 +60,7 @@ class HFTeacher:
         if self.chat and not has_template:
             raise UserError(f"hf teacher: '{model}' has no chat template; use it as a completion model (chat=False)")
         self.name = f"hf:{model}@{_identity(model, self.model)}"
+        self.records = True  # can record its probabilities as it writes (Request.record)
 
     def __repr__(self) -> str:
         return f"HFTeacher({self.name!r}, device={self.device!r}, batch_size={self.batch_size})"
@@ -74,7 +76,7 @@ class HFTeacher:
         groups: dict[tuple, list[int]] = {}
         for i, r in enumerate(requests):
             p = r.params
-            groups.setdefault((p.temperature, p.top_p, p.max_tokens, p.stop), []).append(i)
+            groups.setdefault((p.temperature, p.top_p, p.max_tokens, p.stop, r.record), []).append(i)
         for idx in groups.values():
             for start in range(0, len(idx), self.batch_size):
                 chunk = idx[start : start + self.batch_size]
@@ -100,32 +102,59 @@ class HFTeacher:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if p.stop:
             kwargs.update(stop_strings=list(p.stop), tokenizer=self.tokenizer)
+        record = requests[0].record  # the same for the batch (`generate` groups by it)
+        if record is not None:
+            kwargs.update(output_logits=True, return_dict_in_generate=True)
         with torch.inference_mode():
             out = self.model.generate(**enc, **kwargs)
-        new = out[:, enc["input_ids"].shape[1] :]
+        sequences = out.sequences if record is not None else out
+        new = sequences[:, enc["input_ids"].shape[1] :]
         # A row that finished early is filled with pad tokens while the others go on.
         eos = set(_as_list(self.model.generation_config.eos_token_id) or [self.tokenizer.eos_token_id])
         eos.add(self.tokenizer.pad_token_id)
-        return [self._completion(row.tolist(), int(mask.sum()), p, eos) for row, mask in zip(new, enc["attention_mask"])]
+        completions = []
+        for row, (tokens, mask, r) in enumerate(zip(new, enc["attention_mask"], requests)):
+            tokens = _until_eos(tokens.tolist(), eos)
+            c = self._completion(tokens, int(mask.sum()), p)
+            if record is not None:
+                c.record = _recorded(tokens, [step[row] for step in out.logits[: len(tokens)]], r)
+            completions.append(c)
+        return completions
 
-    def _completion(self, tokens: list[int], n_prompt: int, p, eos: set[int]) -> Completion:
-        ended = next((k for k, t in enumerate(tokens) if t in eos), None)
-        if ended is not None:
-            tokens = tokens[:ended]
+    def _completion(self, tokens: list[int], n_prompt: int, p) -> Completion:
+        ended = len(tokens) < p.max_tokens
         text = self.tokenizer.decode(tokens, skip_special_tokens=True)
         cut = stop_index(text, p.stop)
         if cut is not None:
             text = text[:cut]
-        stopped = ended is not None or cut is not None
         return Completion(
             text=text,
-            finish_reason="stop" if stopped or len(tokens) < p.max_tokens else "length",
+            finish_reason="stop" if ended or cut is not None else "length",
             prompt_tokens=n_prompt,
             completion_tokens=len(tokens),
         )
 
     def close(self) -> None:
         self.model = None
+
+
+def _until_eos(tokens: list[int], eos: set[int]) -> list[int]:
+    ended = next((k for k, t in enumerate(tokens) if t in eos), None)
+    return tokens if ended is None else tokens[:ended]
+
+
+def _recorded(tokens: list[int], steps: list, request: Request) -> dict:
+    """The record of one completion: its tokens and, at each, the sparse targets of the teacher's
+    distribution there (`steps`: its raw logits, one per token), drawn from the request's own generator."""
+    import torch
+
+    from cotdistill.core.sparse_targets import both_targets
+
+    if not steps:
+        return {"ids": [], "sampled_ids": [], "sampled_w": [], "top_ids": [], "top_p": []}
+    rec = request.record
+    generator = torch.Generator().manual_seed(derive_seed(request.seed, "record"))
+    return {"ids": tokens, **both_targets(torch.stack(steps).cpu(), rec.temperature, rec.tokens, generator)}
 
 
 def _as_list(x) -> list[int]:

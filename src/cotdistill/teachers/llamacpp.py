@@ -61,6 +61,7 @@ class LlamaCppTeacher:
             sha256 = file_sha256(path)
         self.n_threads = n_threads or physical_cores()
         self.parallel = parallel
+        self.records = parallel > 1  # can record its probabilities as it writes (Request.record)
         self.name = f"llamacpp:{label or path.stem}@{sha256[:12]}"
         try:
             # In batched mode this context only serves tokenisation: keep its KV cache tiny.
@@ -125,6 +126,9 @@ class LlamaCppTeacher:
             raise UserError(f"{self.name}: an empty prompt has nothing to continue from")
         if self._engine is not None:
             return self._engine.generate(prompts, requests, on_done)
+        if any(r.record is not None for r in requests):
+            raise UserError(f"{self.name}: recording the teacher's probabilities as it writes needs the batched engine "
+                            "(parallel > 1)")
         results = []
         for i, (tokens, r) in enumerate(zip(prompts, requests)):
             results.append(self._generate_one(tokens, r))

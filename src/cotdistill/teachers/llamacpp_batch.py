@@ -18,6 +18,9 @@ Sampling happens here, per sequence: greedy argmax, or temperature + top-p with 
 seeded from (seed, sample) so that each sample is reproducible whatever else is in the batch.
 A sequence ends at an end-of-generation token, a stop string, max_tokens, or when `until` (if
 given) says its text is finished (evaluation: the first final-answer sentence is complete).
+A request with `record` also keeps, at each token written, the sparse targets of the distribution
+the logits give there (core/sparse_targets.py), drawn from their own seeded generator so that the
+text is the same with or without recording.
 """
 
 from __future__ import annotations
@@ -26,10 +29,11 @@ import ctypes
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from cotdistill.core.sampling import Request, stop_index
+from cotdistill.core.sampling import Request, derive_seed, stop_index
 from cotdistill.teachers.base import Completion, OnDone, prompt_too_long
 
 
@@ -52,6 +56,8 @@ class _Slot:
     rng: np.random.Generator | None
     out: list[int] = field(default_factory=list)
     batch_index: int = -1  # where this slot's logits are in the current batch, -1 if none
+    record: dict[str, list] | None = None  # the recorded targets, one entry per token of `out`
+    record_rng: Any = None  # a torch.Generator of its own: the draws never touch the sampling RNG
 
 
 class BatchedEngine:
@@ -192,7 +198,12 @@ class BatchedEngine:
             else:
                 self.lib.llama_memory_seq_cp(self.mem, 0, seq, -1, -1)
             rng = np.random.default_rng(r.seed) if r.params.temperature > 0 else None
-            active[seq] = _Slot(i, r, p, list(p[start:]), start, reserve, rng)
+            active[seq] = slot = _Slot(i, r, p, list(p[start:]), start, reserve, rng)
+            if r.record is not None:
+                import torch
+
+                slot.record = {"sampled_ids": [], "sampled_w": [], "top_ids": [], "top_p": []}
+                slot.record_rng = torch.Generator().manual_seed(derive_seed(r.seed, "record"))
             used += reserve
 
     def _step(self, active: dict[int, _Slot]) -> None:
@@ -229,6 +240,8 @@ class BatchedEngine:
         if self.lib.llama_vocab_is_eog(self.llm._model.vocab, token):
             return self._finish(slot, "stop")
         slot.out.append(token)
+        if slot.record is not None:
+            self._record(slot, logits)
         if p.stop or self._until is not None:
             text = self._text(slot)
             cut = stop_index(text, p.stop) if p.stop else None
@@ -240,6 +253,16 @@ class BatchedEngine:
             return self._finish(slot, "length")
         return None
 
+    def _record(self, slot: _Slot, logits: np.ndarray) -> None:
+        import torch
+
+        from cotdistill.core.sparse_targets import both_targets
+
+        r = slot.request.record
+        targets = both_targets(torch.from_numpy(logits)[None], r.temperature, r.tokens, slot.record_rng)
+        for name, rows in targets.items():
+            slot.record[name].append(rows[0])
+
     def _text(self, slot: _Slot) -> str:
         return self.llm.detokenize(slot.out, prev_tokens=slot.prompt).decode("utf-8", errors="ignore")
 
@@ -249,6 +272,7 @@ class BatchedEngine:
             finish_reason=reason,
             prompt_tokens=len(slot.prompt),
             completion_tokens=len(slot.out),
+            record=None if slot.record is None else {"ids": list(slot.out), **slot.record},
         )
 
 

@@ -95,6 +95,11 @@ def encode(pair: Pair, tokenizer: Any, is_seq2seq: bool) -> dict[str, list[int]]
     return {"input_ids": prompt + target, "labels": [IGNORE] * len(prompt) + target}
 
 
+def fits(enc: dict[str, list[int]], max_len: int) -> bool:
+    """Whether an encoded pair is trained on (a longer one is dropped rather than have its answer cut off)."""
+    return max(len(enc["input_ids"]), len(enc["labels"])) <= max_len
+
+
 def encode_all(
     pairs: list[Pair], tokenizer: Any, is_seq2seq: bool, max_len: int
 ) -> tuple[list[dict[str, list[int]]], int]:
@@ -102,7 +107,7 @@ def encode_all(
     kept, dropped = [], 0
     for pair in pairs:
         enc = encode(pair, tokenizer, is_seq2seq)
-        if max(len(enc["input_ids"]), len(enc["labels"])) > max_len:
+        if not fits(enc, max_len):
             dropped += 1
         else:
             kept.append(enc)

@@ -18,8 +18,15 @@ so a killed stage resumes where it stopped and draws exactly what an uninterrupt
 (each sequence's draws are seeded by its own tokens). Teacher and student must share a
 vocabulary: checked token by token before anything is scored.
 
-The teacher reads the student's context, not the one it wrote the CoT in (exemplars and the
-answer hint): the probabilities are those of the question the student will be asked.
+Whose context the probabilities come from is a choice (`student.distill_context`):
+    student  the teacher reads the student's context, not the one it wrote the CoT in (exemplars and
+             the answer hint): the probabilities are those of the question the student will be asked.
+             One prefill per training sequence (`score_training_data`).
+    written  the teacher's probabilities recorded while it wrote each kept CoT (annotate's `record`,
+             written.jsonl): free at annotation time, and the distribution that produced the CoT. The
+             student's target tokens are matched to the written ones (`align`); a target token with no
+             written counterpart in the same context (the answer sentence the student is taught, EOS)
+             is its own target, i.e. plain cross-entropy there (`align_written`).
 """
 
 from __future__ import annotations
@@ -35,45 +42,12 @@ import torch
 from cotdistill.core.errors import UserError
 from cotdistill.core.fileio import ends_torn, jsonl_line, read_jsonl_file, write_lines_atomic
 from cotdistill.core.sampling import derive_seed
+from cotdistill.core.sparse_targets import both_targets
 from cotdistill.teachers.scoring import Scorer, open_scorer
 from cotdistill.training.collate import IGNORE
 
 SAMPLED, TOP_K = "sampled", "top-k"
 TARGET_FIELDS = {"key": (str,), "sampled_ids": (list,), "sampled_w": (list,), "top_ids": (list,), "top_p": (list,)}
-
-
-# ---------------------------------------------------------------- the estimators
-
-
-def sample_targets(probs: torch.Tensor, k: int, generator: torch.Generator,
-                   proposal_power: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, weights), each (rows, k): k draws per row from the proposal q ∝ probs**proposal_power,
-    each weighing probs/(q k) (importance sampling). Summed per token, the weights estimate `probs`
-    without bias whatever the proposal; with the default (q = probs) every weight is 1/k."""
-    proposal = probs if proposal_power == 1.0 else probs.pow(proposal_power)
-    proposal = proposal / proposal.sum(dim=1, keepdim=True)
-    ids = torch.multinomial(proposal, k, replacement=True, generator=generator)
-    weights = probs.gather(1, ids) / (proposal.gather(1, ids) * k)
-    return ids, weights
-
-
-def top_targets(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, probabilities) of the k most likely tokens of each row."""
-    top = torch.topk(probs, min(k, probs.shape[1]), dim=1)
-    return top.indices, top.values
-
-
-def _merged(ids: torch.Tensor, weights: torch.Tensor) -> tuple[list[list[int]], list[list[float]]]:
-    """Rows as lists, a token drawn several times listed once with its weights summed (a confident
-    teacher's 12 draws are mostly one token)."""
-    out_ids, out_w = [], []
-    for row_ids, row_w in zip(ids.tolist(), weights.tolist()):
-        total: dict[int, float] = {}
-        for i, w in zip(row_ids, row_w):
-            total[i] = total.get(i, 0.0) + w
-        out_ids.append(list(total))
-        out_w.append([float(f"{w:.4g}") for w in total.values()])
-    return out_ids, out_w
 
 
 # ---------------------------------------------------------------- the teacher and student pair
@@ -101,10 +75,14 @@ class TargetSettings:
     temperature: float
     tokens: int
     seed: int
+    context: str = "student"  # student | written (module docstring)
 
     def file(self, root: Path) -> Path:
         """One file per settings: a changed teacher or temperature never mixes with earlier rows."""
-        digest = hashlib.sha256(json.dumps([self.teacher, self.temperature, self.tokens, self.seed]).encode()).hexdigest()
+        parts: list[Any] = [self.teacher, self.temperature, self.tokens, self.seed]
+        if self.context != "student":  # the student-context files written before `context` existed keep their names
+            parts.append(self.context)
+        digest = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
         return root / "teacher-targets" / f"{digest[:16]}.jsonl"
 
 
@@ -136,12 +114,9 @@ def score_sequences(encoded: list[dict[str, list[int]]], scorer: Scorer, setting
     with out.open("a", encoding="utf-8") as log:
         for key, enc in todo.items():
             rows = target_rows(enc)
-            probs = torch.softmax(scorer.logits(enc["input_ids"])[rows] / settings.temperature, dim=1)
             generator = torch.Generator().manual_seed(derive_seed(settings.seed, key))
-            sampled = _merged(*sample_targets(probs, settings.tokens, generator))
-            top = _merged(*top_targets(probs, settings.tokens))
-            log.write(jsonl_line({"key": key, "sampled_ids": sampled[0], "sampled_w": sampled[1],
-                                  "top_ids": top[0], "top_p": top[1]}))
+            targets = both_targets(scorer.logits(enc["input_ids"])[rows], settings.temperature, settings.tokens, generator)
+            log.write(jsonl_line({"key": key, **targets}))
             log.flush()
             positions += len(rows)
             if on_done:
@@ -150,6 +125,80 @@ def score_sequences(encoded: list[dict[str, list[int]]], scorer: Scorer, setting
     return {"sequences": len({sequence_key(e) for e in encoded}), "scored_now": len(todo), "positions": all_positions,
             "bytes": out.stat().st_size, "bytes_per_position": round(out.stat().st_size / max(all_positions, 1), 1),
             "teacher": scorer.name}
+
+
+# ---------------------------------------------------------------- the written context
+
+
+WRITTEN_FIELDS = {"example_id": (str, int), "sample": (int,), "ids": (list,), **{k: (list,) for k in TARGET_FIELDS if k != "key"}}
+
+
+def align(targets: list[int], written: list[int]) -> list[int | None]:
+    """For each target token, the index of the written token whose recorded distribution predicted it
+    in the same context (the same tokens before it, back to the start of the CoT or to the
+    previous token at least), else None. Token runs the two share are found with difflib; the
+    first token of a run is used only at the start of both, where each follows its own prompt."""
+    from difflib import SequenceMatcher
+
+    out: list[int | None] = [None] * len(targets)
+    for i, j, n in SequenceMatcher(None, targets, written, autojunk=False).get_matching_blocks():
+        for d in range(0 if i == j == 0 else 1, n):
+            out[i + d] = j + d
+    return out
+
+
+def read_written(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """written.jsonl's recordings by example id (several samples of a question each have one)."""
+    if not path.is_file():
+        raise UserError(f"{path}: the teacher's recorded probabilities are missing; rerun `cotdistill run` "
+                        "(annotation records them with student.distill_context: written)")
+    by_example: dict[str, list[dict[str, Any]]] = {}
+    for row in read_jsonl_file(path, WRITTEN_FIELDS, "delete it and rerun `cotdistill run` (annotation writes it again)"):
+        by_example.setdefault(str(row["example_id"]), []).append(row)
+    return by_example
+
+
+def written_row(enc: dict[str, list[int]], recordings: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
+    """The targets row of one training sequence from the recording that covers most of its target
+    tokens (a label-only row where none does), and how many of its positions it covers."""
+    labels = [enc["labels"][t + 1] for t in target_rows(enc)]
+    best: list[int | None] = [None] * len(labels)
+    source: dict[str, Any] = {}
+    for rec in recordings:
+        matched = align(labels, rec["ids"])
+        if sum(m is not None for m in matched) > sum(m is not None for m in best):
+            best, source = matched, rec
+    row: dict[str, Any] = {"key": sequence_key(enc)}
+    for ids, weights in (("sampled_ids", "sampled_w"), ("top_ids", "top_p")):
+        row[ids] = [source[ids][j] if j is not None else [label] for j, label in zip(best, labels)]
+        row[weights] = [source[weights][j] if j is not None else [1.0] for j, label in zip(best, labels)]
+    return row, sum(m is not None for m in best)
+
+
+def align_written(sources: list[tuple[Path, str]], student: str, max_len: int, written: Path, out: Path,
+                  quiet: bool = False) -> dict[str, Any]:
+    """The teacher-targets stage in the written context: each training sequence's targets from the
+    teacher's recording of the CoT it holds (no teacher runs)."""
+    from cotdistill.training.collate import encode, fits, read_pairs
+
+    tokenizer = _student_tokenizer(student, quiet)
+    recordings = read_written(written)
+    rows: dict[str, dict[str, Any]] = {}
+    positions = covered = 0
+    for data, mode in sources:
+        for pair in read_pairs(data, mode):
+            enc = encode(pair, tokenizer, False)
+            if not fits(enc, max_len) or sequence_key(enc) in rows:
+                continue
+            row, n = written_row(enc, recordings.get(pair.group, []))
+            rows[row["key"]] = row
+            positions += len(row["top_ids"])
+            covered += n
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_lines_atomic(out, [jsonl_line(row) for row in rows.values()])
+    return {"sequences": len(rows), "positions": positions, "recorded_positions": covered,
+            "recorded_percent": round(100 * covered / max(positions, 1), 1), "bytes": out.stat().st_size,
+            "bytes_per_position": round(out.stat().st_size / max(positions, 1), 1), "context": "written"}
 
 
 def attach_targets(encoded: list[dict[str, list[int]]], path: Path, loss: str) -> None:

@@ -162,7 +162,7 @@ def _metrics(config: TrainConfig, trainer: Any, world_size: int, fingerprint: st
         "lora": config.lora,
         "distill": config.distill,  # token-level distillation's loss (off: cross-entropy alone)
         **({"distill_weight": config.distill_weight, "distill_temperature": config.distill_temperature,
-            "distill_tokens": config.distill_tokens} if config.distill != "off" else {}),
+            "distill_tokens": config.distill_tokens, "distill_context": config.distill_context} if config.distill != "off" else {}),
         "bf16": trainer.args.bf16,
         # read from the model: layers that recompute their activations in the backward pass
         "gradient_checkpointing": any(getattr(m, "gradient_checkpointing", False) is True for m in trainer.model.modules()),
@@ -208,8 +208,9 @@ def train_fingerprint(config: TrainConfig) -> str:
     fields = {k: v for k, v in config.model_dump().items() if k not in _NOT_FINGERPRINTED}
     if config.distill == "off":  # settings of a loss not in use: students trained before it existed stay up to date
         fields = {k: v for k, v in fields.items() if not k.startswith("distill")}
-    elif config.distill_targets:
+    elif config.distill_targets:  # it holds the targets whatever context they came from
         fields["distill_targets"] = file_digest(Path(config.distill_targets))
+    fields.pop("distill_context", None)
     return fingerprint({**fields, "data": file_digest(Path(config.data))})
 
 
