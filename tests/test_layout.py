@@ -66,4 +66,4 @@ def test_each_package_exists_and_says_what_it_holds(package):
 
 def test_the_only_top_level_modules_are_the_runners():
     top = sorted(p.stem for p in SRC.glob("*.py"))
-    assert top == ["__init__", "cli", "cli_options", "pipeline", "study"]
+    assert top == ["__init__", "__main__", "cli", "cli_options", "pipeline", "study"]

@@ -54,6 +54,7 @@ def restart_with_jemalloc() -> None:
         return
     preload = os.environ.get("LD_PRELOAD", "")
     os.environ["LD_PRELOAD"] = f"{library} {preload}".strip()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):  # None when started with it closed (`>&-`): main() says so after
+        if stream is not None:
+            stream.flush()
     os.execv(sys.executable, sys.orig_argv)
