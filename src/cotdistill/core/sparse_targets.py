@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import torch
 
+#: The stored lists of both views, one entry per target token (as `both_targets` returns them).
+TARGET_KEYS = ("sampled_ids", "sampled_w", "top_ids", "top_p")
+
 
 def sample_targets(probs: torch.Tensor, k: int, generator: torch.Generator,
                    proposal_power: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,4 +54,4 @@ def both_targets(logits: torch.Tensor, temperature: float, k: int, generator: to
     probs = torch.softmax(logits.float() / temperature, dim=1)
     sampled = merged(*sample_targets(probs, k, generator))
     top = merged(*top_targets(probs, k))
-    return {"sampled_ids": sampled[0], "sampled_w": sampled[1], "top_ids": top[0], "top_p": top[1]}
+    return dict(zip(TARGET_KEYS, (*sampled, *top)))

@@ -148,10 +148,10 @@ def _recorded(tokens: list[int], steps: list, request: Request) -> dict:
     distribution there (`steps`: its raw logits, one per token), drawn from the request's own generator."""
     import torch
 
-    from cotdistill.core.sparse_targets import both_targets
+    from cotdistill.core.sparse_targets import TARGET_KEYS, both_targets
 
     if not steps:
-        return {"ids": [], "sampled_ids": [], "sampled_w": [], "top_ids": [], "top_p": []}
+        return {"ids": [], **{k: [] for k in TARGET_KEYS}}
     rec = request.record
     generator = torch.Generator().manual_seed(derive_seed(request.seed, "record"))
     return {"ids": tokens, **both_targets(torch.stack(steps).cpu(), rec.temperature, rec.tokens, generator)}

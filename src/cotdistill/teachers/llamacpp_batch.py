@@ -202,7 +202,9 @@ class BatchedEngine:
             if r.record is not None:
                 import torch
 
-                slot.record = {"sampled_ids": [], "sampled_w": [], "top_ids": [], "top_p": []}
+                from cotdistill.core.sparse_targets import TARGET_KEYS
+
+                slot.record = {k: [] for k in TARGET_KEYS}
                 slot.record_rng = torch.Generator().manual_seed(derive_seed(r.seed, "record"))
             used += reserve
 

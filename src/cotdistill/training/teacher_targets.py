@@ -42,12 +42,12 @@ import torch
 from cotdistill.core.errors import UserError
 from cotdistill.core.fileio import ends_torn, jsonl_line, read_jsonl_file, write_lines_atomic
 from cotdistill.core.sampling import derive_seed
-from cotdistill.core.sparse_targets import both_targets
+from cotdistill.core.sparse_targets import TARGET_KEYS, both_targets
 from cotdistill.teachers.scoring import Scorer, open_scorer
 from cotdistill.training.collate import IGNORE
 
 SAMPLED, TOP_K = "sampled", "top-k"
-TARGET_FIELDS = {"key": (str,), "sampled_ids": (list,), "sampled_w": (list,), "top_ids": (list,), "top_p": (list,)}
+TARGET_FIELDS = {"key": (str,), **{k: (list,) for k in TARGET_KEYS}}
 
 
 # ---------------------------------------------------------------- the teacher and student pair
@@ -130,7 +130,7 @@ def score_sequences(encoded: list[dict[str, list[int]]], scorer: Scorer, setting
 # ---------------------------------------------------------------- the written context
 
 
-WRITTEN_FIELDS = {"example_id": (str, int), "sample": (int,), "ids": (list,), **{k: (list,) for k in TARGET_FIELDS if k != "key"}}
+WRITTEN_FIELDS = {"example_id": (str, int), "sample": (int,), "ids": (list,), **{k: (list,) for k in TARGET_KEYS}}
 
 
 def align(targets: list[int], written: list[int]) -> list[int | None]:
