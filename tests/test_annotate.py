@@ -484,13 +484,35 @@ def test_answers_cached_without_a_recording_are_asked_again_and_come_back_the_sa
     assert again["teacher_calls"] == 0 and all(recordings(run).values())
 
 
+def test_hint_checks_are_asked_without_a_recording_they_would_not_use(tmp_path):
+    """The unhinted check decides a verdict and trains nothing: recording it would be paid for twice
+    (a cache answered without recordings asks again only what the students learn from)."""
+    teacher = llamacpp_teacher("embedded:gemma-3-270m")
+    run = RunDir(tmp_path / "run")
+    config = SAMPLED.model_copy(update={"max_tokens": 16, "filters": SAMPLED.filters.model_copy(update={"hint_check": True})})
+    try:
+        quietly(easy(), teacher, run, config)
+        info = quietly(easy(), teacher, run, config, record=RECORD)
+    finally:
+        teacher.close()
+    assert (info["teacher_calls"], info["cached"]) == (6, 3)  # the 6 hinted samples again; the 3 checks from the cache
+    stored = recordings(run)
+    assert sorted(k for k, r in stored.items() if r is None) == sorted(k for k in stored if k[1] == CHECK_SAMPLE)
+    assert sum(k[1] == CHECK_SAMPLE for k in stored) == 3
+
+
 def test_a_teacher_that_cannot_record_says_so_before_asking_anything(tmp_path):
     from cotdistill.teachers import load_teacher
 
-    server = load_teacher("openai:m@http://127.0.0.1:9/v1")  # nothing listens: asking anything would fail otherwise
+    if embedded_gemma_available():
+        pytest.skip(embedded_gemma_available())
+    sequential = load_teacher("embedded:gemma-3-270m", parallel=1, n_ctx=512, n_threads=1)
     run = RunDir(tmp_path / "run")
-    with pytest.raises(UserError, match="cannot record its probabilities.*embedded:NAME, gguf:PATH.*hf:"):
-        quietly(examples(2), server, run, record=RECORD)
+    try:
+        with pytest.raises(UserError, match="cannot record its probabilities.*embedded:NAME, gguf:PATH.*hf:MODEL and openai:"):
+            quietly(examples(2), sequential, run, record=RECORD)
+    finally:
+        sequential.close()
     assert not run.cache.exists()
 
 

@@ -266,6 +266,39 @@ def test_targets_from_the_written_context_line_up_with_the_training_sequences(di
     assert out != TargetSettings("embedded:x", 1.0, 8, 0).file(tmp_path)  # never mixed with the student context's
 
 
+def server_recordings(distill: Path, tokenizer, piece) -> list[dict]:
+    """What a server records writing each CoT: its tokens named by their bytes (`piece(id)`), the
+    top-k view only, and an alternative no token of the student's has ("ffff")."""
+    rows = []
+    for enc, row in zip(encoded(distill, tokenizer), read_jsonl_file(distill, {}, "")):
+        written = [enc["labels"][t + 1] for t in target_rows(enc)][:-1]
+        rows.append({"example_id": row["id"], "sample": 0, "pieces": [piece(t) for t in written],
+                     "top_pieces": [[piece(t), "ffff"] for t in written], "top_p": [[0.8, 0.2] for _ in written]})
+    return rows
+
+
+def test_a_servers_recording_by_bytes_is_read_through_the_students_vocabulary_and_trains_top_k_only(
+        distill, tokenizer, student_dir, tmp_path):
+    written, out = tmp_path / "written.jsonl", TargetSettings("openai:m", 1.0, 8, 0, context="written").file(tmp_path)
+    write_jsonl(written, server_recordings(distill, tokenizer, lambda t: tokenizer.decode([t]).encode().hex()))
+    stats = align_written([(distill, "cot")], str(student_dir), 256, written, out, quiet=True)
+    sequences = encoded(distill, tokenizer)
+    assert stats["recorded_positions"] == stats["positions"] - len(sequences)  # every token but EOS
+    attach_targets(sequences, out, "top-k")
+    for enc in sequences:  # the unknown alternative left out: each written token is its whole target
+        labels = [enc["labels"][t + 1] for t in target_rows(enc)]
+        assert enc["kd_ids"] == [[label] for label in labels] and all(w == [1.0] for w in enc["kd_w"])
+    with pytest.raises(UserError, match="top logprobs only.*student.distill: top-k"):
+        attach_targets(encoded(distill, tokenizer), out, "sampled")
+
+
+def test_a_servers_recording_in_another_vocabulary_is_refused(distill, tokenizer, student_dir, tmp_path):
+    written = tmp_path / "written.jsonl"
+    write_jsonl(written, server_recordings(distill, tokenizer, lambda t: "ffff"))
+    with pytest.raises(UserError, match="tokens the teacher wrote are not in .*vocabulary: teacher and student tokenize differently"):
+        align_written([(distill, "cot")], str(student_dir), 256, written, tmp_path / "t.jsonl", quiet=True)
+
+
 def test_a_teacher_with_another_vocabulary_is_refused_naming_both(distill, student_dir, tmp_path):
     other = random_llama(tmp_path / "other", tiny_tokenizer(["completely different words here"] * 5), seed=2)
     settings = TargetSettings(f"hf:{other}", 1.0, 8, 0)

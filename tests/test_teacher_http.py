@@ -4,7 +4,9 @@ gemma-3-270m on 127.0.0.1), with a fault-injection proxy in front of it for the 
 from __future__ import annotations
 
 import base64
+import json
 import logging
+import math
 import os
 import re
 import time
@@ -12,8 +14,9 @@ import time
 import pytest
 
 from cotdistill.core.errors import UserError
-from cotdistill.core.sampling import Request, SamplingParams
+from cotdistill.core.sampling import Record, Request, SamplingParams
 from cotdistill.teachers import load_teacher
+from cotdistill.teachers.openai_compat import _parse
 from conftest import free_port
 from faultproxy import FaultProxy
 from faultserver import FaultServer
@@ -248,3 +251,92 @@ def test_credentials_in_the_url_are_sent_but_never_shown(caplog, monkeypatch):
     for shown in (str(info.value), caplog.text, repr(teacher.name)):
         assert "PASSWORD1" not in shown and "QUERYKEY1" not in shown, shown
     assert "alice:***@" in str(info.value) and "api-key=***" in str(info.value)
+
+
+# ---------------------------------------------------------------- recording what the teacher writes
+
+RECORD = Record(temperature=1.0, tokens=5)
+
+
+@pytest.mark.slow  # about 6 minutes beside a training run: see the comment below
+def test_a_server_records_the_top_logprobs_of_each_token_it_writes_and_the_student_reads_them_as_its_ids(server_root):
+    """llama-cpp-python's server names tokens by their text only; the student's tokenizer (gemma's,
+    the model the server runs) turns them back into the ids it trains on."""
+    from transformers import AutoTokenizer
+
+    from cotdistill.models.students import resolve
+    from cotdistill.training.teacher_targets import piece_ids, recorded_ids
+
+    # One request at a time, with time to spare: llama-cpp-python's server works out logprobs in Python
+    # over the whole vocabulary (262k tokens for gemma), seconds per token on a busy CPU.
+    teacher = _teacher(server_root + "/v1", concurrency=1, timeout_s=600.0)
+    prompts = ["Q: Tom has 3 apples and buys 4 more. How many apples does he have?\nA:", "1, 2, 3, 4,"]
+    out = teacher.generate([Request(p, SamplingParams(max_tokens=6), record=RECORD) for p in prompts])
+    tokenizer = AutoTokenizer.from_pretrained(resolve("embedded:gemma-3-270m", quiet=True))
+    pieces = piece_ids(tokenizer)
+    for c in out:
+        rec, unknown = recorded_ids(c.record, pieces)
+        assert unknown == 0 and tokenizer.decode(rec["ids"]) == c.text
+        assert [top[0] for top in rec["top_ids"]] == rec["ids"]  # greedy: each written token was its most likely
+        assert all(1 <= len(t) <= 6 and sum(p) == pytest.approx(1, abs=1e-3) for t, p in zip(rec["top_ids"], rec["top_p"]))
+
+
+def test_a_server_that_answers_without_logprobs_cannot_record_and_says_so():
+    with FaultServer("answer") as server:
+        with pytest.raises(UserError, match="answered without logprobs.*cannot record.*vLLM, llama.cpp's llama-server"):
+            _fault_teacher(server.url).generate([Request("1 + 1 =", GREEDY, record=RECORD)])
+
+
+def _choice(message: str, logprobs: dict) -> str:
+    return json.dumps({"choices": [{"message": {"content": message}, "finish_reason": "stop", "logprobs": logprobs}]})
+
+
+def _entry(token: str, logprob: float, **extra) -> dict:
+    return {"token": token, "logprob": logprob, **extra}
+
+
+CHAT = Request([{"role": "user", "content": "1 + 4 ="}], GREEDY, record=RECORD)
+
+
+def test_a_server_that_gives_token_ids_is_recorded_by_id():
+    """llama.cpp's llama-server: every token with its id (and bytes); vLLM started with
+    --return-tokens-as-token-ids: "token_id:N"."""
+    llama_server = _choice(" 5", {"content": [
+        _entry(" ", -0.1, id=220, bytes=[32], top_logprobs=[_entry(" ", -0.1, id=220, bytes=[32]),
+                                                              _entry(" and", -2.5, id=323, bytes=[32, 97, 110, 100])]),
+        _entry("5", -0.2, id=20, bytes=[53], top_logprobs=[_entry("5", -0.2, id=20, bytes=[53])])]})
+    assert _parse(llama_server, CHAT).record == {"ids": [220, 20], "top_ids": [[220, 323], [20]],
+                                                 "top_p": [[0.9168, 0.08317], [1.0]]}
+    vllm = _choice(" 5", {"content": [_entry("token_id:220", -0.1, top_logprobs=[_entry("token_id:220", -0.1)]),
+                                      _entry("token_id:20", -0.2, top_logprobs=[_entry("token_id:20", -0.2)])]})
+    assert _parse(vllm, CHAT).record == {"ids": [220, 20], "top_ids": [[220], [20]], "top_p": [[1.0], [1.0]]}
+
+
+def test_a_server_that_names_tokens_by_their_bytes_is_recorded_by_bytes_at_the_recording_temperature():
+    """OpenAI, vLLM and Ollama give each token's UTF-8 bytes (a token may hold part of a character)."""
+    openai = _choice("é", {"content": [_entry("\\xc3", -0.5, bytes=[0xC3], top_logprobs=[
+        _entry("\\xc3", -0.5, bytes=[0xC3]), _entry("e", -1.5, bytes=[101])]),
+        _entry("\\xa9", 0.0, bytes=[0xA9], top_logprobs=[_entry("\\xa9", 0.0, bytes=[0xA9])])]})
+    hot = Request(CHAT.prompt, GREEDY, record=Record(temperature=2.0, tokens=5))
+    record = _parse(openai, hot).record
+    assert record["pieces"] == ["c3", "a9"] and record["top_pieces"] == [["c3", "65"], ["a9"]]
+    assert record["top_p"][0] == pytest.approx([1 / (1 + math.exp(-0.5)), math.exp(-0.5) / (1 + math.exp(-0.5))], abs=1e-4)
+    legacy = json.dumps({"choices": [{"text": " 5", "finish_reason": "stop", "logprobs": {
+        "tokens": [" ", "5"], "token_logprobs": [-0.1, -0.2], "top_logprobs": [{" ": -0.1, " and": -2.5}, {"5": -0.2}]}}]})
+    assert _parse(legacy, Request("1 + 4 =", GREEDY, record=RECORD)).record["top_pieces"] == [["20", "20616e64"], ["35"]]
+
+
+def test_a_server_refuses_sampled_distillation_in_the_written_context_before_anything_is_asked(tmp_path):
+    from cotdistill.core.config import RunConfig
+    from cotdistill.pipeline import check_distill_source
+
+    def config(distill: str) -> RunConfig:
+        return RunConfig.model_validate({
+            "name": "kd", "run_dir": str(tmp_path / "run"), "quiet": True,
+            "data": {"generate": "coin_flip", "n_train": 4, "n_test": 4},
+            "teacher": {"model": "openai:m@http://127.0.0.1:9/v1"},  # nothing listens: nothing may be asked
+            "student": {"model": "embedded:qwen2.5-0.5b", "distill": distill, "distill_context": "written"}})
+
+    with pytest.raises(UserError, match="sampled needs draws from the teacher's whole distribution.*student.distill: top-k"):
+        check_distill_source(config("sampled"))
+    check_distill_source(config("top-k"))  # its tokens are checked as its recordings are aligned

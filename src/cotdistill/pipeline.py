@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from cotdistill.core.progress import readable_console
 from cotdistill.core.config import EvalSettings, RunConfig, dump_config
+from cotdistill.core.errors import UserError
 from cotdistill.core.hashing import fingerprint, model_files
 from cotdistill.core.records import example_rows, write_jsonl, write_jsonl_files
 from cotdistill.core.evalnames import DEV, STUDENT_FEW_SHOT, TEACHER_FEW_SHOT, EvalName
 from cotdistill.core.modes import COT, MODES
 from cotdistill.core.rundir import RunDir, main_process
+from cotdistill.core.secrets import mask_spec
 
 if TYPE_CHECKING:
     from cotdistill.evaluation.evaluate import EvalOptions
@@ -110,6 +112,23 @@ def recording(config: RunConfig) -> "Record | None":
     if s.distill == "off" or s.distill_context != "written":
         return None
     return Record(s.distill_temperature, s.distill_tokens)
+
+
+def check_distill_source(config: RunConfig) -> None:
+    """Before the teacher is paid for anything: can the students learn from its probabilities? A
+    teacher that runs here is checked token by token against the student's vocabulary; a server
+    records only its top logprobs as it writes (teachers/openai_compat.py), whose tokens are checked
+    as they are aligned to the student's (teacher_targets.align_written)."""
+    from cotdistill.training.teacher_targets import check_pair
+
+    s = config.student
+    if s.distill_context == "written" and config.teacher.model.startswith("openai:"):
+        if s.distill == "sampled":
+            raise UserError(f"student.distill: sampled needs draws from the teacher's whole distribution; "
+                            f"{mask_spec(config.teacher.model)} (a server) returns its top logprobs only: use "
+                            "student.distill: top-k with it, or a teacher that runs here (embedded:, gguf:, hf:)")
+        return
+    check_pair(config.teacher.model, s.model, s.max_len, config.quiet)
 
 
 def train_config(config: RunConfig, run: RunDir, mode: str) -> "TrainConfig":
@@ -254,10 +273,7 @@ def _run_stages(config: RunConfig, run: RunDir, dry_run: bool = False) -> RunDir
 
     check_teacher(config, run)
     if config.student.distill != "off" and not dry_run and not run.distill.exists():
-        from cotdistill.training.teacher_targets import check_pair
-
-        # A student that cannot learn from this teacher's probabilities is said before annotation.
-        check_pair(config.teacher.model, config.student.model, config.student.max_len, config.quiet)
+        check_distill_source(config)
 
     def do_annotate() -> dict[str, Any]:
         teacher = load_teacher(config.teacher.model, **config.teacher.backend_options())

@@ -120,7 +120,7 @@ def fetch(
     stops there, and reaching `budget` after any batch raises BudgetReached. With `record`, a cached
     answer without that recording is asked again (the same seeded request: the same text)."""
     keys: list[Key] = [(teacher.name, j.prompt_hash, j.params or params, j.sample) for j in jobs]
-    found = cache.get_many(keys, record)
+    found = _cached(cache, list(zip(jobs, keys)), record)
     stats = FetchStats(cached=len(found))
     spent = stats.spent
     missing = [(j, k) for j, k in zip(jobs, keys) if k not in found]
@@ -135,24 +135,24 @@ def fetch(
             batch: list[tuple[Job, Key]] = []
             while pending and len(batch) < batch_size:
                 item = pending.popleft()
-                (batch if cache.claim(item[1], record) else others).append(item)
+                (batch if cache.claim(item[1], _wanted(item[0], record)) else others).append(item)
             if not batch:
                 pending.extend(_await_others(cache, others, found, stats, lambda n: bar.advance(task, n), record))
                 continue
             t0 = time.perf_counter()
 
             def commit(i: int, completion: Completion, batch=batch) -> None:
-                key = batch[i][1]
+                job, key = batch[i]
                 found[key] = completion
                 if completion.finish_reason != PROMPT_TOO_LONG:  # never asked: nothing to keep
-                    cache.put_many([(key, completion)], record)
+                    cache.put_many([(key, completion)], _wanted(job, record))
                     spent.requests += 1
                     spent.prompt_tokens += completion.prompt_tokens
                     spent.completion_tokens += completion.completion_tokens
                     spent.usd += completion.cost_usd
                 bar.advance(task, 1)
 
-            answers = teacher.generate([Request(j.prompt, j.params or params, j.sample, record) for j, _ in batch],
+            answers = teacher.generate([Request(j.prompt, j.params or params, j.sample, _wanted(j, record)) for j, _ in batch],
                                        on_done=commit)
             spent.seconds += time.perf_counter() - t0
             if len(answers) != len(batch) or any(k not in found for _, k in batch):
@@ -174,6 +174,19 @@ def fetch(
     return {(j.example.id, j.sample): found[k] for j, k in zip(jobs, keys)}, stats
 
 
+def _wanted(job: Job, record: Record | None) -> Record | None:
+    """The recording a job's answer needs: none for a hint check (it trains nothing, only decides)."""
+    return None if job.sample == CHECK_SAMPLE else record
+
+
+def _cached(cache: CompletionCache, items: list[tuple[Job, Key]], record: Record | None) -> dict[Key, Completion]:
+    """The cached answers of `items`, each with the recording its job needs (`_wanted`)."""
+    found = cache.get_many((k for j, k in items if _wanted(j, record) is None), None)
+    if record is not None:
+        found.update(cache.get_many((k for j, k in items if _wanted(j, record) is not None), record))
+    return found
+
+
 def _await_others(
     cache: CompletionCache, others: list[tuple[Job, Key]], found: dict[Key, Completion], stats: FetchStats,
     advance: Callable[[int], None], record: Record | None,
@@ -186,11 +199,11 @@ def _await_others(
                       "waiting for its answers rather than paying twice")
         stats.waited = True
     time.sleep(AWAIT_POLL_S)
-    answered = cache.get_many((k for _, k in others), record)
+    answered = _cached(cache, others, record)
     found.update(answered)
     stats.cached += len(answered)
     advance(len(answered))
-    taken = [(j, k) for j, k in others if k not in found and cache.claim(k, record)]
+    taken = [(j, k) for j, k in others if k not in found and cache.claim(k, _wanted(j, record))]
     claimed = {k for _, k in taken}
     others[:] = [(j, k) for j, k in others if k not in found and k not in claimed]
     return taken
@@ -302,7 +315,8 @@ def annotate(
     check_unique_ids(examples, "the data")
     if record is not None and not getattr(teacher, "records", False):
         raise UserError(f"{teacher.name} cannot record its probabilities as it writes (student.distill_context: written); "
-                        "the llama.cpp teachers (embedded:NAME, gguf:PATH, with parallel > 1) and hf:MODEL can; or use "
+                        "the llama.cpp teachers (embedded:NAME, gguf:PATH, with parallel > 1), hf:MODEL and openai: "
+                        "servers that return logprobs can; or use "
                         "student.distill_context: student (the teacher re-reads each CoT)")
     if limit is not None:
         examples = examples[:limit]

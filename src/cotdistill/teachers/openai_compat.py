@@ -19,6 +19,15 @@ Usage. The server's token counts are used for costs and budgets; a count that is
 non-negative integer is estimated from the text (budget.estimate_tokens), so `--budget tokens=`
 still stops a run against a server that reports none or nonsense.
 
+Recording (token-level distillation in the context the teacher wrote in: Request.record). The
+request asks for the top `record.tokens` logprobs of each written token, which OpenAI, vLLM,
+llama.cpp's llama-server, Ollama and llama-cpp-python's server return; `_recording` keeps them as the
+top-k view only (core/sparse_targets.py): no server returns draws from its whole distribution, so
+sampled KD needs a teacher that runs here. Tokens are kept as ids where the server gives them
+(llama-server's "id", vLLM's "token_id:N"), else as their UTF-8 bytes, which the student's tokenizer
+turns into ids (teacher_targets.piece_ids). A server that answers without logprobs cannot record:
+one line says so, before anything more is paid for.
+
 Secrets. The API key is read from an environment variable (its NAME is configurable) when
 `generate` is called; it is never stored on the object, so it cannot leak through repr, configs,
 manifests or logs. A key that cannot be sent as a header (a pasted space, line break or non-ASCII
@@ -47,7 +56,7 @@ from cotdistill.core.budget import estimate_tokens
 from cotdistill.core import stopping
 from cotdistill.core.errors import UserError
 from cotdistill.core.secrets import RedactingFilter, mask_url, redact
-from cotdistill.core.sampling import PROMPT_TOO_LONG, Request
+from cotdistill.core.sampling import PROMPT_TOO_LONG, Record, Request
 from cotdistill.teachers.base import Completion, OnDone
 
 log = logging.getLogger(__name__)
@@ -92,6 +101,8 @@ class OpenAICompatTeacher:
     price_input_per_m: float = 0.0  # USD per 1M prompt tokens
     price_output_per_m: float = 0.0  # USD per 1M completion tokens
     usage: Usage = field(default_factory=Usage, init=False)
+    #: It records the top-k logprobs of what it writes (Request.record), not sampled draws.
+    records = True
 
     def __post_init__(self) -> None:
         if not self.endpoints:
@@ -218,7 +229,11 @@ class OpenAICompatTeacher:
         if p.temperature > 0:
             body["seed"] = req.seed
         if isinstance(req.prompt, str):
+            if req.record:
+                body["logprobs"] = req.record.tokens
             return "/completions", {**body, "prompt": req.prompt}
+        if req.record:
+            body.update(logprobs=True, top_logprobs=req.record.tokens)
         return "/chat/completions", {**body, "messages": req.prompt}
 
     def _headers(self) -> dict[str, str]:
@@ -257,7 +272,13 @@ class OpenAICompatTeacher:
             hint = f" (is ${self.api_key_env} set and valid?)" if r.status_code in (401, 403) else ""
             raise UserError(f"teacher endpoint {mask_url(_url(endpoint, path))} answered HTTP {r.status_code}{hint}: "
                             f"{self._server_text(r, 300)}")
-        return _parse(r.text, req)
+        completion = _parse(r.text, req)
+        if req.record and completion.record is None:
+            raise UserError(f"teacher endpoint {mask_url(_url(endpoint, path))} answered without logprobs, so it cannot "
+                            "record its probabilities as it writes (student.distill_context: written); use a server that "
+                            "returns them (vLLM, llama.cpp's llama-server, OpenAI) or student.distill_context: student "
+                            "with a teacher that runs here")
+        return completion
 
     def _account(self, c: Completion) -> Completion:
         c.cost_usd = (c.prompt_tokens * self.price_input_per_m + c.completion_tokens * self.price_output_per_m) / 1e6
@@ -291,9 +312,54 @@ def _parse(text: str, req: Request) -> Completion:
             finish_reason="length" if choice.get("finish_reason") == "length" else "stop",
             prompt_tokens=_tokens(usage, "prompt_tokens", prompt),
             completion_tokens=_tokens(usage, "completion_tokens", out),
+            record=_recording(choice.get("logprobs"), req.record) if req.record else None,
         )
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
         raise _Retryable(f"invalid response body ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def _recording(logprobs: object, record: Record) -> dict | None:
+    """The top-k view of each written token's distribution from a choice's `logprobs`, in either of
+    the two shapes servers use: {"content": [{token, logprob, bytes, id?, top_logprobs: [...]}]}
+    (chat; llama-server's completions too) or the legacy {"tokens": [...], "top_logprobs": [{token:
+    logprob}]} (completions). None when the server sent none (an empty answer has an empty recording). Probabilities are at the recording's
+    temperature, renormalised over the tokens listed (as top-k distillation trains on them).
+    Stored as {ids, top_ids, top_p} when every token came with its id, else {pieces, top_pieces,
+    top_p} with each token's UTF-8 bytes in hex."""
+    if not isinstance(logprobs, dict):
+        return None
+    if isinstance(logprobs.get("content"), list):
+        steps = [(_token(e), [(_token(t), t["logprob"]) for t in e.get("top_logprobs") or []]) for e in logprobs["content"]]
+    elif isinstance(logprobs.get("tokens"), list):
+        steps = [(_token({"token": t}), [(_token({"token": k}), v) for k, v in (top or {}).items()])
+                 for t, top in zip(logprobs["tokens"], logprobs["top_logprobs"])]
+    else:
+        return None
+    if any(not top for _, top in steps):  # the server ignored top_logprobs
+        return None
+    tokens = [t for written, top in steps for t in (written, *(u for u, _ in top))]
+    as_ids = all(t[0] is not None for t in tokens)
+    pick = (lambda t: t[0]) if as_ids else (lambda t: t[1])
+    top_p = []
+    for _, top in steps:
+        weights = [math.exp(float(lp) / record.temperature) for _, lp in top]
+        top_p.append([float(f"{w / sum(weights):.4g}") for w in weights])
+    names = ("ids", "top_ids") if as_ids else ("pieces", "top_pieces")
+    return {names[0]: [pick(w) for w, _ in steps], names[1]: [[pick(t) for t, _ in top] for _, top in steps],
+            "top_p": top_p}
+
+
+def _token(entry: dict) -> tuple[int | None, str]:
+    """(id or None, UTF-8 bytes in hex) of one token of a server's logprobs: the id from llama-server's
+    "id" or vLLM's "token_id:N"; the bytes from "bytes", else from the token's text (llama-cpp-python's
+    server gives only that, with any partial UTF-8 character dropped)."""
+    text = entry["token"]
+    token_id = entry.get("id")
+    if not isinstance(token_id, int) and text.startswith("token_id:") and text[9:].isdigit():
+        token_id = int(text[9:])
+    raw = entry.get("bytes")
+    piece = bytes(raw).hex() if isinstance(raw, list) else text.encode("utf-8", "surrogatepass").hex()
+    return (token_id if isinstance(token_id, int) and not isinstance(token_id, bool) else None), piece
 
 
 def _tokens(usage: object, name: str, text: str) -> int:

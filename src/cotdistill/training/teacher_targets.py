@@ -26,13 +26,15 @@ Whose context the probabilities come from is a choice (`student.distill_context`
              written.jsonl): free at annotation time, and the distribution that produced the CoT. The
              student's target tokens are matched to the written ones (`align`); a target token with no
              written counterpart in the same context (the answer sentence the student is taught, EOS)
-             is its own target, i.e. plain cross-entropy there (`align_written`).
+             is its own target, i.e. plain cross-entropy there (`align_written`). A server teacher
+             records the top-k view only, its tokens as ids or as bytes (`piece_ids` maps those).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ import torch
 
 from cotdistill.core.errors import UserError
 from cotdistill.core.fileio import ends_torn, jsonl_line, read_jsonl_file, write_lines_atomic
+from cotdistill.core.progress import console
 from cotdistill.core.sampling import derive_seed
 from cotdistill.core.sparse_targets import TARGET_KEYS, both_targets
 from cotdistill.teachers.scoring import Scorer, open_scorer
@@ -130,7 +133,7 @@ def score_sequences(encoded: list[dict[str, list[int]]], scorer: Scorer, setting
 # ---------------------------------------------------------------- the written context
 
 
-WRITTEN_FIELDS = {"example_id": (str, int), "sample": (int,), "ids": (list,), **{k: (list,) for k in TARGET_KEYS}}
+WRITTEN_FIELDS = {"example_id": (str, int), "sample": (int,), "top_p": (list,)}
 
 
 def align(targets: list[int], written: list[int]) -> list[int | None]:
@@ -158,9 +161,61 @@ def read_written(path: Path) -> dict[str, list[dict[str, Any]]]:
     return by_example
 
 
+def piece_ids(tokenizer: Any) -> dict[str, int]:
+    """Each token's UTF-8 bytes (hex) → its id, to read a server's recording that names tokens by
+    their bytes: byte-level BPE vocabularies (Qwen, Llama 3, GPT-2) spell bytes as printable
+    characters, SentencePiece ones (Gemma, Llama 2) write a space as "▁" and a lone byte as <0xNN>.
+    Where two tokens have the same bytes, the one a tokenizer writes wins: a SentencePiece byte
+    token only stands for a byte no other token is (its fallback), else the lower id."""
+    byte_of = _byte_level_chars()
+    byte_level = "ByteLevel" in repr(tokenizer.backend_tokenizer.decoder)
+    special = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+    out: dict[str, int] = {}
+    fallback: dict[str, int] = {}
+    for token_id, token in enumerate(_vocabulary(tokenizer)):
+        if token is None:
+            continue
+        if token in special:
+            out.setdefault(token.encode().hex(), token_id)
+        elif byte_level and all(c in byte_of for c in token):
+            out.setdefault(bytes(byte_of[c] for c in token).hex(), token_id)
+        elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", token):
+            fallback.setdefault(token[3:5].lower(), token_id)
+        else:
+            out.setdefault(token.replace("▁", " ").encode().hex(), token_id)
+    return {**fallback, **out}
+
+
+def _byte_level_chars() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character → byte: printable bytes stand for themselves, the other
+    68 (space, control bytes, ...) for the characters from U+0100 on, in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(others)}}
+
+
+def recorded_ids(rec: dict[str, Any], pieces: dict[str, int] | None) -> tuple[dict[str, Any], int]:
+    """A recording with its tokens as ids (a server's, named by bytes, read through `pieces`) and how
+    many of its written tokens the student's vocabulary lacks. An unknown written token is -1 (it
+    matches nothing); an unknown alternative is left out with its probability."""
+    if "ids" in rec:
+        return rec, 0
+    if "pieces" not in rec or "top_pieces" not in rec or pieces is None:
+        raise UserError("written.jsonl: a recording without the written tokens (ids or pieces); delete it and rerun "
+                        "`cotdistill run`")
+    ids = [pieces.get(h, -1) for h in rec["pieces"]]
+    top_ids, top_p = [], []
+    for alternatives, ps in zip(rec["top_pieces"], rec["top_p"]):
+        kept = [(pieces[h], p) for h, p in zip(alternatives, ps) if h in pieces]
+        top_ids.append([i for i, _ in kept])
+        top_p.append([p for _, p in kept])
+    return {**rec, "ids": ids, "top_ids": top_ids, "top_p": top_p}, ids.count(-1)
+
+
 def written_row(enc: dict[str, list[int]], recordings: list[dict[str, Any]]) -> tuple[dict[str, Any], int]:
     """The targets row of one training sequence from the recording that covers most of its target
-    tokens (a label-only row where none does), and how many of its positions it covers."""
+    tokens (a label-only row where none does), and how many of its positions it covers. A view the
+    recording lacks (a server records no sampled draws) is left empty."""
     labels = [enc["labels"][t + 1] for t in target_rows(enc)]
     best: list[int | None] = [None] * len(labels)
     source: dict[str, Any] = {}
@@ -170,6 +225,9 @@ def written_row(enc: dict[str, list[int]], recordings: list[dict[str, Any]]) -> 
             best, source = matched, rec
     row: dict[str, Any] = {"key": sequence_key(enc)}
     for ids, weights in (("sampled_ids", "sampled_w"), ("top_ids", "top_p")):
+        if source and ids not in source:
+            row[ids], row[weights] = [], []
+            continue
         row[ids] = [source[ids][j] if j is not None else [label] for j, label in zip(best, labels)]
         row[weights] = [source[weights][j] if j is not None else [1.0] for j, label in zip(best, labels)]
     return row, sum(m is not None for m in best)
@@ -183,6 +241,15 @@ def align_written(sources: list[tuple[Path, str]], student: str, max_len: int, w
 
     tokenizer = _student_tokenizer(student, quiet)
     recordings = read_written(written)
+    pieces = piece_ids(tokenizer) if any("pieces" in r for rs in recordings.values() for r in rs) else None
+    unknown = total = 0
+    for group, recs in recordings.items():
+        for i, rec in enumerate(recs):
+            recs[i], n = recorded_ids(rec, pieces)
+            unknown, total = unknown + n, total + len(recs[i]["ids"])
+    if unknown > 0.05 * total:
+        raise UserError(f"{written}: {unknown} of the {total} tokens the teacher wrote are not in {student}'s vocabulary: "
+                        "teacher and student tokenize differently; use a student with the teacher's tokenizer")
     rows: dict[str, dict[str, Any]] = {}
     positions = covered = 0
     for data, mode in sources:
@@ -194,6 +261,9 @@ def align_written(sources: list[tuple[Path, str]], student: str, max_len: int, w
             rows[row["key"]] = row
             positions += len(row["top_ids"])
             covered += n
+    if positions and covered < 0.5 * positions and not quiet:
+        console.print(f"[yellow]teacher targets: only {covered} of {positions} target tokens match a token the teacher "
+                      "wrote (the rest train on cross-entropy alone); teacher and student may tokenize differently[/yellow]")
     out.parent.mkdir(parents=True, exist_ok=True)
     write_lines_atomic(out, [jsonl_line(row) for row in rows.values()])
     return {"sequences": len(rows), "positions": positions, "recorded_positions": covered,
@@ -211,6 +281,9 @@ def attach_targets(encoded: list[dict[str, list[int]]], path: Path, loss: str) -
                         "rerun `cotdistill run` (its teacher-targets stage scores them)")
     for enc in encoded:
         row = targets[sequence_key(enc)]
+        if loss == SAMPLED and row["top_ids"] and not row["sampled_ids"]:
+            raise UserError(f"{path}: the teacher recorded its top logprobs only (a server does), not draws from its "
+                            "whole distribution: use student.distill: top-k")
         if loss == SAMPLED:
             enc["kd_ids"], enc["kd_w"] = row["sampled_ids"], row["sampled_w"]
         else:
