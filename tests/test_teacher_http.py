@@ -259,6 +259,7 @@ RECORD = Record(temperature=1.0, tokens=5)
 
 
 @pytest.mark.slow  # about 6 minutes beside a training run: see the comment below
+@pytest.mark.ci
 def test_a_server_records_the_top_logprobs_of_each_token_it_writes_and_the_student_reads_them_as_its_ids(server_root):
     """llama-cpp-python's server names tokens by their text only; the student's tokenizer (gemma's,
     the model the server runs) turns them back into the ids it trains on."""

@@ -246,7 +246,8 @@ class TrainSettings(Section):
     distill_context: Literal["student", "written"] = Field(
         "student", description="Whose context the teacher's probabilities come from: student (the teacher re-reads each "
         "training sequence as the student sees it: the bare question) | written (recorded while the teacher wrote the CoT, "
-        "exemplars and answer hint in view; llama.cpp and hf: teachers). `cotdistill train` only records it: its "
+        "exemplars and answer hint in view; llama.cpp and hf: teachers, and openai: servers for distill: top-k). "
+        "`cotdistill train` only records it: its "
         "--distill-targets file holds the targets of one context.")
 
 
