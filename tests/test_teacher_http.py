@@ -258,8 +258,6 @@ def test_credentials_in_the_url_are_sent_but_never_shown(caplog, monkeypatch):
 RECORD = Record(temperature=1.0, tokens=5)
 
 
-@pytest.mark.slow  # about 6 minutes beside a training run: see the comment below
-@pytest.mark.ci
 def test_a_server_records_the_top_logprobs_of_each_token_it_writes_and_the_student_reads_them_as_its_ids(server_root):
     """llama-cpp-python's server names tokens by their text only; the student's tokenizer (gemma's,
     the model the server runs) turns them back into the ids it trains on."""
@@ -269,7 +267,7 @@ def test_a_server_records_the_top_logprobs_of_each_token_it_writes_and_the_stude
     from cotdistill.training.teacher_targets import piece_ids, recorded_ids
 
     # One request at a time, with time to spare: llama-cpp-python's server works out logprobs in Python
-    # over the whole vocabulary (262k tokens for gemma), seconds per token on a busy CPU.
+    # over the whole vocabulary (262k tokens for gemma): 12 s alone, minutes on a CPU busy with training.
     teacher = _teacher(server_root + "/v1", concurrency=1, timeout_s=600.0)
     prompts = ["Q: Tom has 3 apples and buys 4 more. How many apples does he have?\nA:", "1, 2, 3, 4,"]
     out = teacher.generate([Request(p, SamplingParams(max_tokens=6), record=RECORD) for p in prompts])
