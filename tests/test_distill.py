@@ -33,6 +33,7 @@ from cotdistill.training.teacher_targets import (
     attach_targets,
     check_vocabulary,
     read_targets,
+    recorded_ids,
     score_sequences,
     score_training_data,
     target_rows,
@@ -290,6 +291,13 @@ def test_a_servers_recording_by_bytes_is_read_through_the_students_vocabulary_an
         assert enc["kd_ids"] == [[label] for label in labels] and all(w == [1.0] for w in enc["kd_w"])
     with pytest.raises(UserError, match="top logprobs only.*student.distill: top-k"):
         attach_targets(encoded(distill, tokenizer), out, "sampled")
+
+
+def test_a_written_token_whose_alternatives_the_student_lacks_is_its_own_target():
+    rec = {"pieces": ["61", "62"], "top_pieces": [["61", "ffff"], ["ffff", "eeee"]], "top_p": [[0.6, 0.4], [0.7, 0.3]]}
+    ids, unknown = recorded_ids(rec, {"61": 5, "62": 7})
+    assert unknown == 0 and ids["ids"] == [5, 7]
+    assert ids["top_ids"] == [[5], [7]] and ids["top_p"] == [[0.6], [1.0]]
 
 
 def test_a_servers_recording_in_another_vocabulary_is_refused(distill, tokenizer, student_dir, tmp_path):

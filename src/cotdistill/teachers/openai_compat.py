@@ -322,8 +322,9 @@ def _recording(logprobs: object, record: Record) -> dict | None:
     """The top-k view of each written token's distribution from a choice's `logprobs`, in either of
     the two shapes servers use: {"content": [{token, logprob, bytes, id?, top_logprobs: [...]}]}
     (chat; llama-server's completions too) or the legacy {"tokens": [...], "top_logprobs": [{token:
-    logprob}]} (completions). None when the server sent none (an empty answer has an empty recording). Probabilities are at the recording's
-    temperature, renormalised over the tokens listed (as top-k distillation trains on them).
+    logprob}]} (completions). None when the server sent none (an empty answer has an empty recording).
+    Probabilities are at the recording's temperature, renormalised over the tokens listed (as top-k
+    distillation trains on them).
     Stored as {ids, top_ids, top_p} when every token came with its id, else {pieces, top_pieces,
     top_p} with each token's UTF-8 bytes in hex."""
     if not isinstance(logprobs, dict):

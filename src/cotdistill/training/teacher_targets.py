@@ -197,7 +197,8 @@ def _byte_level_chars() -> dict[str, int]:
 def recorded_ids(rec: dict[str, Any], pieces: dict[str, int] | None) -> tuple[dict[str, Any], int]:
     """A recording with its tokens as ids (a server's, named by bytes, read through `pieces`) and how
     many of its written tokens the student's vocabulary lacks. An unknown written token is -1 (it
-    matches nothing); an unknown alternative is left out with its probability."""
+    matches nothing); an unknown alternative is left out with its probability, and where none is
+    known the written token is its own target."""
     if "ids" in rec:
         return rec, 0
     if "pieces" not in rec or "top_pieces" not in rec or pieces is None:
@@ -205,8 +206,8 @@ def recorded_ids(rec: dict[str, Any], pieces: dict[str, int] | None) -> tuple[di
                         "`cotdistill run`")
     ids = [pieces.get(h, -1) for h in rec["pieces"]]
     top_ids, top_p = [], []
-    for alternatives, ps in zip(rec["top_pieces"], rec["top_p"]):
-        kept = [(pieces[h], p) for h, p in zip(alternatives, ps) if h in pieces]
+    for written, alternatives, ps in zip(ids, rec["top_pieces"], rec["top_p"]):
+        kept = [(pieces[h], p) for h, p in zip(alternatives, ps) if h in pieces] or [(written, 1.0)]
         top_ids.append([i for i, _ in kept])
         top_p.append([p for _, p in kept])
     return {**rec, "ids": ids, "top_ids": top_ids, "top_p": top_p}, ids.count(-1)
