@@ -273,7 +273,8 @@ class EvalSettings(Section):
     # What runs a fine-tuned student: transformers (our batched generation), or llama.cpp from a GGUF
     # export of it, the file users deploy. torch by default because it was the faster one where both
     # were measured: on GSM8K's 500 test questions (Intel Xeon with AMX, 2 cores, bf16 torch) llama.cpp
-    # answered 41-42 questions/min (f16 and q8_0 alike) against torch's 82 (docs/benchmarks.md §4).
+    # answered 41-42 questions/min (f16 and q8_0 alike) against torch's 82 (docs/benchmarks.md §4);
+    # on AVX2 without bf16 (emulated there) llama.cpp decoded 1.0-1.26x as fast as torch in fp32.
     # Specs that name a backend (embedded:NAME, gguf:PATH, openai:..., vllm:...) keep it.
     engine: Literal["torch", "llamacpp"] = Field("torch", description="fine-tuned students: torch (transformers) "
                                                  "| llamacpp (from the student's GGUF export).")
