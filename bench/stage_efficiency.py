@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from cotdistill.core.cpu import cpu
+from train_throughput import matmul_ceiling  # bench/ is on the path when this script runs
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -55,21 +56,6 @@ def train_flops(metrics: dict[str, Any], counts: tuple[int, int, int]) -> float:
     return k * n_body * metrics["tokens"] + k * n_head * metrics["target_tokens"] + 6 * n_lora * metrics["tokens"]
 
 
-def ceiling(dtype: torch.dtype, n: int = 2048, repeats: int = 3) -> float:
-    """The fastest of `repeats` n^3 matmuls in FLOP/s (one call when a dtype has no fast path here)."""
-    import time
-
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t)
-        if times[-1] > 5:
-            break
-    return 2 * n**3 / min(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path)
@@ -86,7 +72,7 @@ def main() -> None:
 
     def peak(dtype: str) -> float:
         if peaks[dtype] is None:
-            peaks[dtype], where[dtype] = ceiling(getattr(torch, dtype)), f"measured on {cpu().describe()}"
+            peaks[dtype], where[dtype] = matmul_ceiling(getattr(torch, dtype)), f"measured on {cpu().describe()}"
         return peaks[dtype]
 
     rows = []
