@@ -15,7 +15,7 @@
 #
 # What it does not change: the clock, caches and memory bandwidth of this machine, and MKL's choice
 # of kernels on an AMD CPU (MKL runs generic code there): timings are a proxy for the real CPU, to
-# be read beside a figure measured both ways (docs/benchmarks.md, "AVX2 by emulation").
+# be read beside a figure measured both ways (docs/benchmarks.md §6, run 7).
 set -euo pipefail
 
 AVX2_DIR=${AVX2_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cotdistill/avx2}

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from cotdistill.core.cpu import cpu
-from train_throughput import matmul_ceiling  # bench/ is on the path when this script runs
+from train_throughput import flops, matmul_ceiling  # bench/ is on the path when this script runs
 
 
 def read(path: Path) -> dict[str, Any]:
@@ -51,9 +51,8 @@ def param_counts(config: dict[str, Any], lora_r: int | None) -> tuple[int, int, 
 
 
 def train_flops(metrics: dict[str, Any], counts: tuple[int, int, int]) -> float:
-    n_body, n_head, n_lora = counts
-    k = 4 if metrics.get("lora") else 6
-    return k * n_body * metrics["tokens"] + k * n_head * metrics["target_tokens"] + 6 * n_lora * metrics["tokens"]
+    """The useful FLOPs of a training stage, by train_throughput's formula."""
+    return flops({**metrics, "seq_len": 0}, counts, (0, 0, 0), bool(metrics.get("lora")))[0]
 
 
 def main() -> None:
