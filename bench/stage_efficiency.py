@@ -22,18 +22,14 @@ few-shot baselines, `engine: llamacpp`) get tokens/s only: their quantised matmu
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from cotdistill.core.cpu import cpu
+from cotdistill.core.fileio import read_json_object as read
 from train_throughput import flops, matmul_ceiling  # bench/ is on the path when this script runs
-
-
-def read(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def param_counts(config: dict[str, Any], lora_r: int | None) -> tuple[int, int, int]:
